@@ -1,0 +1,258 @@
+"""Settings as frozen dataclasses, with presets sized for the hardware.
+
+Every setting that changes what a model is or how it learns lives here, so that the CLI,
+the widget and the checkpoint all speak the same language (``to_dict`` / ``from_dict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from napari_unet.core.errors import InputError
+
+NormName = Literal["layer", "group", "batch", "none"]
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+
+_T = TypeVar("_T")
+
+
+def _from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
+    """Build ``cls`` from a dict, refusing unknown keys with a readable message."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(f"unknown {cls.__name__} setting(s): {', '.join(unknown)}")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the U-Net.
+
+    Parameters
+    ----------
+    in_channels
+        Number of image channels the model reads.
+    num_classes
+        Number of classes K, background included. The model predicts label ids ``1..K``.
+    depth
+        Number of 2x downsamplings. Inputs are padded internally to a multiple of
+        ``2**depth``.
+    base_channels
+        Feature channels of the first level; each level doubles them.
+    residual
+        Use residual conv blocks instead of plain double convs.
+    norm
+        ``"layer"`` normalises across channels at each pixel. It is independent of batch size
+        and of the tile extent, so tiled prediction equals untiled prediction exactly.
+        ``"group"`` (GroupNorm) is also batch independent but its statistics span the whole
+        tile, so tiles differ slightly from whole-image prediction. ``"batch"`` is offered for
+        large batches only.
+    spatial_dims
+        2 for images, 3 for volumes.
+    """
+
+    in_channels: int = 1
+    num_classes: int = 2
+    depth: int = 3
+    base_channels: int = 16
+    residual: bool = False
+    norm: NormName = "layer"
+    spatial_dims: int = 2
+
+    def __post_init__(self) -> None:
+        if self.in_channels < 1:
+            raise InputError(f"in_channels must be >= 1, got {self.in_channels}")
+        if self.num_classes < 2:
+            raise InputError(f"num_classes must be >= 2, got {self.num_classes}")
+        if not 1 <= self.depth <= 6:
+            raise InputError(f"depth must be between 1 and 6, got {self.depth}")
+        if self.base_channels < 4:
+            raise InputError(f"base_channels must be >= 4, got {self.base_channels}")
+        if self.norm not in ("layer", "group", "batch", "none"):
+            raise InputError(f"norm must be layer, group, batch or none, got {self.norm!r}")
+        if self.spatial_dims not in (2, 3):
+            raise InputError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+
+    @property
+    def size_multiple(self) -> int:
+        """Spatial sizes the network sees are padded to a multiple of this."""
+        return int(2**self.depth)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for checkpoints and JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`."""
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Parameters
+    ----------
+    patch_size
+        Side of the square patches drawn around painted pixels.
+    batch_size
+        Patches per step.
+    learning_rate
+        Peak learning rate of AdamW.
+    weight_decay
+        AdamW weight decay.
+    warmup_steps
+        Linear warm-up; avoids the first large steps wrecking a fine-tuned model.
+    max_steps, max_seconds
+        Stop after this many steps or this much wall-clock time, whichever comes first.
+        Both ``None`` means "until stopped" (the widget's live mode). When a bound is set,
+        the learning rate follows a cosine decay over it.
+    dice_weight
+        Weight of a soft Dice term on painted pixels, added to the cross-entropy. Off by
+        default: on sparse strokes it lowered recall (docs/benchmarks.md).
+    class_balance
+        Weight cross-entropy by inverse square-root frequency of painted pixels per class,
+        so a few strokes of a rare class are not drowned by long background strokes.
+    ema_decay
+        The model that predicts and is saved is an exponential moving average of the
+        trained weights with this decay (``None``: the raw weights). With a handful of
+        strokes, single steps swing the weights a lot; the average is steadier and
+        generalises better.
+    augment
+        Flips, 90 degree rotations and intensity scale/shift.
+    seed
+        Seeds patch sampling, augmentation and weight initialisation. ``None`` for fresh
+        randomness.
+    device
+        ``"auto"`` picks CUDA, then Apple MPS, then CPU.
+    mixed_precision
+        Use bf16 (or fp16 with loss scaling) autocast on CUDA. Never used on CPU, where
+        bf16 convolutions are far slower than fp32.
+    num_threads
+        Torch CPU threads; ``None`` keeps torch's default.
+    """
+
+    patch_size: int = 128
+    batch_size: int = 4
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    max_steps: int | None = None
+    max_seconds: float | None = None
+    dice_weight: float = 0.0
+    class_balance: bool = True
+    ema_decay: float | None = 0.99
+    augment: bool = True
+    seed: int | None = 0
+    device: DeviceName = "auto"
+    mixed_precision: bool = True
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.patch_size < 16:
+            raise InputError(f"patch_size must be >= 16, got {self.patch_size}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise InputError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InputError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise InputError(f"max_seconds must be > 0, got {self.max_seconds}")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            raise InputError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for checkpoints and JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`."""
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """How to cut a large image into tiles for prediction.
+
+    Parameters
+    ----------
+    tile_size
+        Side of the square (cubic) tile fed to the network, rounded up to the model's size
+        multiple.
+    halo
+        Context cropped away around each tile's core. ``None`` uses the network's receptive
+        field radius, which makes tiled prediction identical to whole-image prediction.
+    batch_size
+        Tiles per forward pass.
+    """
+
+    tile_size: int = 512
+    halo: int | None = None
+    batch_size: int = 2
+
+    def __post_init__(self) -> None:
+        if self.tile_size < 16:
+            raise InputError(f"tile_size must be >= 16, got {self.tile_size}")
+        if self.halo is not None and self.halo < 0:
+            raise InputError(f"halo must be >= 0, got {self.halo}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model + training + tiling combination sized for some hardware."""
+
+    name: str
+    description: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tile: TileConfig = field(default_factory=TileConfig)
+
+
+PRESETS: dict[str, Preset] = {
+    "cpu-small": Preset(
+        name="cpu-small",
+        description="16 base channels, depth 3: trains usefully in a minute on 2 CPU cores.",
+        model=ModelConfig(depth=3, base_channels=16),
+        train=TrainConfig(patch_size=96, batch_size=4, learning_rate=3e-3),
+        tile=TileConfig(tile_size=512, batch_size=1),
+    ),
+    "gpu": Preset(
+        name="gpu",
+        description="32 base channels, depth 4, residual blocks: for a CUDA or MPS GPU.",
+        model=ModelConfig(depth=4, base_channels=32, residual=True),
+        train=TrainConfig(patch_size=256, batch_size=16, learning_rate=2e-3),
+        tile=TileConfig(tile_size=1024, batch_size=4),
+    ),
+}
+
+
+def preset_for_device(device_type: str) -> Preset:
+    """Return the preset that suits a device type (``"cpu"``, ``"cuda"``, ``"mps"``)."""
+    return PRESETS["cpu-small" if device_type == "cpu" else "gpu"]
+
+
+def get_preset(name: str, device_type: str = "cpu") -> Preset:
+    """Look a preset up by name; ``"auto"`` chooses by device type.
+
+    Raises
+    ------
+    InputError
+        If the name is unknown.
+    """
+    if name == "auto":
+        return preset_for_device(device_type)
+    try:
+        return PRESETS[name]
+    except KeyError:
+        choices = ", ".join(["auto", *PRESETS])
+        raise InputError(f"unknown preset {name!r}; choose one of: {choices}") from None

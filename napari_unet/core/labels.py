@@ -1,0 +1,81 @@
+"""The label convention shared by the CLI, the widget and the files.
+
+``0`` means *not painted* and carries no loss; ``1`` is background; ``2..K`` are object
+classes. A model with K classes predicts ids ``1..K``, so a prediction can be shown with the
+same colours as the painting it learned from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_unet.core.errors import InputError
+
+UNPAINTED = 0
+BACKGROUND = 1
+
+
+def default_class_names(num_classes: int) -> tuple[str, ...]:
+    """Names for ids ``1..num_classes``: ``background``, then ``class 2``, ``class 3``, ..."""
+    return ("background", *(f"class {i}" for i in range(2, num_classes + 1)))
+
+
+def as_label_array(labels: np.ndarray, what: str = "labels") -> np.ndarray:
+    """Return ``labels`` as a non-negative integer array, or explain why it cannot be.
+
+    Float arrays are accepted when every value is a whole number (TIFFs saved by some tools
+    store labels as float32).
+
+    Raises
+    ------
+    InputError
+        For negative, fractional or non-finite values, or a non-numeric dtype.
+    """
+    arr = np.asarray(labels)
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise InputError(f"{what} must hold whole numbers (0 = unpainted, 1 = background)")
+        arr = arr.astype(np.int64)
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"{what} must be an integer image, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise InputError(f"{what} must not contain negative values")
+    return arr
+
+
+def painted_class_ids(labels: np.ndarray) -> np.ndarray:
+    """Sorted ids of the classes that have at least one painted pixel."""
+    ids = np.unique(labels)
+    return ids[ids != UNPAINTED]
+
+
+def check_training_labels(labels: np.ndarray, spatial_shape: tuple[int, ...]) -> int:
+    """Check that ``labels`` can train a model; return the number of classes K.
+
+    K is the largest painted id, so ids keep their meaning even when an intermediate class
+    has no strokes yet.
+
+    Raises
+    ------
+    InputError
+        If the shape differs from the image, nothing is painted, or only one class is.
+    """
+    if tuple(labels.shape) != tuple(spatial_shape):
+        raise InputError(
+            f"the labels have shape {tuple(labels.shape)} but the image has spatial shape "
+            f"{tuple(spatial_shape)}; paint on a layer of the image's size"
+        )
+    ids = painted_class_ids(labels)
+    if ids.size == 0:
+        raise InputError(
+            "no painted pixels: paint background with label 1 and objects with label 2 "
+            "(0 means 'not painted')"
+        )
+    if ids.size < 2:
+        raise InputError(
+            f"only one class is painted (label {int(ids[0])}); paint at least two: "
+            "background (1) and an object class (2, 3, ...)"
+        )
+    return int(ids.max())

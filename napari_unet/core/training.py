@@ -1,0 +1,493 @@
+"""Training from sparse strokes, as a plain Python generator.
+
+:class:`TrainingRun` sets everything up eagerly (so bad input fails before any thread is
+started) and :meth:`TrainingRun.steps` is a generator that trains one step per iteration
+and yields a :class:`TrainProgress` record. A caller can
+
+- ``send(LabelUpdate(labels))`` new strokes, used from the next step on, without restarting;
+- stop between steps, either by calling :meth:`TrainingRun.stop` (the generator then returns a
+  :class:`TrainResult`) or simply by no longer iterating;
+- bound the run by steps or by wall-clock seconds.
+
+The napari worker and the CLI both drive this same generator.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_unet import __version__
+from napari_unet.core.config import ModelConfig, TrainConfig
+from napari_unet.core.device import (
+    autocast,
+    autocast_dtype,
+    describe_device,
+    resolve_device,
+    set_threads,
+)
+from napari_unet.core.errors import InputError
+from napari_unet.core.labels import (
+    as_label_array,
+    check_training_labels,
+    default_class_names,
+)
+from napari_unet.core.model import TrainedModel
+from napari_unet.core.normalization import Normalization
+from napari_unet.core.sampling import IGNORE_INDEX, PatchBatch, PatchSampler
+from napari_unet.core.unet import build_unet
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """What one training step reports.
+
+    Attributes
+    ----------
+    step
+        Steps done in this run (1 after the first step).
+    loss
+        Loss of this step's batch.
+    elapsed_s
+        Seconds since the run started.
+    samples_per_s
+        Patches per second, averaged over the run.
+    learning_rate
+        Learning rate used for this step.
+    device
+        Device in use, e.g. ``"cpu (2 threads)"``.
+    labels_version
+        How many label updates have been taken in so far.
+    total_steps, total_seconds
+        The run's bounds, if any (for progress bars).
+    notice
+        A message for the user, e.g. why a label update was refused; empty if none.
+    """
+
+    step: int
+    loss: float
+    elapsed_s: float
+    samples_per_s: float
+    learning_rate: float
+    device: str
+    labels_version: int
+    total_steps: int | None = None
+    total_seconds: float | None = None
+    notice: str = ""
+
+    @property
+    def fraction_done(self) -> float | None:
+        """Progress in [0, 1] for a bounded run, ``None`` for an open-ended one."""
+        fractions = []
+        if self.total_steps:
+            fractions.append(self.step / self.total_steps)
+        if self.total_seconds:
+            fractions.append(self.elapsed_s / self.total_seconds)
+        return min(1.0, max(fractions)) if fractions else None
+
+
+@dataclass(frozen=True)
+class LabelUpdate:
+    """New strokes for a running training, sent with ``generator.send(...)``."""
+
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run returns."""
+
+    model: TrainedModel
+    steps: int
+    elapsed_s: float
+    final_loss: float
+
+
+def split_channels(image: np.ndarray, spatial_shape: tuple[int, ...]) -> np.ndarray:
+    """Return ``image`` channel-first: ``spatial`` becomes ``(1, *spatial)``.
+
+    Parameters
+    ----------
+    image
+        ``spatial_shape`` (one channel) or ``(C, *spatial_shape)``.
+    spatial_shape
+        Shape of the labels.
+
+    Raises
+    ------
+    InputError
+        If the image matches neither form.
+    """
+    if tuple(image.shape) == tuple(spatial_shape):
+        return image[np.newaxis]
+    if image.ndim == len(spatial_shape) + 1 and tuple(image.shape[1:]) == tuple(spatial_shape):
+        return image
+    raise InputError(
+        f"the image has shape {tuple(image.shape)} but the labels have shape "
+        f"{tuple(spatial_shape)}; they must cover the same pixels"
+    )
+
+
+def class_weights(counts: dict[int, int], num_classes: int) -> torch.Tensor:
+    """Cross-entropy weights ~ 1/sqrt(painted pixel count), mean 1 over painted classes.
+
+    Square root rather than plain inverse frequency: a class painted with a single short
+    stroke should count more, but not so much that its few pixels dominate every step.
+    """
+    weights = np.zeros(num_classes, dtype=np.float32)
+    for class_id, count in counts.items():
+        weights[class_id - 1] = 1.0 / math.sqrt(max(count, 1))
+    painted = weights > 0
+    weights[painted] /= weights[painted].mean()
+    return torch.from_numpy(weights)
+
+
+def sparse_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor | None,
+    dice_weight: float,
+) -> torch.Tensor:
+    """Cross-entropy (plus soft Dice) over painted pixels only.
+
+    Parameters
+    ----------
+    logits
+        ``(B, K, *spatial)``.
+    targets
+        ``(B, *spatial)`` class indices, :data:`IGNORE_INDEX` where unpainted.
+    weights
+        Per-class cross-entropy weights or ``None``.
+    dice_weight
+        Weight of the Dice term; 0 disables it.
+    """
+    logits = logits.float()
+    loss = F.cross_entropy(logits, targets, weight=weights, ignore_index=IGNORE_INDEX)
+    if dice_weight > 0:
+        painted = (targets != IGNORE_INDEX).unsqueeze(1)
+        probs = logits.softmax(dim=1) * painted
+        onehot = F.one_hot(targets.clamp(min=0), logits.shape[1]).movedim(-1, 1) * painted
+        dims = (0, *range(2, logits.ndim))
+        intersection = (probs * onehot).sum(dims)
+        denominator = probs.sum(dims) + onehot.sum(dims)
+        present = onehot.sum(dims) > 0  # classes absent from this batch say nothing
+        if present.any():
+            dice = (2 * intersection + 1.0) / (denominator + 1.0)
+            loss = loss + dice_weight * (1 - dice[present]).mean()
+    return loss
+
+
+class TrainingRun:
+    """One training session on one image; set up eagerly, trained via :meth:`steps`.
+
+    Parameters
+    ----------
+    image
+        ``spatial`` or ``(C, *spatial)`` array of any numeric dtype.
+    labels
+        Painted strokes, shape ``spatial``: 0 = unpainted, 1 = background, 2.. = objects.
+    config
+        Training settings.
+    model_config
+        Shape of a new network. Channels come from the image and the class count is raised
+        to the highest painted id if needed. Ignored when ``init`` is given.
+    init
+        A model to fine-tune instead of starting fresh; its normalisation, channel count and
+        classes are kept.
+    class_names
+        Names for ids ``1..K``; defaults to ``background, class 2, ...``.
+
+    Raises
+    ------
+    InputError
+        For labels that cannot train (nothing or one class painted, wrong shape), an image
+        that does not match the labels or the ``init`` model, or an unavailable device.
+    """
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        labels: np.ndarray,
+        config: TrainConfig | None = None,
+        *,
+        model_config: ModelConfig | None = None,
+        init: TrainedModel | None = None,
+        class_names: tuple[str, ...] | None = None,
+    ) -> None:
+        self.config = config = config or TrainConfig()
+        labels = as_label_array(labels)
+        image = split_channels(np.asarray(image), labels.shape)
+        num_painted_classes = check_training_labels(labels, labels.shape)
+        self._spatial_shape = tuple(labels.shape)
+        set_threads(config.num_threads)
+        self.device = resolve_device(config.device)
+
+        if config.seed is not None:
+            torch.manual_seed(config.seed)
+        self._rng = np.random.default_rng(config.seed)
+
+        if init is not None:
+            if init.in_channels != image.shape[0]:
+                raise InputError(
+                    f"the model to fine-tune reads {init.in_channels} channel(s) but the "
+                    f"image has {image.shape[0]}"
+                )
+            self._check_classes(labels, init.num_classes)
+            network = copy.deepcopy(init.network)
+            normalization = init.normalization
+            names = tuple(class_names or init.class_names)
+            self._previous_steps = int(init.metadata.get("steps", 0))
+            self._previous_seconds = float(init.metadata.get("seconds", 0.0))
+        else:
+            base = model_config or ModelConfig()
+            if base.spatial_dims != labels.ndim:
+                base = replace(base, spatial_dims=labels.ndim)
+            base = replace(
+                base,
+                in_channels=image.shape[0],
+                num_classes=max(num_painted_classes, base.num_classes),
+            )
+            network = build_unet(base)
+            normalization = Normalization.fit(image)
+            names = tuple(class_names or default_class_names(base.num_classes))
+            self._previous_steps = 0
+            self._previous_seconds = 0.0
+        if len(names) != network.config.num_classes:
+            raise InputError(
+                f"{len(names)} class names given for {network.config.num_classes} classes"
+            )
+
+        self._amp_dtype = autocast_dtype(self.device, config.mixed_precision)
+        self._channels_last = self.device.type == "cuda"
+        network = network.to(self.device)
+        if self._channels_last:
+            network = network.to(memory_format=self._memory_format(labels.ndim))
+        # The optimiser trains `_network`; `model.network` is what predicts and is saved:
+        # an exponential moving average of the trained weights (or the same module).
+        self._network = network
+        averaged = copy.deepcopy(network) if config.ema_decay is not None else network
+        self.model = TrainedModel(averaged, normalization, names, {})
+        trained_state = network.state_dict()
+        self._average_pairs = [
+            (tensor, trained_state[name])
+            for name, tensor in averaged.state_dict().items()
+            if averaged is not network
+        ]
+        self._sampler = PatchSampler(
+            normalization.apply(image), labels, config.patch_size, self._rng, config.augment
+        )
+        self._weights = self._class_weights()
+        self._optimizer = torch.optim.AdamW(
+            self._network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        # Loss scaling is only needed for fp16; bf16 has fp32's exponent range.
+        self._scaler = torch.amp.GradScaler(
+            "cuda", enabled=self._amp_dtype == torch.float16
+        )
+        self._stop = threading.Event()
+        self._steps_done = 0
+        self._elapsed = 0.0
+        self._labels_version = 0
+        self._last_loss = float("nan")
+        self._update_metadata()
+
+    # -- control -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the run to end after the current step; safe to call from any thread."""
+        self._stop.set()
+
+    def update_labels(self, labels: np.ndarray) -> None:
+        """Use new strokes from the next step on.
+
+        Raises
+        ------
+        InputError
+            If the strokes cannot train this model (shape, classes); the old ones stay.
+        """
+        labels = as_label_array(labels)
+        check_training_labels(labels, self._spatial_shape)
+        self._check_classes(labels, self.model.num_classes)
+        self._sampler.set_labels(labels)
+        self._weights = self._class_weights()
+        self._labels_version += 1
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def steps(self) -> Generator[TrainProgress, LabelUpdate | None, TrainResult]:
+        """Train, one step per iteration, until a bound is reached or :meth:`stop` is called.
+
+        Yields
+        ------
+        TrainProgress
+            After every step.
+
+        Returns
+        -------
+        TrainResult
+            The trained model and totals (the generator's return value).
+        """
+        cfg = self.config
+        start = time.perf_counter() - self._elapsed
+        notice = ""
+        try:
+            while not self._stop.is_set() and not self._bound_reached():
+                lr = self._learning_rate()
+                for group in self._optimizer.param_groups:
+                    group["lr"] = lr
+                self._network.train()
+                loss = self._train_step(self._sampler.sample(cfg.batch_size))
+                self._steps_done += 1
+                self._update_average()
+                self._elapsed = time.perf_counter() - start
+                self._last_loss = loss
+                update = yield TrainProgress(
+                    step=self._steps_done,
+                    loss=loss,
+                    elapsed_s=self._elapsed,
+                    samples_per_s=self._steps_done * cfg.batch_size / max(self._elapsed, 1e-9),
+                    learning_rate=lr,
+                    device=describe_device(self.device),
+                    labels_version=self._labels_version,
+                    total_steps=cfg.max_steps,
+                    total_seconds=cfg.max_seconds,
+                    notice=notice,
+                )
+                notice = ""
+                if update is not None:
+                    try:
+                        self.update_labels(update.labels)
+                    except InputError as err:
+                        # Keep training on the previous strokes; tell the user why.
+                        notice = f"new strokes not used: {err}"
+        finally:
+            self._network.eval()
+            self.model.network.eval()
+            self._update_metadata()
+        return TrainResult(self.model, self._steps_done, self._elapsed, self._last_loss)
+
+    def run_to_end(self) -> TrainResult:
+        """Iterate :meth:`steps` to its end and return the result (for scripts)."""
+        gen = self.steps()
+        while True:
+            try:
+                next(gen)
+            except StopIteration as done:
+                return done.value
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _train_step(self, batch: PatchBatch) -> float:
+        images = torch.from_numpy(batch.images).to(self.device, non_blocking=True)
+        targets = torch.from_numpy(batch.targets).to(self.device, non_blocking=True)
+        if self._channels_last:
+            images = images.contiguous(memory_format=self._memory_format(targets.ndim - 1))
+        self._optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self._amp_dtype):
+            logits = self._network(images)
+        loss = sparse_loss(logits, targets, self._weights, self.config.dice_weight)
+        self._scaler.scale(loss).backward()
+        self._scaler.step(self._optimizer)
+        self._scaler.update()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        decay = self.config.ema_decay
+        if decay is None:
+            return
+        # Short memory at first so the average is not dominated by the random start.
+        step = self._previous_steps + self._steps_done
+        decay = min(decay, (1 + step) / (10 + step))
+        for averaged, trained in self._average_pairs:
+            if trained.dtype.is_floating_point:
+                averaged.lerp_(trained, 1 - decay)
+            else:
+                averaged.copy_(trained)
+
+    def _learning_rate(self) -> float:
+        cfg = self.config
+        warmup = min(1.0, (self._steps_done + 1) / max(cfg.warmup_steps, 1))
+        fractions = []
+        if cfg.max_steps:
+            fractions.append(self._steps_done / cfg.max_steps)
+        if cfg.max_seconds:
+            fractions.append(self._elapsed / cfg.max_seconds)
+        if not fractions:
+            return cfg.learning_rate * warmup  # open-ended (live) training: constant rate
+        done = min(1.0, max(fractions))
+        # Cosine decay to 5 % over the budget: the last steps refine instead of jumping.
+        decay = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done))
+        return cfg.learning_rate * warmup * decay
+
+    def _bound_reached(self) -> bool:
+        cfg = self.config
+        if cfg.max_steps is not None and self._steps_done >= cfg.max_steps:
+            return True
+        return cfg.max_seconds is not None and self._elapsed >= cfg.max_seconds
+
+    def _class_weights(self) -> torch.Tensor | None:
+        if not self.config.class_balance:
+            return None
+        counts = self._sampler.class_pixel_counts
+        return class_weights(counts, self.model.num_classes).to(self.device)
+
+    def _check_classes(self, labels: np.ndarray, num_classes: int) -> None:
+        highest = int(labels.max())
+        if highest > num_classes:
+            raise InputError(
+                f"label {highest} is painted but the model knows only ids 1..{num_classes}; "
+                "start a new model to add a class"
+            )
+
+    @staticmethod
+    def _memory_format(spatial_dims: int) -> torch.memory_format:
+        return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+    def _update_metadata(self) -> None:
+        self.model.metadata = {
+            "steps": self._previous_steps + self._steps_done,
+            "seconds": round(self._previous_seconds + self._elapsed, 3),
+            "seed": self.config.seed,
+            "napari_unet_version": __version__,
+            "torch_version": str(torch.__version__),
+            "device": self.device.type,
+            "train_config": asdict(self.config),
+            "painted_pixels": {str(k): v for k, v in self._sampler.class_pixel_counts.items()},
+            "final_loss": None if math.isnan(self._last_loss) else self._last_loss,
+        }
+
+
+def train(
+    image: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig | None = None,
+    *,
+    model_config: ModelConfig | None = None,
+    init: TrainedModel | None = None,
+    class_names: tuple[str, ...] | None = None,
+) -> Generator[TrainProgress, LabelUpdate | None, TrainResult]:
+    """Train a U-Net on painted strokes; a generator of :class:`TrainProgress`.
+
+    Set-up errors are raised here, at the call, not at the first ``next``. See
+    :class:`TrainingRun` for the parameters.
+
+    Returns
+    -------
+    Generator[TrainProgress, LabelUpdate | None, TrainResult]
+        Send :class:`LabelUpdate` to change the strokes; the return value (in
+        ``StopIteration.value``) is the :class:`TrainResult`.
+    """
+    run = TrainingRun(
+        image, labels, config, model_config=model_config, init=init, class_names=class_names
+    )
+    return run.steps()
+
