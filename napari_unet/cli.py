@@ -1,0 +1,190 @@
+"""Command line: ``napari-unet train | predict | demo``.
+
+Built on :mod:`napari_unet.core` only (``demo`` imports napari lazily). User errors end with a
+one-line message and exit code 2; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from napari_unet import __version__
+from napari_unet.core.config import PRESETS, get_preset
+from napari_unet.core.errors import NapariUnetError
+
+EXIT_USER_ERROR = 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-unet",
+        description="Train a U-Net from a few painted strokes and segment images with it.",
+        epilog="Labels: 0 = not painted (ignored), 1 = background, 2, 3, ... = object classes.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a model from an image and painted strokes")
+    train.add_argument("--image", required=True, type=Path, help="image TIFF (2D, optionally"
+                       " multichannel)")
+    train.add_argument("--labels", required=True, type=Path,
+                       help="strokes TIFF: 0 unpainted, 1 background, 2.. objects")
+    train.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--seconds", type=float, help="train for this long (default 60)")
+    budget.add_argument("--steps", type=int, help="train for this many steps")
+    train.add_argument("--init", type=Path, help="fine-tune this model instead of a new one")
+    train.add_argument("--preset", default="auto", choices=["auto", *PRESETS],
+                       help="model/training size (default: auto, by device)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_common(train)
+
+    predict = sub.add_parser("predict", help="segment an image with a trained model")
+    predict.add_argument("--model", required=True, type=Path, help="model file (.pt)")
+    predict.add_argument("--image", required=True, type=Path, help="image TIFF")
+    predict.add_argument("--out", required=True, type=Path,
+                         help="class map TIFF to write (ids as painted, 1 = background)")
+    predict.add_argument("--probabilities", type=Path,
+                         help="also write per-class probabilities (float32 TIFF, axes CYX)")
+    predict.add_argument("--tile-size", type=int, help="tile side in pixels (default by device)")
+    _add_common(predict)
+
+    demo = sub.add_parser("demo", help="open napari with the sample image, strokes and trainer")
+    demo.add_argument("--no-show", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--axes", help="axes of the image, e.g. YX, CYX, YXC (default: from file)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to compute (default auto: CUDA, then MPS, then CPU)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not args.quiet:
+        print(message, file=sys.stderr)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_unet.core.checkpoint import load_model, save_model
+    from napari_unet.core.device import describe_device, resolve_device
+    from napari_unet.core.io import check_output_path, read_image_2d, read_labels
+    from napari_unet.core.training import TrainingRun
+
+    check_output_path(args.out, args.overwrite)  # fail now, not after a minute of training
+    device = resolve_device(args.device)
+    preset = get_preset(args.preset, device.type)
+    image = read_image_2d(args.image, args.axes)
+    labels = read_labels(args.labels)
+    init = load_model(args.init) if args.init else None
+    seconds = args.seconds if args.seconds is not None or args.steps else 60.0
+    config = replace(preset.train, max_seconds=seconds, max_steps=args.steps, seed=args.seed,
+                     device=args.device)
+    run = TrainingRun(image, labels, config, model_config=preset.model, init=init)
+    _say(args, f"training on {describe_device(run.device)} with preset {preset.name} "
+               f"({'fine-tuning ' + str(args.init) if init else 'new model'})")
+
+    total = args.steps if args.steps else seconds
+    unit = "step" if args.steps else "s"
+    bar = tqdm(total=total, unit=unit, disable=args.quiet, file=sys.stderr,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]"
+               "{postfix}")
+    interrupted = False
+    steps = run.steps()
+    try:
+        for progress in steps:
+            bar.n = progress.step if args.steps else min(progress.elapsed_s, total)
+            bar.set_postfix(loss=f"{progress.loss:.3f}", refresh=False)
+            bar.refresh()
+    except KeyboardInterrupt:
+        # Ctrl-C ends training early; the model trained so far is still worth keeping.
+        interrupted = True
+        steps.close()
+    finally:
+        bar.close()
+    model = run.model
+    if model.metadata.get("steps", 0) == 0:
+        _say(args, "stopped before the first step; no model written")
+        return 130
+    save_model(model, args.out)
+    meta = model.metadata
+    _say(args, f"{'stopped early: ' if interrupted else ''}trained {meta['steps']} steps in "
+               f"{meta['seconds']:.1f} s, final loss {meta['final_loss']:.4f}; wrote {args.out}")
+    return 130 if interrupted else 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_unet.core.checkpoint import load_model
+    from napari_unet.core.device import resolve_device
+    from napari_unet.core.inference import as_model_input, iter_predict
+    from napari_unet.core.io import (
+        check_output_path,
+        read_image_2d,
+        write_labels,
+        write_probabilities,
+    )
+
+    check_output_path(args.out, args.overwrite)
+    if args.probabilities:
+        check_output_path(args.probabilities, args.overwrite)
+    device = resolve_device(args.device)
+    tiles = get_preset("auto", device.type).tile
+    if args.tile_size:
+        tiles = replace(tiles, tile_size=args.tile_size)
+    model = load_model(args.model)
+    image = as_model_input(model, read_image_2d(args.image, args.axes))
+    gen = iter_predict(model, image, tiles, return_probabilities=bool(args.probabilities),
+                       device=device)
+    with tqdm(unit="tile", disable=args.quiet, file=sys.stderr) as bar:
+        while True:
+            try:
+                progress = next(gen)
+            except StopIteration as finished:
+                prediction = finished.value
+                break
+            bar.total = progress.tiles_total
+            bar.update(progress.tiles_done - bar.n)
+    write_labels(args.out, prediction.class_map, axes="YX", overwrite=args.overwrite)
+    if args.probabilities and prediction.probabilities is not None:
+        write_probabilities(args.probabilities, prediction.probabilities,
+                            overwrite=args.overwrite)
+    counts = np.bincount(prediction.class_map.ravel(), minlength=model.num_classes + 1)
+    shares = ", ".join(
+        f"{name} {100 * counts[i + 1] / prediction.class_map.size:.1f}%"
+        for i, name in enumerate(model.class_names)
+    )
+    _say(args, f"wrote {args.out} ({'x'.join(map(str, prediction.class_map.shape))}; {shares})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from napari_unet._demo import run_demo
+
+    return run_demo(show=not args.no_show)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = _build_parser().parse_args(argv)
+    commands = {"train": _cmd_train, "predict": _cmd_predict, "demo": _cmd_demo}
+    try:
+        return commands[args.command](args)
+    except NapariUnetError as err:
+        print(f"napari-unet {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
