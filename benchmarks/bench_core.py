@@ -1,0 +1,235 @@
+"""Core engine benchmark: our overhead against plain PyTorch, and U-Net vs random forest.
+
+    pip install -e ".[bench]"
+    python benchmarks/bench_core.py [--device cpu|cuda] [--write docs/benchmarks.md]
+
+Prints, and with ``--write`` puts between markers in the docs:
+
+1. Training samples/s of ``TrainingRun`` against a plain PyTorch loop (same network, same
+   patch and batch size, tensors prepared in advance) in the same process.
+2. Inference megapixels/s of ``predict`` (tiled, exact halo) against (a) a plain loop over
+   the same tile windows and (b) one whole-image forward pass.
+3. Foreground IoU on unpainted pixels of the sample image after 30 s and 60 s of training
+   from the sample strokes, next to a random forest on
+   ``skimage.feature.multiscale_basic_features`` (what ilastik's pixel classifier does)
+   trained on the same strokes. Several seeds; mean and spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+import torch.nn.functional as F
+
+from napari_unet.core.config import PRESETS, get_preset
+from napari_unet.core.device import resolve_device
+from napari_unet.core.inference import _pad_to_multiple, plan_tiles, predict
+from napari_unet.core.metrics import foreground_iou
+from napari_unet.core.sampling import IGNORE_INDEX
+from napari_unet.core.training import TrainingRun
+from napari_unet.core.unet import build_unet
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data"
+MARK_BEGIN = "<!-- bench_core:begin -->"
+MARK_END = "<!-- bench_core:end -->"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def training_throughput(device: torch.device, preset_name: str, steps: int) -> dict[str, float]:
+    preset = PRESETS[preset_name]
+    image = tifffile.imread(SAMPLE / "nuclei2d.tif")
+    strokes = tifffile.imread(SAMPLE / "nuclei2d_strokes.tif")
+    cfg = replace(preset.train, max_steps=None, device=device.type, seed=0)
+    bs, ps = cfg.batch_size, cfg.patch_size
+
+    # Ours: the full loop (sampling, augmentation, loss on painted pixels, schedule).
+    run = TrainingRun(image, strokes, cfg, model_config=preset.model)
+    gen = run.steps()
+    for _ in range(5):  # warm-up
+        next(gen)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        next(gen)
+    _sync(device)
+    ours = steps * bs / (time.perf_counter() - t0)
+    gen.close()
+
+    # Plain PyTorch: same network shape, pre-made tensors, CE with ignore_index, AdamW.
+    torch.manual_seed(0)
+    net = build_unet(run.model.config).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate)
+    x = torch.randn(bs, 1, ps, ps, device=device)
+    y = torch.randint(-1, 2, (bs, ps, ps), device=device)
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    for i in range(steps + 5):
+        if i == 5:
+            _sync(device)
+            t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = net(x)
+        F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX).backward()
+        opt.step()
+    _sync(device)
+    plain = steps * bs / (time.perf_counter() - t0)
+    return {"ours": ours, "plain": plain}
+
+
+def inference_throughput(device: torch.device, preset_name: str, side: int) -> dict[str, float]:
+    preset = PRESETS[preset_name]
+    image = tifffile.imread(SAMPLE / "nuclei2d.tif")
+    strokes = tifffile.imread(SAMPLE / "nuclei2d_strokes.tif")
+    cfg = replace(preset.train, max_steps=2, device=device.type)
+    model = TrainingRun(image, strokes, cfg, model_config=preset.model).run_to_end().model
+    big = np.tile(image, (side // 512 + 1, side // 512 + 1))[:side, :side]
+    megapixels = big.size / 1e6
+    tiles = preset.tile
+    predict(model, big[:512, :512], tiles, device=device)  # warm-up
+
+    def timed(fn) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        return megapixels / (time.perf_counter() - t0)
+
+    ours = timed(lambda: predict(model, big, tiles, device=device))
+
+    net = model.network.to(device).eval()
+    norm = model.normalization.apply(big[np.newaxis])
+    padded = _pad_to_multiple(norm, model.config.size_multiple)
+    _, windows = plan_tiles(padded.shape[1:], tiles.tile_size, net.receptive_radius,
+                            model.config.size_multiple)
+
+    def plain_tiles() -> None:
+        with torch.inference_mode():
+            for w in windows:
+                x = torch.from_numpy(np.ascontiguousarray(padded[(slice(None), *w.window)]))
+                net(x[None].to(device)).argmax(1).cpu()
+
+    def plain_whole() -> None:
+        with torch.inference_mode():
+            net(torch.from_numpy(padded)[None].to(device)).argmax(1).cpu()
+
+    return {"ours": ours, "plain_tiles": timed(plain_tiles), "plain_whole": timed(plain_whole),
+            "tiles": len(windows), "side": side}
+
+
+def random_forest_iou(
+    image: np.ndarray, strokes: np.ndarray, truth: np.ndarray
+) -> tuple[float, float]:
+    from skimage.feature import multiscale_basic_features
+    from sklearn.ensemble import RandomForestClassifier
+
+    t0 = time.perf_counter()
+    features = multiscale_basic_features(image.astype(np.float32), sigma_min=0.7, sigma_max=16)
+    painted = strokes > 0
+    forest = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=0)
+    forest.fit(features[painted], strokes[painted])
+    pred = forest.predict(features.reshape(-1, features.shape[-1])).reshape(strokes.shape)
+    seconds = time.perf_counter() - t0
+    return foreground_iou(pred, truth, ~painted), seconds
+
+
+def unet_iou(image, strokes, truth, device, seconds: float, seed: int) -> tuple[float, int]:
+    preset = get_preset("auto", device.type)
+    cfg = replace(preset.train, max_seconds=seconds, seed=seed, device=device.type)
+    result = TrainingRun(image, strokes, cfg, model_config=preset.model).run_to_end()
+    pred = predict(result.model, image, preset.tile).class_map
+    return foreground_iou(pred, truth, strokes == 0), result.steps
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    threads = torch.get_num_threads()
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {threads} torch threads{gpu}; torch {torch.__version__}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--write", type=Path, help="update this markdown file between markers")
+    parser.add_argument("--quick", action="store_true", help="fewer steps, one seed, 10/20 s")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    preset = get_preset("auto", device.type).name
+    lines = [f"Measured on: {machine()}, device `{device.type}`, preset `{preset}`,",
+             f"{time.strftime('%Y-%m-%d')}, with `python benchmarks/bench_core.py`.", ""]
+
+    tr = training_throughput(device, preset, steps=10 if args.quick else 40)
+    inf = inference_throughput(device, preset, side=1024 if args.quick else 2048)
+    lines += [
+        "| throughput | ours | plain PyTorch | ratio |",
+        "|---|---|---|---|",
+        f"| training, patches/s | {tr['ours']:.1f} | {tr['plain']:.1f} | "
+        f"{tr['ours'] / tr['plain']:.2f} |",
+        f"| prediction {inf['side']}x{inf['side']}, MP/s vs same {inf['tiles']} tiles | "
+        f"{inf['ours']:.2f} | {inf['plain_tiles']:.2f} | "
+        f"{inf['ours'] / inf['plain_tiles']:.2f} |",
+        f"| prediction {inf['side']}x{inf['side']}, MP/s vs one whole-image pass | "
+        f"{inf['ours']:.2f} | {inf['plain_whole']:.2f} | "
+        f"{inf['ours'] / inf['plain_whole']:.2f} |",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+    image = tifffile.imread(SAMPLE / "nuclei2d.tif")
+    strokes = tifffile.imread(SAMPLE / "nuclei2d_strokes.tif")
+    truth = tifffile.imread(SAMPLE / "nuclei2d_truth.tif")
+    rf_iou, rf_s = random_forest_iou(image, strokes, truth)
+    budgets = (10.0, 20.0) if args.quick else (30.0, 60.0)
+    seeds = range(1 if args.quick else args.seeds)
+    rows = ["| method | training time | foreground IoU, unpainted pixels (mean ± sd, min) |",
+            "|---|---|---|",
+            f"| random forest, multiscale filter features | {rf_s:.1f} s | {rf_iou:.3f} |"]
+    for budget in budgets:
+        scores = []
+        for seed in seeds:
+            score, steps = unet_iou(image, strokes, truth, device, budget, seed)
+            print(f"U-Net {budget:.0f} s seed {seed}: IoU {score:.3f} ({steps} steps)",
+                  flush=True)
+            scores.append(score)
+        sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        rows.append(f"| U-Net `{preset}` | {budget:.0f} s | {statistics.mean(scores):.3f} ± "
+                    f"{sd:.3f}, min {min(scores):.3f} ({len(scores)} seeds) |")
+    lines += rows
+    text = "\n".join(lines)
+    print("\n".join(rows))
+    if args.write:
+        doc = args.write.read_text() if args.write.exists() else ""
+        block = f"{MARK_BEGIN}\n{text}\n{MARK_END}"
+        if MARK_BEGIN in doc:
+            head, rest = doc.split(MARK_BEGIN, 1)
+            doc = head + block + rest.split(MARK_END, 1)[1]
+        else:
+            doc += "\n" + block + "\n"
+        args.write.write_text(doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The core and the CLI must run without any GUI stack."""
+
+import subprocess
+import sys
+
+CORE_MODULES = [
+    "napari_unet.core.config", "napari_unet.core.labels", "napari_unet.core.normalization",
+    "napari_unet.core.unet", "napari_unet.core.device", "napari_unet.core.sampling",
+    "napari_unet.core.training", "napari_unet.core.inference", "napari_unet.core.checkpoint",
+    "napari_unet.core.io", "napari_unet.core.metrics", "napari_unet.cli",
+]
+GUI_MODULES = ["napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt", "magicgui",
+               "vispy"]
+
+
+def _loaded_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return {name.split(".")[0] for name in out.split()}
+
+
+def test_core_and_cli_import_no_gui_stack():
+    loaded = _loaded_after("\n".join(f"import {m}" for m in CORE_MODULES))
+    assert "torch" in loaded  # the import really happened
+    assert loaded.isdisjoint(GUI_MODULES), loaded & set(GUI_MODULES)
+
+
+def test_package_import_is_cheap():
+    # napari imports the package to read the manifest; that must not pull torch in.
+    loaded = _loaded_after("import napari_unet")
+    assert "torch" not in loaded
+    assert loaded.isdisjoint(GUI_MODULES)

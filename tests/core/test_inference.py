@@ -1,0 +1,98 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from napari_unet.core.config import ModelConfig, TileConfig, TrainConfig
+from napari_unet.core.errors import InputError
+from napari_unet.core.inference import plan_tiles, predict
+from napari_unet.core.model import TrainedModel
+from napari_unet.core.normalization import Normalization
+from napari_unet.core.training import TrainingRun
+from napari_unet.core.unet import build_unet
+
+
+def _random_model(in_channels=1, num_classes=3, depth=2, seed=0) -> TrainedModel:
+    torch.manual_seed(seed)
+    net = build_unet(ModelConfig(in_channels=in_channels, num_classes=num_classes,
+                                 depth=depth, base_channels=8)).eval()
+    norm = Normalization((0.0,) * in_channels, (1.0,) * in_channels)
+    return TrainedModel(net, norm, ("background", "a", "b")[:num_classes])
+
+
+@pytest.mark.parametrize("shape", [(203, 157), (64, 64), (97, 300)])
+def test_tiled_equals_untiled(shape):
+    model = _random_model()
+    image = np.random.default_rng(0).random(shape, dtype=np.float32)
+    whole = predict(model, image, TileConfig(tile_size=512), return_probabilities=True)
+    tiled = predict(model, image, TileConfig(tile_size=48, batch_size=3),
+                    return_probabilities=True)
+    assert whole.probabilities.shape == (3, *shape)
+    np.testing.assert_allclose(tiled.probabilities, whole.probabilities, atol=1e-5)
+    np.testing.assert_array_equal(tiled.class_map, whole.class_map)
+
+
+def test_trained_model_tiles_without_seams(blobs):
+    image, strokes, _ = blobs
+    big = np.tile(image, (3, 3))
+    config = TrainConfig(patch_size=32, max_steps=20, seed=0, device="cpu")
+    model = TrainingRun(big, np.tile(strokes, (3, 3)), config,
+                        model_config=ModelConfig(depth=3, base_channels=8)).run_to_end().model
+    whole = predict(model, big, TileConfig(tile_size=256), return_probabilities=True)
+    tiled = predict(model, big, TileConfig(tile_size=128), return_probabilities=True)
+    np.testing.assert_allclose(tiled.probabilities, whole.probabilities, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 40)).map(lambda s: (s[0] * 8, s[1] * 8)),
+    tile=st.integers(16, 200), halo=st.integers(0, 40),
+)
+def test_tile_cores_cover_every_pixel_once(shape, tile, halo):
+    tile_shape, windows = plan_tiles(shape, tile, halo, multiple=8)
+    cover = np.zeros(shape, dtype=int)
+    for w in windows:
+        cover[w.core] += 1
+        window_shape = tuple(s.stop - s.start for s in w.window)
+        assert window_shape == tile_shape  # all windows batchable
+        assert max(window_shape) <= max(-(-tile // 8) * 8, 2 * (-(-halo // 8) * 8) + 8)
+        assert all(s.start % 8 == 0 for s in w.window)  # pooling grids line up
+        for core, win in zip(w.core, w.window):
+            assert win.start <= core.start and core.stop <= win.stop
+    assert (cover == 1).all()
+
+
+def test_class_map_uses_painted_ids_and_probabilities_sum_to_one():
+    model = _random_model(num_classes=3)
+    out = predict(model, np.random.default_rng(0).random((40, 40)), return_probabilities=True)
+    assert out.class_map.dtype == np.uint8
+    assert set(np.unique(out.class_map)) <= {1, 2, 3}
+    np.testing.assert_allclose(out.probabilities.sum(axis=0), 1, atol=1e-5)
+    np.testing.assert_array_equal(out.probabilities.argmax(axis=0) + 1, out.class_map)
+
+
+def test_odd_and_tiny_images():
+    model = _random_model()
+    for shape in [(1, 1), (3, 200), (17, 5)]:
+        assert predict(model, np.ones(shape)).class_map.shape == shape
+
+
+def test_wrong_channel_count_is_explained():
+    model = _random_model(in_channels=2)
+    with pytest.raises(InputError, match="2-channel"):
+        predict(model, np.zeros((3, 32, 32)))
+    with pytest.raises(InputError, match="2D"):
+        predict(model, np.zeros((2, 2, 3, 32, 32)))
+
+
+def test_multichannel_input():
+    model = _random_model(in_channels=2)
+    assert predict(model, np.zeros((2, 30, 30))).class_map.shape == (30, 30)
+
+
+def test_tile_config_is_validated():
+    with pytest.raises(InputError):
+        replace(TileConfig(), tile_size=4)

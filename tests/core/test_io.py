@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from napari_unet.core.errors import InputError
+from napari_unet.core.io import (
+    read_image_2d,
+    read_labels,
+    read_tiff,
+    smallest_label_dtype,
+    write_labels,
+    write_probabilities,
+)
+
+
+@pytest.mark.parametrize(
+    ("max_label", "dtype"),
+    [(1, np.uint8), (255, np.uint8), (256, np.uint16), (65535, np.uint16), (70000, np.float32)],
+)
+def test_masks_use_the_smallest_imagej_dtype(tmp_path, max_label, dtype):
+    labels = np.zeros((5, 7), dtype=np.int64)
+    labels[2, 3] = max_label
+    path = write_labels(tmp_path / "m.tif", labels)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_imagej
+        assert tif.series[0].dtype == dtype
+        assert tif.series[0].axes == "YX"
+        np.testing.assert_array_equal(tif.asarray(), labels)
+
+
+def test_3d_masks_are_imagej_z_stacks(tmp_path):
+    labels = np.random.default_rng(0).integers(0, 4, (6, 10, 12))
+    path = write_labels(tmp_path / "stack.tif", labels)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.imagej_metadata["slices"] == 6  # Fiji reads Z, not time or channels
+        assert tif.series[0].axes == "ZYX"
+        np.testing.assert_array_equal(tif.asarray(), labels)
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), top=st.sampled_from([1, 200, 3000]),
+       seed=st.integers(0, 1000))
+def test_label_round_trip(tmp_path_factory, h, w, top, seed):
+    labels = np.random.default_rng(seed).integers(0, top + 1, (h, w))
+    path = write_labels(tmp_path_factory.mktemp("rt") / "m.tif", labels)
+    back = read_labels(path)
+    np.testing.assert_array_equal(back.reshape(h, w), labels)
+
+
+def test_never_overwrites_silently(tmp_path):
+    path = write_labels(tmp_path / "m.tif", np.ones((4, 4), dtype=np.uint8))
+    with pytest.raises(InputError, match="already exists"):
+        write_labels(path, np.zeros((4, 4), dtype=np.uint8))
+    assert read_labels(path).max() == 1
+    write_labels(path, np.zeros((4, 4), dtype=np.uint8), overwrite=True)
+    assert read_labels(path).max() == 0
+
+
+def test_bad_labels_are_refused(tmp_path):
+    with pytest.raises(InputError, match="integers"):
+        write_labels(tmp_path / "f.tif", np.ones((3, 3), dtype=np.float32))
+    with pytest.raises(InputError, match="negative"):
+        write_labels(tmp_path / "n.tif", -np.ones((3, 3), dtype=np.int32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_probabilities_are_an_imagej_channel_stack(tmp_path):
+    probs = np.random.default_rng(0).random((3, 8, 9)).astype(np.float32)
+    path = write_probabilities(tmp_path / "p.tif", probs)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.imagej_metadata["channels"] == 3
+        np.testing.assert_array_equal(tif.asarray(), probs)
+
+
+def test_reads_grey_rgb_and_channel_first(tmp_path):
+    grey = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    tifffile.imwrite(tmp_path / "g.tif", grey)
+    assert read_image_2d(tmp_path / "g.tif").shape == (1, 3, 4)
+    rgb = np.zeros((5, 6, 3), dtype=np.uint8)
+    rgb[..., 1] = 7
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    assert read_tiff(tmp_path / "rgb.tif").axes == "YXC"
+    chw = read_image_2d(tmp_path / "rgb.tif")
+    assert chw.shape == (3, 5, 6) and (chw[1] == 7).all()
+    tifffile.imwrite(tmp_path / "c.tif", np.zeros((2, 5, 6), np.float32), imagej=True,
+                     metadata={"axes": "CYX"})
+    assert read_image_2d(tmp_path / "c.tif").shape == (2, 5, 6)
+    # axes given by the user win over the file
+    assert read_image_2d(tmp_path / "g.tif", axes="YX").shape == (1, 3, 4)
+
+
+def test_unsupported_layouts_and_files_are_explained(tmp_path):
+    tifffile.imwrite(tmp_path / "z.tif", np.zeros((4, 5, 6), np.uint8), imagej=True,
+                     metadata={"axes": "ZYX"})
+    with pytest.raises(InputError, match="axes ZYX"):
+        read_image_2d(tmp_path / "z.tif")
+    (tmp_path / "x.tif").write_bytes(b"this is not a tiff")
+    with pytest.raises(InputError, match="not a readable TIFF"):
+        read_tiff(tmp_path / "x.tif")
+    with pytest.raises(InputError, match="not found"):
+        read_tiff(tmp_path / "missing.tif")
+    with pytest.raises(InputError, match="do not match"):
+        read_tiff(tmp_path / "z.tif", axes="YX")
+
+
+def test_smallest_dtype_limit():
+    with pytest.raises(InputError):
+        smallest_label_dtype(2**24)

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from napari_unet.core.errors import InputError
+from napari_unet.core.sampling import IGNORE_INDEX, PatchSampler
+
+
+def _sampler(labels, patch=16, seed=0, augment=False, image=None):
+    if image is None:
+        image = np.random.default_rng(1).random((1, *labels.shape), dtype=np.float32)
+    return PatchSampler(image, labels, patch, np.random.default_rng(seed), augment=augment)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(8, 60), w=st.integers(8, 60), seed=st.integers(0, 10_000),
+    augment=st.booleans(),
+)
+def test_only_painted_pixels_carry_loss(h, w, seed, augment):
+    rng = np.random.default_rng(seed)
+    labels = np.where(rng.random((h, w)) < 0.05, rng.integers(1, 4, (h, w)), 0).astype(np.uint8)
+    labels[0, 0], labels[-1, -1] = 1, 2  # at least two classes
+    # Encode each pixel's own label in the image so we can check patch/target alignment.
+    image = labels[np.newaxis].astype(np.float32)
+    batch = _sampler(labels, patch=16, seed=seed, augment=augment, image=image).sample(3)
+    assert batch.images.shape == (3, 1, 16, 16) and batch.targets.shape == (3, 16, 16)
+    painted = batch.targets != IGNORE_INDEX
+    assert painted.any()  # every patch is placed over a painted pixel
+    # Exact alignment check; jitter changes values, and padding of small images mirrors the
+    # image while the padded labels stay unpainted.
+    if not augment and h >= 16 and w >= 16:
+        np.testing.assert_array_equal(batch.images[:, 0][painted], batch.targets[painted] + 1)
+        np.testing.assert_array_equal(batch.images[:, 0][~painted], 0)
+
+
+def test_classes_are_balanced_whatever_the_stroke_lengths():
+    labels = np.zeros((200, 200), dtype=np.uint8)
+    labels[10:190, 10:190:4] = 1  # long background strokes: thousands of pixels
+    labels[100, 100] = 2  # a single object pixel
+    sampler = _sampler(labels, patch=8, seed=3)
+    seen_object = sum((sampler.sample(1).targets == 1).any() for _ in range(400))
+    assert 150 < seen_object < 250  # about half the patches, not 1 in 8000
+
+
+def test_image_smaller_than_patch_is_padded_with_unpainted():
+    labels = np.array([[1, 0, 2], [0, 0, 0]], dtype=np.uint8)
+    batch = _sampler(labels, patch=16).sample(2)
+    assert batch.images.shape == (2, 1, 16, 16)
+    assert (batch.targets != IGNORE_INDEX).sum() == 4  # 2 painted pixels x 2 patches
+
+
+def test_new_labels_replace_old_ones():
+    labels = np.zeros((32, 32), dtype=np.uint8)
+    labels[5, 5], labels[20, 20] = 1, 2
+    sampler = _sampler(labels)
+    assert sampler.class_pixel_counts == {1: 1, 2: 1}
+    new = np.zeros_like(labels)
+    new[:, 3] = 1
+    new[:, 9] = 3
+    sampler.set_labels(new)
+    assert sampler.class_pixel_counts == {1: 32, 3: 32}
+    with pytest.raises(InputError, match="differs"):
+        sampler.set_labels(np.zeros((5, 5), dtype=np.uint8))
+
+
+def test_3d_patches():
+    labels = np.zeros((10, 30, 30), dtype=np.uint8)
+    labels[4, 3:8, 3:8], labels[6, 20:25, 20:25] = 1, 2
+    batch = _sampler(labels, patch=8, augment=True).sample(2)
+    assert batch.images.shape == (2, 1, 8, 8, 8)

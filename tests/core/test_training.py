@@ -1,0 +1,176 @@
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.core.config import PRESETS, ModelConfig, TrainConfig
+from napari_unet.core.errors import InputError
+from napari_unet.core.inference import predict
+from napari_unet.core.metrics import foreground_iou
+from napari_unet.core.training import LabelUpdate, TrainingRun, sparse_loss, train
+
+TINY_MODEL = ModelConfig(depth=2, base_channels=8)
+FAST = TrainConfig(patch_size=32, batch_size=4, learning_rate=5e-3, warmup_steps=5, seed=0,
+                   device="cpu")
+
+
+def _weights(model) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.network.parameters()]
+
+
+def test_learns_nuclei_from_a_few_strokes(sample):
+    """The headline promise: a handful of strokes -> a useful segmentation of the rest."""
+    preset = PRESETS["cpu-small"]
+    config = replace(preset.train, max_steps=200, seed=0, device="cpu")
+    result = TrainingRun(sample["image"], sample["strokes"], config,
+                         model_config=preset.model).run_to_end()
+    prediction = predict(result.model, sample["image"], preset.tile)
+    unpainted = sample["strokes"] == 0
+    score = foreground_iou(prediction.class_map, sample["truth"], unpainted)
+    print(f"foreground IoU on unpainted pixels after 200 steps: {score:.3f}")
+    assert score > 0.6
+    assert set(np.unique(prediction.class_map)) == {1, 2}
+
+
+def test_loss_ignores_unpainted_pixels():
+    logits = torch.randn(1, 2, 4, 4)
+    targets = torch.full((1, 4, 4), -1)
+    targets[0, 0, 0] = 1
+    changed = logits.clone()
+    changed[0, :, 2:, 2:] = 100 * torch.randn(2, 2, 2)  # only unpainted pixels differ
+    for dice in (0.0, 0.5):
+        assert torch.allclose(sparse_loss(logits, targets, None, dice),
+                              sparse_loss(changed, targets, None, dice))
+
+
+def test_steps_yield_typed_progress(blobs):
+    image, strokes, _ = blobs
+    records = list(train(image, strokes, replace(FAST, max_steps=3), model_config=TINY_MODEL))
+    assert [r.step for r in records] == [1, 2, 3]
+    assert all(np.isfinite(r.loss) and r.samples_per_s > 0 for r in records)
+    assert records[-1].device.startswith("cpu")
+    assert records[-1].fraction_done == 1.0
+
+
+def test_labels_sent_mid_training_are_used(blobs):
+    """Invert the strokes mid-run: the model must end up predicting the inverted classes."""
+    image, strokes, truth = blobs
+    run = TrainingRun(image, strokes, replace(FAST, max_steps=240), model_config=TINY_MODEL)
+    gen = run.steps()
+    for _ in range(80):
+        next(gen)
+    before = predict(run.model, image).class_map
+    assert foreground_iou(before, truth) > 0.7  # learned "bright squares are class 2"
+    inverted = np.where(strokes > 0, 3 - strokes, 0).astype(np.uint8)
+    progress = gen.send(LabelUpdate(inverted))
+    assert progress.labels_version == 1
+    for _ in gen:
+        pass
+    after = predict(run.model, image).class_map
+    assert foreground_iou(after, 1 - truth) > 0.7  # now the dark background is class 2
+
+
+def test_invalid_update_keeps_training_on_old_strokes(blobs):
+    image, strokes, _ = blobs
+    gen = train(image, strokes, replace(FAST, max_steps=3), model_config=TINY_MODEL)
+    next(gen)
+    progress = gen.send(LabelUpdate(np.zeros_like(strokes)))
+    assert "no painted pixels" in progress.notice
+    assert progress.labels_version == 0
+    progress = gen.send(LabelUpdate(np.where(strokes == 2, 5, strokes)))
+    assert "label 5" in progress.notice
+
+
+def test_stop_between_steps_returns_result(blobs):
+    image, strokes, _ = blobs
+    run = TrainingRun(image, strokes, FAST, model_config=TINY_MODEL)  # open-ended
+    gen = run.steps()
+    for progress in gen:
+        if progress.step == 4:
+            run.stop()
+    # the for loop swallowed StopIteration; the result is reachable through the run too
+    assert run.model.metadata["steps"] == 4
+    result = TrainingRun(image, strokes, FAST, model_config=TINY_MODEL)
+    gen2 = result.steps()
+    next(gen2)
+    result.stop()
+    with pytest.raises(StopIteration) as finished:
+        next(gen2)
+    assert finished.value.value.steps == 1
+
+
+def test_bounded_by_seconds(blobs):
+    image, strokes, _ = blobs
+    t0 = time.perf_counter()
+    result = TrainingRun(image, strokes, replace(FAST, max_seconds=1.0),
+                         model_config=TINY_MODEL).run_to_end()
+    assert 1.0 <= result.elapsed_s < 5.0
+    assert time.perf_counter() - t0 < 10
+
+
+def test_fine_tuning_starts_from_the_given_weights(blobs):
+    image, strokes, _ = blobs
+    first = TrainingRun(image, strokes, replace(FAST, max_steps=5),
+                        model_config=TINY_MODEL).run_to_end().model
+    frozen = _weights(first)
+    run = TrainingRun(image, strokes, replace(FAST, max_steps=3, seed=1), init=first)
+    for a, b in zip(_weights(run.model), frozen):
+        assert torch.equal(a, b)  # starts exactly where the init model was
+    result = run.run_to_end()
+    assert any(not torch.equal(a, b) for a, b in zip(_weights(result.model), frozen))
+    for a, b in zip(_weights(first), frozen):
+        assert torch.equal(a, b)  # and the init model itself was not modified
+    assert result.model.metadata["steps"] == 8
+    assert result.model.normalization == first.normalization
+
+
+def test_reproducible_with_a_seed(blobs):
+    image, strokes, _ = blobs
+    runs = [TrainingRun(image, strokes, replace(FAST, max_steps=6),
+                        model_config=TINY_MODEL) for _ in range(2)]
+    losses = [[p.loss for p in run.steps()] for run in runs]
+    assert losses[0] == losses[1]
+    for a, b in zip(_weights(runs[0].model), _weights(runs[1].model)):
+        assert torch.equal(a, b)
+    other = TrainingRun(image, strokes, replace(FAST, max_steps=6, seed=7),
+                        model_config=TINY_MODEL)
+    assert [p.loss for p in other.steps()] != losses[0]
+
+
+def test_multichannel_and_more_classes():
+    rng = np.random.default_rng(0)
+    image = rng.random((3, 40, 40)).astype(np.float32)
+    strokes = np.zeros((40, 40), dtype=np.uint8)
+    strokes[5, 5:30], strokes[20, 5:30], strokes[35, 5:30] = 1, 2, 4
+    run = TrainingRun(image, strokes, replace(FAST, max_steps=2), model_config=TINY_MODEL)
+    assert run.model.in_channels == 3
+    assert run.model.num_classes == 4  # id 3 unpainted so far, but ids keep their meaning
+    assert run.model.class_names == ("background", "class 2", "class 3", "class 4")
+    run.run_to_end()
+    assert predict(run.model, image).class_map.shape == (40, 40)
+
+
+@pytest.mark.parametrize(
+    ("strokes", "message"),
+    [
+        (np.zeros((64, 64), np.uint8), "no painted pixels"),
+        (np.ones((64, 64), np.uint8), "only one class"),
+        (np.ones((32, 64), np.uint8), "must cover the same pixels"),
+        (np.full((64, 64), -1, np.int16), "negative"),
+        (np.full((64, 64), 0.5, np.float32), "whole numbers"),
+    ],
+)
+def test_unusable_strokes_are_explained(blobs, strokes, message):
+    image = blobs[0]
+    with pytest.raises(InputError, match=message):
+        TrainingRun(image, strokes, FAST)
+
+
+def test_fine_tuning_refuses_other_channels(blobs):
+    image, strokes, _ = blobs
+    model = TrainingRun(image, strokes, replace(FAST, max_steps=1),
+                        model_config=TINY_MODEL).run_to_end().model
+    with pytest.raises(InputError, match="channel"):
+        TrainingRun(np.stack([image, image]), strokes, FAST, init=model)

@@ -1,0 +1,111 @@
+"""The command line, run as a user runs it: a subprocess on real files."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.core.checkpoint import load_model
+from tests.conftest import make_blobs, strokes_from_truth
+
+
+def run_cli(*args, check=False):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr)
+    return proc
+
+
+@pytest.fixture
+def files(tmp_path):
+    image, truth = make_blobs((64, 80))
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "strokes.tif", strokes_from_truth(truth))
+    return tmp_path
+
+
+def test_train_then_predict_round_trip(files):
+    out = run_cli("train", "--image", files / "img.tif", "--labels", files / "strokes.tif",
+                  "--out", files / "m.pt", "--steps", "5", "--device", "cpu", "--seed", "3",
+                  check=True)
+    assert "trained 5 steps" in out.stderr
+    model = load_model(files / "m.pt")
+    assert model.metadata["steps"] == 5 and model.metadata["seed"] == 3
+    out = run_cli("predict", "--model", files / "m.pt", "--image", files / "img.tif",
+                  "--out", files / "mask.tif", "--probabilities", files / "p.tif", check=True)
+    assert "wrote" in out.stderr
+    with tifffile.TiffFile(files / "mask.tif") as tif:
+        assert tif.is_imagej and tif.series[0].axes == "YX"
+        mask = tif.asarray()
+    assert mask.shape == (64, 80) and mask.dtype == np.uint8
+    assert set(np.unique(mask)) <= {1, 2}
+    probs = tifffile.imread(files / "p.tif")
+    assert probs.shape == (2, 64, 80)
+    np.testing.assert_array_equal(probs.argmax(0) + 1, mask)
+
+
+def test_fine_tune_and_quiet(files):
+    run_cli("train", "--image", files / "img.tif", "--labels", files / "strokes.tif",
+            "--out", files / "a.pt", "--steps", "2", check=True)
+    out = run_cli("train", "--image", files / "img.tif", "--labels", files / "strokes.tif",
+                  "--out", files / "b.pt", "--steps", "3", "--init", files / "a.pt", "-q",
+                  check=True)
+    assert out.stderr == "" and out.stdout == ""
+    assert load_model(files / "b.pt").metadata["steps"] == 5
+
+
+def test_seconds_budget(files):
+    run_cli("train", "--image", files / "img.tif", "--labels", files / "strokes.tif",
+            "--out", files / "m.pt", "--seconds", "1", "--preset", "cpu-small", check=True)
+    assert load_model(files / "m.pt").metadata["seconds"] >= 1.0
+
+
+def _error_of(proc):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_user_errors_get_one_line(files):
+    img = files / "img.tif"
+    tifffile.imwrite(files / "none.tif", np.zeros((64, 80), np.uint8))
+    tifffile.imwrite(files / "one.tif", np.ones((64, 80), np.uint8))
+    tifffile.imwrite(files / "small.tif", np.ones((10, 10), np.uint8))
+    (files / "junk.pt").write_bytes(b"junk")
+    train = ["train", "--image", img, "--out", files / "m.pt", "--steps", "1", "--labels"]
+    cases = {
+        "file not found": [*train, files / "missing.tif"],
+        "no painted pixels": [*train, files / "none.tif"],
+        "only one class": [*train, files / "one.tif"],
+        "same pixels": [*train, files / "small.tif"],
+        "not a readable model file": ["predict", "--model", files / "junk.pt", "--image", img,
+                                      "--out", files / "o.tif"],
+        "model file not found": ["predict", "--model", files / "nope.pt", "--image", img,
+                                 "--out", files / "o.tif"],
+    }
+    for expected, args in cases.items():
+        assert expected in _error_of(run_cli(*args)), expected
+    assert not (files / "m.pt").exists() and not (files / "o.tif").exists()
+
+
+def test_outputs_are_not_overwritten_without_consent(files):
+    (files / "m.pt").write_bytes(b"precious")
+    args = ["train", "--image", files / "img.tif", "--labels", files / "strokes.tif",
+            "--out", files / "m.pt", "--steps", "1"]
+    assert "already exists" in _error_of(run_cli(*args))
+    assert (files / "m.pt").read_bytes() == b"precious"
+    run_cli(*args, "--overwrite", check=True)
+    assert load_model(files / "m.pt").metadata["steps"] == 1
+
+
+def test_help_lists_commands():
+    out = run_cli("--help", check=True).stdout
+    for word in ("train", "predict", "demo"):
+        assert word in out
