@@ -299,6 +299,11 @@ class TrainingRun:
         self._last_loss = float("nan")
         self._update_metadata()
 
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Spatial shape of the image and labels this run trains on."""
+        return self._spatial_shape
+
     # -- control -------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -349,6 +354,7 @@ class TrainingRun:
                 self._update_average()
                 self._elapsed = time.perf_counter() - start
                 self._last_loss = loss
+                self._update_metadata()
                 update = yield TrainProgress(
                     step=self._steps_done,
                     loss=loss,
