@@ -1,0 +1,19 @@
+"""``napari-unet demo``: napari with the sample image, its strokes and the trainer docked."""
+
+from __future__ import annotations
+
+
+def run_demo(show: bool = True) -> int:
+    """Open the demo; blocks until the window is closed (unless ``show`` is False)."""
+    import napari
+
+    viewer = napari.Viewer(title="napari-unet demo", show=show)
+    viewer.open_sample("napari-unet", "nuclei_with_strokes")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    widget.class_names.setText("background, nucleus")
+    viewer.layers.selection.active = viewer.layers["strokes"]
+    if show:
+        napari.run()
+    else:
+        viewer.close()
+    return 0

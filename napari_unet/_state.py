@@ -1,0 +1,30 @@
+"""The trainer's UI state, in one evented object: widgets listen to it, not to each other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from psygnal import evented
+
+Status = Literal["idle", "training", "stopping", "predicting"]
+
+
+@evented
+@dataclass
+class TrainerState:
+    """What the trainer is doing and has done; every field change emits an event."""
+
+    status: Status = "idle"
+    step: int = 0
+    loss: float = float("nan")
+    samples_per_s: float = 0.0
+    device: str = ""
+    labels_version: int = 0
+    model_summary: str = "no model yet: paint, then press Train"
+    overlay_updates: int = 0
+
+    @property
+    def busy(self) -> bool:
+        """A worker is running."""
+        return self.status != "idle"

@@ -1,0 +1,596 @@
+"""The U-Net trainer dock widget: pick layers, paint, Train, watch the overlay improve.
+
+No torch maths here: the widget copies arrays on the main thread, hands them with core
+objects to workers (``_workers``), and applies what they yield (``_on_*`` handlers) on the
+main thread. UI state lives in one evented :class:`~napari_unet._state.TrainerState`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import napari.viewer
+import numpy as np
+from magicgui.widgets import ComboBox, create_widget
+from napari.layers import Image, Labels
+from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.notifications import (
+    notification_manager,
+    show_error,
+    show_info,
+    show_warning,
+)
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_unet._loss_plot import LossPlot
+from napari_unet._state import TrainerState
+from napari_unet._workers import live_training_worker, prediction_worker
+from napari_unet.core.checkpoint import load_model, save_model
+from napari_unet.core.config import PRESETS, get_preset
+from napari_unet.core.device import resolve_device
+from napari_unet.core.errors import InputError, NapariUnetError
+from napari_unet.core.inference import Prediction, TileProgress
+from napari_unet.core.io import write_labels
+from napari_unet.core.labels import default_class_names
+from napari_unet.core.live import PredictionUpdate, RegionUpdate
+from napari_unet.core.model import TrainedModel
+from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
+
+PREDICTION_LAYER = "prediction"
+CONFIDENCE_LAYER = "confidence"
+ANNOTATION_LAYER = "annotations"
+# Images up to this many pixels are predicted whole at every refresh; larger ones predict
+# the field of view first.
+_WHOLE_IMAGE_PIXELS = 1024 * 1024
+_LABELS_QUIET_MS = 300  # send strokes this long after the last paint event
+
+
+def _stop_workers(workers: list) -> None:
+    """Stop and wait for workers; a plain function so it can run as the widget is deleted."""
+    for run, worker in list(workers):
+        if run is not None:
+            run.stop()
+        worker.quit()
+    for _, worker in list(workers):
+        worker.await_workers(msecs=10_000)
+    workers.clear()
+
+
+class UNetTrainerWidget(QWidget):
+    """Dock widget that trains a U-Net on painted strokes in the background."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self._viewer = napari_viewer
+        self.state = TrainerState()
+        self.model: TrainedModel | None = None
+        self._run: TrainingRun | None = None
+        self._worker: Any = None
+        self._worker_failed = False
+        self._labels_source: Labels | None = None
+        self._image_source: Image | None = None
+        # (run, worker) pairs, shared with the deletion hook below.
+        self._active: list = []
+        self.destroyed.connect(functools.partial(_stop_workers, self._active))
+
+        self._build_ui()
+        self.state.events.connect(self._render_state)
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self._reset_layer_choices)
+        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
+        self._labels_timer = QTimer(self)
+        self._labels_timer.setSingleShot(True)
+        self._labels_timer.setInterval(_LABELS_QUIET_MS)
+        self._labels_timer.timeout.connect(self._send_labels)
+        self._view_timer = QTimer(self)
+        self._view_timer.setSingleShot(True)
+        self._view_timer.setInterval(200)
+        self._view_timer.timeout.connect(self._send_region)
+        napari_viewer.camera.events.center.connect(self._on_view_changed)
+        napari_viewer.camera.events.zoom.connect(self._on_view_changed)
+        self._render_state()
+
+    # -- UI --------------------------------------------------------------------------------
+
+    def _build_ui(self) -> None:
+        self.image_picker: ComboBox = create_widget(annotation=Image, label="image")
+        self.labels_picker: ComboBox = create_widget(annotation=Labels, label="annotations")
+        self._reset_layer_choices()
+        self.new_labels_button = QPushButton("New annotation layer")
+        self.new_labels_button.setToolTip("An empty Labels layer of the image's size, "
+                                          "ready to paint: 1 = background, 2.. = objects")
+        self.class_names = QLineEdit("background, object")
+        self.class_names.setToolTip("Names of label 1, 2, 3, ... separated by commas")
+        self.preset = QComboBox()
+        self.preset.addItems(["auto", *PRESETS])
+        self.refresh = QDoubleSpinBox()
+        self.refresh.setRange(0.2, 60.0)
+        self.refresh.setValue(2.0)
+        self.refresh.setSuffix(" s")
+        self.refresh.setToolTip("How often the prediction overlay refreshes while training")
+        self.show_confidence = QCheckBox("show confidence layer")
+
+        self.train_button = QPushButton("Train")
+        self.stop_button = QPushButton("Stop")
+        self.predict_button = QPushButton("Predict")
+        self.reset_button = QPushButton("Reset")
+        self.save_button = QPushButton("Save model…")
+        self.load_button = QPushButton("Load model…")
+        self.export_button = QPushButton("Export masks…")
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(False)
+        self.progress.setMaximumHeight(8)
+        self.loss_plot = LossPlot()
+
+        form = QFormLayout()
+        form.addRow("image", self.image_picker.native)
+        form.addRow("annotations", self.labels_picker.native)
+        form.addRow("", self.new_labels_button)
+        form.addRow("class names", self.class_names)
+        form.addRow("model size", self.preset)
+        form.addRow("refresh every", self.refresh)
+        form.addRow("", self.show_confidence)
+        buttons = QGridLayout()
+        for i, b in enumerate([self.train_button, self.stop_button, self.predict_button,
+                               self.reset_button, self.save_button, self.load_button,
+                               self.export_button]):
+            buttons.addWidget(b, i // 2, i % 2)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.loss_plot)
+        layout.addWidget(self.model_label)
+        layout.addStretch()
+
+        self.new_labels_button.clicked.connect(self.new_annotation_layer)
+        self.train_button.clicked.connect(self.train)
+        self.stop_button.clicked.connect(self.stop)
+        self.predict_button.clicked.connect(self.predict)
+        self.reset_button.clicked.connect(self.reset)
+        self.save_button.clicked.connect(self.save_model_dialog)
+        self.load_button.clicked.connect(self.load_model_dialog)
+        self.export_button.clicked.connect(self.export_masks_dialog)
+
+    def _reset_layer_choices(self, event: Any = None) -> None:
+        layers = self._viewer.layers
+        # Labels are a subclass of Image in no napari version, but be explicit anyway.
+        self.image_picker.choices = [(layer.name, layer) for layer in layers
+                                     if isinstance(layer, Image)]
+        self.labels_picker.choices = [(layer.name, layer) for layer in layers
+                                      if isinstance(layer, Labels)
+                                      and layer.name not in (PREDICTION_LAYER,)]
+
+    def _render_state(self, event: Any = None) -> None:
+        s = self.state
+        busy = s.busy
+        self.train_button.setEnabled(not busy)
+        self.stop_button.setEnabled(s.status == "training")
+        for b in (self.predict_button, self.save_button):
+            b.setEnabled(not busy and self.model is not None)
+        self.reset_button.setEnabled(not busy and self.model is not None)
+        self.load_button.setEnabled(not busy)
+        if s.status == "training":
+            self.status.setText(f"training · step {s.step} · loss {s.loss:.4f} · "
+                                f"{s.samples_per_s:.1f} patches/s · {s.device}")
+        elif s.status == "stopping":
+            self.status.setText("stopping after this step, then predicting the whole image…")
+        elif s.status == "predicting":
+            self.status.setText("predicting…")
+        else:
+            self.status.setText("ready")
+        self.model_label.setText(s.model_summary)
+
+    # -- layers ------------------------------------------------------------------------------
+
+    def _chosen_layers(self) -> tuple[Image, Labels | None]:
+        image_layer = self.image_picker.value
+        if image_layer is None:
+            raise InputError("open an image first (File > Open, or File > Open Sample)")
+        return image_layer, self.labels_picker.value
+
+    @staticmethod
+    def _image_array(layer: Image) -> np.ndarray:
+        """Return a channel-first copy of the layer's data, made on the main thread."""
+        data = np.array(layer.data, copy=True)
+        if layer.rgb:
+            return np.moveaxis(data, -1, 0)
+        if data.ndim != 2:
+            raise InputError(
+                f"'{layer.name}' has {data.ndim} dimensions; this version trains on 2D images "
+                "(grey or RGB). 3D stacks and time-lapse are coming."
+            )
+        return data[np.newaxis]
+
+    @staticmethod
+    def _spatial_shape(layer: Image) -> tuple[int, ...]:
+        return tuple(layer.data.shape[:-1] if layer.rgb else layer.data.shape)
+
+    def new_annotation_layer(self) -> Labels | None:
+        """Add an empty Labels layer of the image's shape, selected and in paint mode."""
+        try:
+            image_layer, _ = self._chosen_layers()
+        except InputError as err:
+            show_error(str(err))
+            return None
+        shape = self._spatial_shape(image_layer)
+        layer = self._viewer.add_labels(
+            np.zeros(shape, dtype=np.uint8), name=ANNOTATION_LAYER,
+            scale=image_layer.scale[-len(shape):], translate=image_layer.translate[-len(shape):],
+        )
+        # The viewer we were given is napari's public proxy; select the picker's own entry.
+        for candidate in self.labels_picker.choices:
+            if candidate.name == layer.name:
+                self.labels_picker.value = candidate
+        layer.brush_size = 4
+        layer.selected_label = 1
+        layer.mode = "paint"
+        self._viewer.layers.selection.active = layer
+        show_info("Paint background with label 1 and objects with label 2, 3, …")
+        return layer
+
+    def _class_names(self, at_least: int, exactly: int | None = None) -> tuple[str, ...]:
+        """Names typed by the user, padded with defaults to the class count."""
+        typed = [n.strip() for n in self.class_names.text().split(",") if n.strip()]
+        count = exactly if exactly is not None else max(at_least, len(typed))
+        defaults = default_class_names(count)
+        return tuple(typed[i] if i < len(typed) else defaults[i] for i in range(count))
+
+    def _prediction_layer(self, shape: tuple[int, ...], image_layer: Image) -> Labels:
+        if PREDICTION_LAYER in self._viewer.layers:
+            layer = self._viewer.layers[PREDICTION_LAYER]
+            if isinstance(layer, Labels) and layer.data.shape == shape:
+                return layer
+            self._viewer.layers.remove(layer)
+        layer = self._viewer.add_labels(
+            np.zeros(shape, dtype=np.uint8), name=PREDICTION_LAYER, opacity=0.5,
+            scale=image_layer.scale[-len(shape):], translate=image_layer.translate[-len(shape):],
+        )
+        self._match_colours(layer)
+        return layer
+
+    def _match_colours(self, layer: Labels) -> None:
+        """Colour ids as the painting does; background (1) transparent so the image shows."""
+        source = self._labels_source or self.labels_picker.value
+        num_classes = self.model.num_classes if self.model else 8
+        reference = source.colormap if source is not None else layer.colormap
+        colours: dict[int | None, Any] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (0, 0, 0, 0)}
+        ids = np.arange(2, max(num_classes, 8) + 1)
+        for k, rgba in zip(ids, np.asarray(reference.map(ids))):
+            colours[int(k)] = rgba
+        layer.colormap = DirectLabelColormap(color_dict=colours)
+
+    def _apply_prediction(self, update: PredictionUpdate) -> None:
+        image_layer = self._image_source
+        if image_layer is None or image_layer not in self._viewer.layers:
+            return
+        shape = self._spatial_shape(image_layer)
+        layer = self._prediction_layer(shape, image_layer)
+        if update.complete:
+            layer.data = update.class_map.astype(layer.data.dtype, copy=False)
+        else:
+            layer.data[update.region] = update.class_map
+            layer.refresh()
+        if update.confidence is not None:
+            self._apply_confidence(update, shape, image_layer)
+        self.state.overlay_updates += 1
+
+    def _apply_confidence(self, update: PredictionUpdate, shape, image_layer: Image) -> None:
+        if CONFIDENCE_LAYER in self._viewer.layers:
+            layer = self._viewer.layers[CONFIDENCE_LAYER]
+            if layer.data.shape != shape:
+                self._viewer.layers.remove(layer)
+        if CONFIDENCE_LAYER not in self._viewer.layers:
+            self._viewer.add_image(
+                np.zeros(shape, np.float32), name=CONFIDENCE_LAYER, colormap="inferno",
+                contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive",
+                scale=image_layer.scale[-len(shape):],
+                translate=image_layer.translate[-len(shape):],
+            )
+        layer = self._viewer.layers[CONFIDENCE_LAYER]
+        layer.data[update.region] = update.confidence
+        layer.refresh()
+
+    # -- training ----------------------------------------------------------------------------
+
+    def _tiles_and_preset(self):
+        device = resolve_device("auto")
+        return get_preset(self.preset.currentText(), device.type)
+
+    def train(self) -> None:
+        """Start (or continue, from the current model) training in a worker thread."""
+        if self.state.busy:
+            return
+        try:
+            image_layer, labels_layer = self._chosen_layers()
+            if labels_layer is None:
+                raise InputError("paint on an annotation layer first "
+                                 "('New annotation layer' makes one)")
+            image = self._image_array(image_layer)
+            labels = np.array(labels_layer.data, copy=True)
+            preset = self._tiles_and_preset()
+            config = replace(preset.train, max_steps=None, max_seconds=None,
+                             # leave a core for the GUI: painting must stay fluid
+                             num_threads=max(1, (os.cpu_count() or 2) - 1))
+            painted_max = int(labels.max()) if labels.size else 0
+            names = self._class_names(max(painted_max, 2),
+                                      self.model.num_classes if self.model else None)
+            run = TrainingRun(
+                image, labels, config, init=self.model, class_names=names,
+                model_config=replace(preset.model, num_classes=len(names)),
+            )
+        except NapariUnetError as err:
+            show_error(str(err))
+            return
+        region = None if image[0].size <= _WHOLE_IMAGE_PIXELS else self._region_in_view()
+        worker = live_training_worker(
+            run, image, refresh_s=self.refresh.value(), region=region, tiles=preset.tile,
+            with_confidence=self.show_confidence.isChecked(),
+        )
+        worker.yielded.connect(self._on_training_yielded)
+        worker.returned.connect(self._on_trained)
+        worker.errored.connect(self._on_worker_error)
+        worker.finished.connect(self._on_training_finished)
+        self._run, self._worker, self._worker_failed = run, worker, False
+        self._image_source, self._labels_source = image_layer, labels_layer
+        labels_layer.events.paint.connect(self._on_labels_changed)
+        labels_layer.events.data.connect(self._on_labels_changed)
+        self._active.append((run, worker))
+        self.state.step = 0
+        self.state.labels_version = 0
+        self.state.status = "training"
+        worker.start()
+
+    def stop(self) -> None:
+        """Stop training after the current step; the model is kept."""
+        if self._run is not None and self.state.status == "training":
+            self._run.stop()
+            self.state.status = "stopping"
+
+    def _on_labels_changed(self, event: Any = None) -> None:
+        self._labels_timer.start()  # (re)start: strokes go out once painting pauses
+
+    def _on_view_changed(self, event: Any = None) -> None:
+        self._view_timer.start()
+
+    def _send_labels(self) -> None:
+        if self._worker is None or self._labels_source is None or self.state.status != "training":
+            return
+        # Copied here, on the main thread, so the worker never reads a layer being painted.
+        self._worker.send(LabelUpdate(np.array(self._labels_source.data, copy=True)))
+
+    def _region_in_view(self):
+        layer = self._image_source or self.image_picker.value
+        if layer is None:
+            return None
+        corners = np.asarray(layer.corner_pixels)[:, -2:]
+        margin = 64
+        return tuple(slice(max(int(lo) - margin, 0), int(hi) + margin)
+                     for lo, hi in zip(corners[0], corners[1]))
+
+    def _send_region(self) -> None:
+        if self._worker is None or self.state.status != "training" or self._image_source is None:
+            return
+        if np.prod(self._spatial_shape(self._image_source)) > _WHOLE_IMAGE_PIXELS:
+            self._worker.send(RegionUpdate(self._region_in_view()))
+
+    def _on_training_yielded(self, event: TrainProgress | PredictionUpdate) -> None:
+        if isinstance(event, TrainProgress):
+            self.loss_plot.append(event.loss)
+            self.state.step = event.step
+            self.state.loss = event.loss
+            self.state.samples_per_s = event.samples_per_s
+            self.state.device = event.device
+            self.state.labels_version = event.labels_version
+            if event.notice:
+                show_warning(event.notice)
+        elif isinstance(event, PredictionUpdate):
+            self._apply_prediction(event)
+
+    def _on_trained(self, result: TrainResult | None) -> None:
+        if result is not None:
+            self.model = result.model
+
+    def _on_worker_error(self, error: Exception) -> None:
+        # napari's create_worker means to relay errors to notifications, but in napari 0.9
+        # its notifying mixin is never initialised (it sits after QRunnable in the MRO), so
+        # we relay ourselves; the notification keeps the traceback ("View traceback").
+        self._worker_failed = True
+        notification_manager.receive_error(type(error), error, error.__traceback__)
+
+    def _on_training_finished(self) -> None:
+        run = self._run
+        if run is not None and not self._worker_failed and run.model.metadata.get("steps"):
+            self.model = run.model  # also after a cancel from the activity dock
+        if self._labels_source is not None:
+            self._labels_source.events.paint.disconnect(self._on_labels_changed)
+            self._labels_source.events.data.disconnect(self._on_labels_changed)
+        self._active[:] = [(r, w) for r, w in self._active if w is not self._worker]
+        self._run, self._worker = None, None
+        self._labels_timer.stop()
+        self._describe_model()
+        self.state.status = "idle"
+
+    def _describe_model(self) -> None:
+        m = self.model
+        if m is None:
+            self.state.model_summary = "no model yet: paint, then press Train"
+            return
+        meta = m.metadata
+        self.state.model_summary = (
+            f"model: {m.num_classes} classes ({', '.join(m.class_names)}), "
+            f"{meta.get('steps', 0)} steps, {meta.get('seconds', 0):.0f} s trained"
+        )
+
+    def _on_layer_removed(self, event: Any) -> None:
+        layer = event.value
+        if self.state.status == "training" and layer in (self._image_source, self._labels_source):
+            show_warning(f"'{layer.name}' was removed: training stops, the model is kept")
+            self.stop()
+
+    # -- prediction --------------------------------------------------------------------------
+
+    def predict(self) -> None:
+        """Predict the whole image with the current model in a worker thread."""
+        if self.state.busy:
+            return
+        if self.model is None:
+            show_error("no model yet: train one or load one")
+            return
+        try:
+            image_layer, _ = self._chosen_layers()
+            image = self._image_array(image_layer)
+            if image.shape[0] != self.model.in_channels:
+                raise InputError(f"the model reads {self.model.in_channels} channel(s), "
+                                 f"'{image_layer.name}' has {image.shape[0]}")
+        except NapariUnetError as err:
+            show_error(str(err))
+            return
+        preset = self._tiles_and_preset()
+        worker = prediction_worker(self.model, image, preset.tile,
+                                   self.show_confidence.isChecked())
+        self._image_source = image_layer
+        worker.yielded.connect(self._on_tile)
+        worker.returned.connect(self._on_predicted)
+        worker.errored.connect(self._on_worker_error)
+        worker.finished.connect(self._on_prediction_finished)
+        self._worker, self._worker_failed = worker, False
+        self._active.append((None, worker))
+        self.state.status = "predicting"
+        worker.start()
+
+    def _on_tile(self, progress: TileProgress) -> None:
+        self.progress.setMaximum(progress.tiles_total)
+        self.progress.setValue(progress.tiles_done)
+
+    def _on_predicted(self, prediction: Prediction) -> None:
+        confidence = (None if prediction.probabilities is None
+                      else prediction.probabilities.max(axis=0))
+        region = tuple(slice(0, s) for s in prediction.class_map.shape)
+        step = int(self.model.metadata.get("steps", 0)) if self.model else 0
+        self._apply_prediction(
+            PredictionUpdate(region, prediction.class_map, confidence, step, True)
+        )
+
+    def _on_prediction_finished(self) -> None:
+        self._active[:] = [(r, w) for r, w in self._active if w is not self._worker]
+        self._worker = None
+        self.progress.setValue(0)
+        self.state.status = "idle"
+
+    # -- model management --------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget the current model; the next Train starts a fresh one."""
+        if self.state.busy:
+            return
+        self.model = None
+        self.loss_plot.clear()
+        self._describe_model()
+        self._render_state()
+
+    def save_model_to(self, path: str | Path) -> None:
+        if self.model is None:
+            show_error("no model to save yet")
+            return
+        save_model(self.model, path)
+        show_info(f"model saved to {path}")
+
+    def load_model_from(self, path: str | Path) -> None:
+        try:
+            self.model = load_model(path)
+        except NapariUnetError as err:
+            show_error(str(err))
+            return
+        self.class_names.setText(", ".join(self.model.class_names))
+        self.loss_plot.clear()
+        self._describe_model()
+        self._render_state()
+        show_info(f"model loaded from {path}")
+
+    def export_masks_to(self, path: str | Path, layer: Labels | None = None) -> bool:
+        """Write a Labels layer (default: the prediction) as an ImageJ TIFF.
+
+        Returns False, writing nothing, if the file exists and the user declines.
+        """
+        layer = layer or self._export_layer()
+        if layer is None:
+            show_error("nothing to export: predict first, or choose an annotation layer")
+            return False
+        path = Path(path)
+        if path.exists() and not self._confirm_overwrite(path):
+            return False
+        try:
+            data = np.asarray(layer.data)
+            axes = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(data.ndim)
+            write_labels(path, data, axes=axes, overwrite=True)
+        except NapariUnetError as err:
+            show_error(str(err))
+            return False
+        show_info(f"'{layer.name}' written to {path}")
+        return True
+
+    def _export_layer(self) -> Labels | None:
+        if PREDICTION_LAYER in self._viewer.layers:
+            return self._viewer.layers[PREDICTION_LAYER]
+        return self.labels_picker.value
+
+    # Dialogs are separate methods so tests (and scripts) can answer them.
+    def _confirm_overwrite(self, path: Path) -> bool:
+        answer = QMessageBox.question(self, "Replace file?",
+                                      f"{path.name} already exists. Replace it?")
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _ask_save_path(self, title: str, name_filter: str) -> str:
+        path, _ = QFileDialog.getSaveFileName(
+            self, title, "", name_filter,
+            options=QFileDialog.Option.DontConfirmOverwrite,  # we ask ourselves
+        )
+        return path
+
+    def _ask_open_path(self, title: str, name_filter: str) -> str:
+        path, _ = QFileDialog.getOpenFileName(self, title, "", name_filter)
+        return path
+
+    def save_model_dialog(self) -> None:
+        path = self._ask_save_path("Save model", "napari-unet model (*.pt)")
+        if path and (not Path(path).exists() or self._confirm_overwrite(Path(path))):
+            self.save_model_to(path)
+
+    def load_model_dialog(self) -> None:
+        path = self._ask_open_path("Load model", "napari-unet model (*.pt)")
+        if path:
+            self.load_model_from(path)
+
+    def export_masks_dialog(self) -> None:
+        path = self._ask_save_path("Export masks", "TIFF (*.tif *.tiff)")
+        if path:
+            self.export_masks_to(path)
+
+    def shutdown(self) -> None:
+        """Stop any running worker and wait for it (also runs when the widget is deleted)."""
+        _stop_workers(self._active)

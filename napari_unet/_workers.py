@@ -1,0 +1,76 @@
+"""The one place where core generators become napari workers.
+
+Workers get numpy arrays and core objects and yield core records; they never touch layers
+or the viewer. ``napari.qt.threading.create_worker`` lists the job, with a cancel button,
+in the activity dock. Errors reach the widget through ``errored``, which shows them as
+notifications; ``_ignore_errors=True`` stops superqt from also re-raising them on the
+main thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+from napari.qt.threading import GeneratorWorker, create_worker
+
+from napari_unet.core.config import TileConfig
+from napari_unet.core.inference import iter_predict
+from napari_unet.core.live import Region, live_training
+from napari_unet.core.model import TrainedModel
+from napari_unet.core.training import TrainingRun
+
+_Y = TypeVar("_Y")
+_S = TypeVar("_S")
+_R = TypeVar("_R")
+
+
+class WorkerFailure(Exception):
+    """A ``RuntimeError`` from inside a worker, re-raised under a type superqt reports.
+
+    superqt treats a ``RuntimeError`` ending a worker as "the Qt object was deleted": it only
+    warns, and emits neither ``errored`` nor ``finished``, so the widget would wait forever.
+    torch raises ``RuntimeError`` for real failures (CUDA out of memory among them).
+    """
+
+
+def _reported(gen: Generator[_Y, _S, _R]) -> Generator[_Y, _S, _R]:
+    try:
+        return (yield from gen)
+    except RuntimeError as err:
+        raise WorkerFailure(f"{type(err).__name__}: {err}") from err
+
+
+def _live_training_job(*args: Any, **kwargs: Any) -> Generator:
+    return (yield from _reported(live_training(*args, **kwargs)))
+
+
+def _prediction_job(*args: Any, **kwargs: Any) -> Generator:
+    return (yield from _reported(iter_predict(*args, **kwargs)))
+
+
+def live_training_worker(
+    run: TrainingRun,
+    image,
+    *,
+    refresh_s: float,
+    region: Region | None,
+    tiles: TileConfig,
+    with_confidence: bool,
+) -> GeneratorWorker:
+    """Return a (not yet started) worker that trains, yielding progress and overlays."""
+    return create_worker(
+        _live_training_job, run, image, refresh_s=refresh_s, region=region, tiles=tiles,
+        with_confidence=with_confidence, _progress={"desc": "Training U-Net"},
+        _start_thread=False, _ignore_errors=True,
+    )
+
+
+def prediction_worker(
+    model: TrainedModel, image, tiles: TileConfig, with_confidence: bool
+) -> GeneratorWorker:
+    """Return a (not yet started) worker that predicts tile by tile."""
+    return create_worker(
+        _prediction_job, model, image, tiles, return_probabilities=with_confidence,
+        _progress={"desc": "U-Net prediction"}, _start_thread=False, _ignore_errors=True,
+    )

@@ -1,0 +1,274 @@
+"""The trainer widget driven through a real napari viewer, real threads, under Xvfb."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import tifffile
+from napari.utils.notifications import notification_manager
+from qtpy.QtCore import QElapsedTimer, Qt, QThreadPool, QTimer
+
+from napari_unet import _widget
+from napari_unet.core.training import TrainingRun
+
+TRAIN_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def viewer_and_widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "nuclei_with_strokes")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    widget.refresh.setValue(0.3)
+    yield viewer, widget
+    widget.shutdown()
+
+
+def _wait_idle(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.state.status == "idle", timeout=TRAIN_TIMEOUT_MS)
+
+
+def _train_until(qtbot, widget, condition):
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    assert widget.state.status == "training"
+    qtbot.waitUntil(condition, timeout=TRAIN_TIMEOUT_MS)
+    qtbot.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
+
+
+class Heartbeat:
+    """A 10 ms timer on the GUI thread; a long gap between ticks is a frozen window."""
+
+    def __init__(self):
+        self.clock = QElapsedTimer()
+        self.gaps: list[int] = []
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self):
+        self.gaps.append(self.clock.restart())
+
+    def start(self):
+        self.clock.start()
+        self.timer.start()
+
+    def stop(self) -> int:
+        self.timer.stop()
+        return max(self.gaps[1:], default=0)
+
+
+def test_picks_layers_and_trains_with_a_live_overlay(viewer_and_widget, qtbot):
+    viewer, widget = viewer_and_widget
+    assert widget.image_picker.value is viewer.layers["nuclei"]
+    assert widget.labels_picker.value is viewer.layers["strokes"]
+    assert not widget.predict_button.isEnabled()  # nothing to predict with yet
+
+    snapshots: list[np.ndarray] = []
+    widget.state.events.overlay_updates.connect(
+        lambda: snapshots.append(np.array(viewer.layers["prediction"].data)))
+    heartbeat = Heartbeat()
+    heartbeat.start()
+    pressed = time.perf_counter()
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(snapshots) >= 1, timeout=TRAIN_TIMEOUT_MS)
+    first_overlay = time.perf_counter() - pressed
+    startup_gap = heartbeat.stop()  # includes creating the overlay layer (once per session)
+    steady = Heartbeat()
+    steady.start()
+    qtbot.waitUntil(lambda: len(snapshots) >= 6, timeout=TRAIN_TIMEOUT_MS)
+    largest_gap = steady.stop()
+    qtbot.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
+    print(f"\nfirst overlay {first_overlay:.2f} s after Train; largest event-loop gap: "
+          f"{startup_gap} ms until the first overlay, {largest_gap} ms over "
+          f"{len(steady.gaps)} ticks of training with refreshing overlay")
+
+    prediction = viewer.layers["prediction"]
+    changes = sum(not np.array_equal(a, b) for a, b in zip(snapshots, snapshots[1:]))
+    assert changes >= 2  # the overlay really refreshed while training ran
+    assert set(np.unique(prediction.data)) <= {1, 2}  # ids as painted
+    # the overlay shows classes in the painting's colours; background is transparent
+    strokes = viewer.layers["strokes"]
+    np.testing.assert_allclose(prediction.colormap.map(np.array([2]))[0],
+                               strokes.colormap.map(np.array([2]))[0])
+    assert prediction.colormap.map(np.array([1]))[0][3] == 0
+    assert widget.model is not None and widget.model.metadata["steps"] >= 1
+    assert largest_gap < 500, f"GUI stalled for {largest_gap} ms"
+
+
+def test_strokes_painted_during_training_reach_the_worker(viewer_and_widget, qtbot):
+    viewer, widget = viewer_and_widget
+    strokes = viewer.layers["strokes"]
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.state.step >= 2, timeout=TRAIN_TIMEOUT_MS)
+    before = widget._run.model.metadata["painted_pixels"]["1"]
+    strokes.brush_size = 5
+    for x in range(100, 160, 2):  # a background stroke, through the layer's paint API
+        strokes.paint((500, x), 1)
+    qtbot.waitUntil(lambda: widget.state.labels_version >= 1, timeout=TRAIN_TIMEOUT_MS)
+    after = widget._run.model.metadata["painted_pixels"]["1"]
+    widget.stop()
+    _wait_idle(qtbot, widget)
+    assert after > before
+
+
+def test_stop_then_train_again_continues_and_reset_starts_over(viewer_and_widget, qtbot):
+    _, widget = viewer_and_widget
+    _train_until(qtbot, widget, lambda: widget.state.step >= 3)
+    first = widget.model
+    steps_first = first.metadata["steps"]
+    assert steps_first >= 3
+    weights_first = [p.detach().clone() for p in first.network.parameters()]
+
+    started_from = []
+    original_init = TrainingRun.__init__
+
+    def spy(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        started_from.append([p.detach().clone() for p in self._network.parameters()])
+
+    TrainingRun.__init__ = spy
+    try:
+        _train_until(qtbot, widget, lambda: widget.state.step >= 2)
+    finally:
+        TrainingRun.__init__ = original_init
+    for a, b in zip(started_from[0], weights_first):
+        assert (a == b).all()  # the second run started from the first run's weights
+    assert widget.model.metadata["steps"] >= steps_first + 2
+
+    qtbot.mouseClick(widget.reset_button, Qt.MouseButton.LeftButton)
+    assert widget.model is None and not widget.predict_button.isEnabled()
+    _train_until(qtbot, widget, lambda: widget.state.step >= 1)
+    assert widget.model.metadata["steps"] < steps_first + 2
+
+
+def test_save_load_predict(viewer_and_widget, qtbot, tmp_path):
+    viewer, widget = viewer_and_widget
+    _train_until(qtbot, widget, lambda: widget.state.step >= 3)
+    widget.save_model_to(tmp_path / "m.pt")
+    widget.reset()
+    viewer.layers.remove("prediction")
+    widget.load_model_from(tmp_path / "m.pt")
+    assert widget.model is not None and widget.predict_button.isEnabled()
+    qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
+    prediction = viewer.layers["prediction"].data
+    assert prediction.shape == viewer.layers["nuclei"].data.shape
+    assert set(np.unique(prediction)) <= {1, 2} and prediction.min() >= 1
+
+
+def test_export_reads_back_and_never_overwrites_without_consent(
+    viewer_and_widget, qtbot, tmp_path, monkeypatch
+):
+    viewer, widget = viewer_and_widget
+    _train_until(qtbot, widget, lambda: widget.state.step >= 2)
+    prediction = viewer.layers["prediction"]
+    path = tmp_path / "mask.tif"
+    assert widget.export_masks_to(path)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_imagej
+        np.testing.assert_array_equal(tif.asarray(), prediction.data)
+    before = path.read_bytes()
+    monkeypatch.setattr(widget, "_confirm_overwrite", lambda p: False)
+    prediction.data = np.ones_like(prediction.data)
+    assert not widget.export_masks_to(path)
+    assert path.read_bytes() == before
+    monkeypatch.setattr(widget, "_confirm_overwrite", lambda p: True)
+    assert widget.export_masks_to(path)
+    assert tifffile.imread(path).max() == 1
+
+
+def test_writer_through_napari_save(viewer_and_widget, tmp_path):
+    viewer, _ = viewer_and_widget
+    strokes = viewer.layers["strokes"]
+    viewer.layers.selection = {strokes}
+    written = viewer.layers.save(str(tmp_path / "strokes.tif"), selected=True,
+                                 plugin="napari-unet")
+    assert written == [str(tmp_path / "strokes.tif")]
+    np.testing.assert_array_equal(tifffile.imread(written[0]), strokes.data)
+
+
+def test_worker_error_is_notified_and_widget_recovers(viewer_and_widget, qtbot, monkeypatch):
+    _, widget = viewer_and_widget
+    calls = {"n": 0}
+    original = TrainingRun._train_step
+
+    def failing_step(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated failure inside a training step")
+        return original(self, batch)
+
+    errors = []
+    monkeypatch.setattr(TrainingRun, "_train_step", failing_step)
+    monkeypatch.setattr(notification_manager, "receive_error",
+                        lambda *exc_info: errors.append(exc_info[1]))
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
+    assert any("simulated failure" in str(e) for e in errors)
+    assert widget.model is None  # a run that broke mid-step is not adopted
+    assert widget.train_button.isEnabled()
+
+
+def test_bad_input_is_a_notification_not_a_crash(viewer_and_widget, qtbot, monkeypatch):
+    viewer, widget = viewer_and_widget
+    shown = []
+    monkeypatch.setattr(_widget, "show_error", shown.append)
+    viewer.layers["strokes"].data = np.zeros_like(viewer.layers["strokes"].data)
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    assert widget.state.status == "idle"
+    assert "no painted pixels" in shown[-1]
+    viewer.add_labels(np.zeros((5, 5), np.uint8), name="tiny")
+    widget.labels_picker.value = viewer.layers["tiny"]
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    assert "must cover the same pixels" in shown[-1]
+    assert widget.state.status == "idle"
+
+
+def test_new_annotation_layer(viewer_and_widget):
+    viewer, widget = viewer_and_widget
+    layer = widget.new_annotation_layer()
+    assert layer.data.shape == viewer.layers["nuclei"].data.shape
+    assert str(layer.mode) == "paint"
+    assert widget.labels_picker.value is viewer.layers[layer.name]
+
+
+def test_closing_the_viewer_during_training_ends_the_worker(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "nuclei_with_strokes")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.state.step >= 2, timeout=TRAIN_TIMEOUT_MS)
+    worker = widget._worker
+    viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
+    assert QThreadPool.globalInstance().waitForDone(10_000)
+
+
+def test_screenshot_shows_the_overlay(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-unet", "nuclei_with_strokes")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    _train_until(qtbot, widget, lambda: widget.state.step >= 100)
+    viewer.layers["strokes"].visible = False
+    viewer.layers["prediction"].opacity = 1.0
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    rgb = shot[..., :3].astype(int)
+    assert rgb.std() > 10  # not blank
+    colour = (np.asarray(viewer.layers["prediction"].colormap.map(np.array([2]))[0][:3]) * 255)
+    close = (np.abs(rgb - colour).sum(axis=-1) < 40).mean()
+    print(f"\nfraction of screenshot pixels in the overlay colour: {close:.3f}")
+    assert close > 0.05
+
+
+def test_demo_command_opens_napari_with_the_trainer():
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", "demo", "--no-show"],
+                          capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr
