@@ -10,7 +10,7 @@ def run_demo(show: bool = True) -> int:
     viewer = napari.Viewer(title="napari-unet demo", show=show)
     viewer.open_sample("napari-unet", "nuclei_with_strokes")
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
-    widget.class_names.setText("background, nucleus")
+    widget.class_names.value = "background, nucleus"
     viewer.layers.selection.active = viewer.layers["strokes"]
     if show:
         napari.run()

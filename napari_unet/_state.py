@@ -19,6 +19,7 @@ class TrainerState:
     step: int = 0
     loss: float = float("nan")
     samples_per_s: float = 0.0
+    steps_per_s: float = 0.0
     device: str = ""
     labels_version: int = 0
     model_summary: str = "no model yet: paint, then press Train"

@@ -15,7 +15,7 @@ from typing import Any
 
 import napari.viewer
 import numpy as np
-from magicgui.widgets import ComboBox, create_widget
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, create_widget
 from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import (
@@ -26,14 +26,9 @@ from napari.utils.notifications import (
 )
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QGridLayout,
     QLabel,
-    QLineEdit,
     QMessageBox,
     QProgressBar,
     QPushButton,
@@ -118,16 +113,28 @@ class UNetTrainerWidget(QWidget):
         self.new_labels_button = QPushButton("New annotation layer")
         self.new_labels_button.setToolTip("An empty Labels layer of the image's size, "
                                           "ready to paint: 1 = background, 2.. = objects")
-        self.class_names = QLineEdit("background, object")
-        self.class_names.setToolTip("Names of label 1, 2, 3, ... separated by commas")
-        self.preset = QComboBox()
-        self.preset.addItems(["auto", *PRESETS])
-        self.refresh = QDoubleSpinBox()
-        self.refresh.setRange(0.2, 60.0)
-        self.refresh.setValue(2.0)
-        self.refresh.setSuffix(" s")
-        self.refresh.setToolTip("How often the prediction overlay refreshes while training")
-        self.show_confidence = QCheckBox("show confidence layer")
+        self.class_names = LineEdit(
+            value="background, object", label="class names",
+            tooltip="Names of label 1, 2, 3, ... separated by commas",
+        )
+        self.preset = ComboBox(
+            choices=["auto", *PRESETS], value="auto", label="model size",
+            tooltip="auto: cpu-small on the CPU, gpu on CUDA/MPS",
+        )
+        self.refresh = FloatSpinBox(
+            value=2.0, min=0.2, max=60.0, step=0.5, label="refresh every (s)",
+            tooltip="How often the prediction overlay refreshes while training",
+        )
+        self.show_confidence = CheckBox(value=False, text="show confidence layer", label=" ")
+        self.test_time_augmentation = CheckBox(
+            value=True, text="best quality for full predictions (8x slower)", label=" ",
+            tooltip="Average over flips and rotations when predicting the whole image "
+                    "(Predict, and after Stop). The live overlay never does.",
+        )
+        self.form = Container(widgets=[
+            self.image_picker, self.labels_picker, self.class_names, self.preset,
+            self.refresh, self.show_confidence, self.test_time_augmentation,
+        ])
 
         self.train_button = QPushButton("Train")
         self.stop_button = QPushButton("Stop")
@@ -145,21 +152,14 @@ class UNetTrainerWidget(QWidget):
         self.progress.setMaximumHeight(8)
         self.loss_plot = LossPlot()
 
-        form = QFormLayout()
-        form.addRow("image", self.image_picker.native)
-        form.addRow("annotations", self.labels_picker.native)
-        form.addRow("", self.new_labels_button)
-        form.addRow("class names", self.class_names)
-        form.addRow("model size", self.preset)
-        form.addRow("refresh every", self.refresh)
-        form.addRow("", self.show_confidence)
         buttons = QGridLayout()
         for i, b in enumerate([self.train_button, self.stop_button, self.predict_button,
                                self.reset_button, self.save_button, self.load_button,
                                self.export_button]):
             buttons.addWidget(b, i // 2, i % 2)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.new_labels_button)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -196,7 +196,8 @@ class UNetTrainerWidget(QWidget):
         self.load_button.setEnabled(not busy)
         if s.status == "training":
             self.status.setText(f"training · step {s.step} · loss {s.loss:.4f} · "
-                                f"{s.samples_per_s:.1f} patches/s · {s.device}")
+                                f"{s.steps_per_s:.1f} steps/s ({s.samples_per_s:.0f} "
+                                f"patches/s) · {s.device}")
         elif s.status == "stopping":
             self.status.setText("stopping after this step, then predicting the whole image…")
         elif s.status == "predicting":
@@ -255,7 +256,7 @@ class UNetTrainerWidget(QWidget):
 
     def _class_names(self, at_least: int, exactly: int | None = None) -> tuple[str, ...]:
         """Names typed by the user, padded with defaults to the class count."""
-        typed = [n.strip() for n in self.class_names.text().split(",") if n.strip()]
+        typed = [n.strip() for n in self.class_names.value.split(",") if n.strip()]
         count = exactly if exactly is not None else max(at_least, len(typed))
         defaults = default_class_names(count)
         return tuple(typed[i] if i < len(typed) else defaults[i] for i in range(count))
@@ -319,7 +320,7 @@ class UNetTrainerWidget(QWidget):
 
     def _tiles_and_preset(self):
         device = resolve_device("auto")
-        return get_preset(self.preset.currentText(), device.type)
+        return get_preset(self.preset.value, device.type)
 
     def train(self) -> None:
         """Start (or continue, from the current model) training in a worker thread."""
@@ -348,8 +349,9 @@ class UNetTrainerWidget(QWidget):
             return
         region = None if image[0].size <= _WHOLE_IMAGE_PIXELS else self._region_in_view()
         worker = live_training_worker(
-            run, image, refresh_s=self.refresh.value(), region=region, tiles=preset.tile,
-            with_confidence=self.show_confidence.isChecked(),
+            run, image, refresh_s=self.refresh.value, region=region, tiles=preset.tile,
+            with_confidence=self.show_confidence.value,
+            final_test_time_augmentation=self.test_time_augmentation.value,
         )
         worker.yielded.connect(self._on_training_yielded)
         worker.returned.connect(self._on_trained)
@@ -404,6 +406,7 @@ class UNetTrainerWidget(QWidget):
             self.state.step = event.step
             self.state.loss = event.loss
             self.state.samples_per_s = event.samples_per_s
+            self.state.steps_per_s = event.step / max(event.elapsed_s, 1e-9)
             self.state.device = event.device
             self.state.labels_version = event.labels_version
             if event.notice:
@@ -471,8 +474,8 @@ class UNetTrainerWidget(QWidget):
             show_error(str(err))
             return
         preset = self._tiles_and_preset()
-        worker = prediction_worker(self.model, image, preset.tile,
-                                   self.show_confidence.isChecked())
+        worker = prediction_worker(self.model, image, preset.tile, self.show_confidence.value,
+                                   self.test_time_augmentation.value)
         self._image_source = image_layer
         worker.yielded.connect(self._on_tile)
         worker.returned.connect(self._on_predicted)
@@ -526,7 +529,7 @@ class UNetTrainerWidget(QWidget):
         except NapariUnetError as err:
             show_error(str(err))
             return
-        self.class_names.setText(", ".join(self.model.class_names))
+        self.class_names.value = ", ".join(self.model.class_names)
         self.loss_plot.clear()
         self._describe_model()
         self._render_state()

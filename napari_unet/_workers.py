@@ -57,20 +57,25 @@ def live_training_worker(
     region: Region | None,
     tiles: TileConfig,
     with_confidence: bool,
+    final_test_time_augmentation: bool,
 ) -> GeneratorWorker:
     """Return a (not yet started) worker that trains, yielding progress and overlays."""
     return create_worker(
         _live_training_job, run, image, refresh_s=refresh_s, region=region, tiles=tiles,
-        with_confidence=with_confidence, _progress={"desc": "Training U-Net"},
+        with_confidence=with_confidence,
+        final_test_time_augmentation=final_test_time_augmentation,
+        _progress={"desc": "Training U-Net"},
         _start_thread=False, _ignore_errors=True,
     )
 
 
 def prediction_worker(
-    model: TrainedModel, image, tiles: TileConfig, with_confidence: bool
+    model: TrainedModel, image, tiles: TileConfig, with_confidence: bool,
+    test_time_augmentation: bool,
 ) -> GeneratorWorker:
     """Return a (not yet started) worker that predicts tile by tile."""
     return create_worker(
         _prediction_job, model, image, tiles, return_probabilities=with_confidence,
+        test_time_augmentation=test_time_augmentation,
         _progress={"desc": "U-Net prediction"}, _start_thread=False, _ignore_errors=True,
     )

@@ -53,6 +53,8 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--probabilities", type=Path,
                          help="also write per-class probabilities (float32 TIFF, axes CYX)")
     predict.add_argument("--tile-size", type=int, help="tile side in pixels (default by device)")
+    predict.add_argument("--no-tta", dest="tta", action="store_false",
+                         help="skip test-time augmentation (8x faster, slightly less accurate)")
     _add_common(predict)
 
     demo = sub.add_parser("demo", help="open napari with the sample image, strokes and trainer")
@@ -146,7 +148,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     image = as_model_input(model, read_image_2d(args.image, args.axes))
     gen = iter_predict(model, image, tiles, return_probabilities=bool(args.probabilities),
-                       device=device)
+                       test_time_augmentation=args.tta, device=device)
     with tqdm(unit="tile", disable=args.quiet, file=sys.stderr) as bar:
         while True:
             try:

@@ -138,14 +138,14 @@ class TrainConfig:
 
     patch_size: int = 128
     batch_size: int = 4
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 20
     max_steps: int | None = None
     max_seconds: float | None = None
     dice_weight: float = 0.0
     class_balance: bool = True
-    ema_decay: float | None = 0.99
+    ema_decay: float | None = 0.995
     augment: bool = True
     seed: int | None = 0
     device: DeviceName = "auto"
@@ -223,7 +223,7 @@ PRESETS: dict[str, Preset] = {
         name="cpu-small",
         description="16 base channels, depth 3: trains usefully in a minute on 2 CPU cores.",
         model=ModelConfig(depth=3, base_channels=16),
-        train=TrainConfig(patch_size=96, batch_size=4, learning_rate=3e-3),
+        train=TrainConfig(patch_size=96, batch_size=4, learning_rate=1e-3),
         tile=TileConfig(tile_size=512, batch_size=1),
     ),
     "gpu": Preset(

@@ -146,6 +146,7 @@ def iter_predict(
     tiles: TileConfig | None = None,
     *,
     return_probabilities: bool = False,
+    test_time_augmentation: bool = False,
     device: torch.device | None = None,
     mixed_precision: bool = True,
 ) -> Generator[TileProgress, None, Prediction]:
@@ -162,6 +163,10 @@ def iter_predict(
         Tile size, halo and batch; defaults to :class:`TileConfig` defaults.
     return_probabilities
         Also return per-class probabilities (memory grows with the image).
+    test_time_augmentation
+        Average the probabilities of the 8 flips/90 degree rotations of the image: 8x the
+        time, smoother and more accurate boundaries (see docs/benchmarks.md). Memory grows
+        with the image.
     device
         Where to run; defaults to the device the network is on.
     mixed_precision
@@ -174,39 +179,80 @@ def iter_predict(
     amp = autocast_dtype(device, mixed_precision)
     image = as_model_input(model, image)
     spatial = image.shape[1:]
-    padded = _pad_to_multiple(model.normalization.apply(image), model.config.size_multiple)
+    m = model.config.size_multiple
+    padded = _pad_to_multiple(model.normalization.apply(image), m)
     halo = tiles.halo if tiles.halo is not None else network.receptive_radius
-    _, windows = plan_tiles(padded.shape[1:], tiles.tile_size, halo, model.config.size_multiple)
+    passes = _D4 if test_time_augmentation else _D4[:1]
+    need_probabilities = return_probabilities or len(passes) > 1
+    plans = [plan_tiles(_transformed_shape(padded.shape[1:], t), tiles.tile_size, halo, m)[1]
+             for t in passes]
+    total = sum(len(windows) for windows in plans)
 
     k = model.num_classes
-    class_map = np.zeros(padded.shape[1:], dtype=np.uint8 if k < 256 else np.uint16)
-    probabilities = (
-        np.zeros((k, *padded.shape[1:]), dtype=np.float32) if return_probabilities else None
-    )
+    summed = np.zeros((k, *padded.shape[1:]), np.float32) if need_probabilities else None
+    class_map = None
     done = 0
-    for batch in _batches(windows, tiles.batch_size):
-        x = torch.from_numpy(np.stack([padded[(slice(None), *w.window)] for w in batch]))
-        with torch.inference_mode(), autocast(device, amp):
-            probs = network(x.to(device)).float().softmax(dim=1)
-        ids = (probs.argmax(dim=1) + 1).to(torch.uint8 if k < 256 else torch.int32)
-        probs_np = probs.cpu().numpy() if probabilities is not None else None
-        ids_np = ids.cpu().numpy()
-        for i, w in enumerate(batch):
-            class_map[w.core] = ids_np[(i, *w.core_in_window)]
-            if probabilities is not None and probs_np is not None:
-                kept = probs_np[(i, slice(None), *w.core_in_window)]
-                probabilities[(slice(None), *w.core)] = kept
-        done += len(batch)
-        yield TileProgress(done, len(windows))
+    for transform, windows in zip(passes, plans):
+        view = _apply(padded, transform)
+        out_ids = np.zeros(view.shape[1:], dtype=np.uint8 if k < 256 else np.uint16)
+        out_probs = np.zeros((k, *view.shape[1:]), np.float32) if need_probabilities else None
+        for batch in _batches(windows, tiles.batch_size):
+            x = torch.from_numpy(np.stack([view[(slice(None), *w.window)] for w in batch]))
+            with torch.inference_mode(), autocast(device, amp):
+                probs = network(x.to(device)).float().softmax(dim=1)
+            if out_probs is not None:
+                probs_np = probs.cpu().numpy()
+                for i, w in enumerate(batch):
+                    out_probs[(slice(None), *w.core)] = probs_np[(i, slice(None),
+                                                                  *w.core_in_window)]
+            else:  # class map only: memory stays bounded by the tile
+                ids_np = (probs.argmax(dim=1) + 1).to(torch.int32).cpu().numpy()
+                for i, w in enumerate(batch):
+                    out_ids[w.core] = ids_np[(i, *w.core_in_window)]
+            done += len(batch)
+            yield TileProgress(done, total)
+        if summed is not None and out_probs is not None:
+            summed += _invert(out_probs, transform)
+        else:
+            class_map = out_ids
 
     crop = tuple(slice(0, s) for s in spatial)
-    return Prediction(
-        class_map=np.ascontiguousarray(class_map[crop]),
-        probabilities=(
-            None if probabilities is None
-            else np.ascontiguousarray(probabilities[(slice(None), *crop)])
-        ),
-    )
+    probabilities = None
+    if summed is not None:
+        summed /= len(passes)
+        class_map = (summed.argmax(axis=0) + 1).astype(np.uint8 if k < 256 else np.uint16)
+        if return_probabilities:
+            probabilities = np.ascontiguousarray(summed[(slice(None), *crop)])
+    assert class_map is not None
+    return Prediction(np.ascontiguousarray(class_map[crop]), probabilities)
+
+
+# Test-time augmentation: the 8 symmetries of the square (4 rotations x optional flip) in
+# the last two axes. Each is applied to the whole padded image, so tiling stays exact.
+_Transform = tuple[int, bool]
+_D4: list[_Transform] = [(0, False), (1, False), (2, False), (3, False),
+                         (0, True), (1, True), (2, True), (3, True)]
+
+
+def _transformed_shape(shape: tuple[int, ...], transform: _Transform) -> tuple[int, ...]:
+    if transform[0] % 2:
+        return (*shape[:-2], shape[-1], shape[-2])
+    return tuple(shape)
+
+
+def _apply(image: np.ndarray, transform: _Transform) -> np.ndarray:
+    rotations, flip = transform
+    out = np.rot90(image, rotations, axes=(-2, -1))
+    if flip:
+        out = out[..., ::-1]
+    return np.ascontiguousarray(out)
+
+
+def _invert(image: np.ndarray, transform: _Transform) -> np.ndarray:
+    rotations, flip = transform
+    if flip:
+        image = image[..., ::-1]
+    return np.rot90(image, -rotations, axes=(-2, -1))
 
 
 def predict(
@@ -215,12 +261,14 @@ def predict(
     tiles: TileConfig | None = None,
     *,
     return_probabilities: bool = False,
+    test_time_augmentation: bool = False,
     device: torch.device | None = None,
     mixed_precision: bool = True,
 ) -> Prediction:
     """Predict a whole image; see :func:`iter_predict` for the parameters."""
     gen = iter_predict(
-        model, image, tiles, return_probabilities=return_probabilities, device=device,
+        model, image, tiles, return_probabilities=return_probabilities,
+        test_time_augmentation=test_time_augmentation, device=device,
         mixed_precision=mixed_precision,
     )
     while True:

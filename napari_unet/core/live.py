@@ -82,6 +82,7 @@ def predict_region(
     region: Region | None,
     tiles: TileConfig,
     with_confidence: bool = False,
+    test_time_augmentation: bool = False,
 ) -> PredictionUpdate:
     """Predict ``region`` of a channel-first ``image``.
 
@@ -97,11 +98,14 @@ def predict_region(
         Tiling for the prediction.
     with_confidence
         Also return the winning class's probability.
+    test_time_augmentation
+        Average over flips and rotations (8x slower, more accurate).
     """
     spatial = image.shape[1:]
     region = clip_region(region, spatial)
     crop = image[(slice(None), *region)]
-    result = predict(model, crop, tiles, return_probabilities=with_confidence)
+    result = predict(model, crop, tiles, return_probabilities=with_confidence,
+                     test_time_augmentation=test_time_augmentation)
     confidence = None
     if with_confidence and result.probabilities is not None:
         confidence = result.probabilities.max(axis=0)
@@ -118,6 +122,7 @@ def live_training(
     region: Region | None = None,
     tiles: TileConfig | None = None,
     with_confidence: bool = False,
+    final_test_time_augmentation: bool = False,
 ) -> Generator[LiveEvent, LiveMessage, TrainResult]:
     """Train ``run`` while predicting the region in view every ``refresh_s`` seconds.
 
@@ -139,6 +144,9 @@ def live_training(
         Tiling for predictions.
     with_confidence
         Include the winning class's probability in each :class:`PredictionUpdate`.
+    final_test_time_augmentation
+        Use test-time augmentation for the final whole-image prediction (the overlays
+        during training skip it: speed matters more there).
     """
     tiles = tiles or TileConfig()
     if image.ndim == len(run.spatial_shape):
@@ -168,5 +176,6 @@ def live_training(
                 next_refresh = time.monotonic() + refresh_s
     finally:
         steps.close()
-    yield predict_region(run.model, image, None, tiles, with_confidence)
+    yield predict_region(run.model, image, None, tiles, with_confidence,
+                         final_test_time_augmentation)
     return result

@@ -96,3 +96,28 @@ def test_multichannel_input():
 def test_tile_config_is_validated():
     with pytest.raises(InputError):
         replace(TileConfig(), tile_size=4)
+
+
+def test_test_time_augmentation_is_exact_under_tiling_and_averages_orientations():
+    model = _random_model()
+    image = np.random.default_rng(1).random((75, 90), dtype=np.float32)
+    whole = predict(model, image, TileConfig(tile_size=512), return_probabilities=True,
+                    test_time_augmentation=True)
+    tiled = predict(model, image, TileConfig(tile_size=48), return_probabilities=True,
+                    test_time_augmentation=True)
+    np.testing.assert_allclose(tiled.probabilities, whole.probabilities, atol=1e-5)
+    np.testing.assert_allclose(whole.probabilities.sum(axis=0), 1, atol=1e-5)
+    # The average over the 8 orientations, computed by hand (on a size that needs no
+    # padding: the engine rotates the padded image, so padding would land elsewhere).
+    image = image[:72, :88]
+    whole = predict(model, image, return_probabilities=True, test_time_augmentation=True)
+    by_hand = np.zeros_like(whole.probabilities)
+    for k in range(4):
+        for flip in (False, True):
+            view = np.rot90(image, k)
+            view = view[:, ::-1] if flip else view
+            p = predict(model, np.ascontiguousarray(view), return_probabilities=True)
+            p = p.probabilities[:, :, ::-1] if flip else p.probabilities
+            by_hand += np.rot90(p, -k, axes=(1, 2))
+    np.testing.assert_allclose(whole.probabilities, by_hand / 8, atol=1e-5)
+    assert predict(model, image, test_time_augmentation=True).class_map.shape == (72, 88)

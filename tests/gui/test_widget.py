@@ -21,7 +21,7 @@ def viewer_and_widget(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-unet", "nuclei_with_strokes")
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
-    widget.refresh.setValue(0.3)
+    widget.refresh.value = 0.3
     yield viewer, widget
     widget.shutdown()
 
@@ -272,3 +272,45 @@ def test_demo_command_opens_napari_with_the_trainer():
     proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", "demo", "--no-show"],
                           capture_output=True, text=True, timeout=120, env=os.environ.copy())
     assert proc.returncode == 0, proc.stderr
+
+
+def test_cancel_from_the_activity_dock_keeps_the_model(viewer_and_widget, qtbot):
+    _, widget = viewer_and_widget
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.state.step >= 3, timeout=TRAIN_TIMEOUT_MS)
+    widget._worker.quit()  # what the activity dock's cancel button calls
+    _wait_idle(qtbot, widget)
+    assert widget.model is not None and widget.model.metadata["steps"] >= 3
+    assert widget.train_button.isEnabled() and widget.predict_button.isEnabled()
+
+
+def test_confidence_layer(viewer_and_widget, qtbot):
+    viewer, widget = viewer_and_widget
+    widget.show_confidence.value = True
+    _train_until(qtbot, widget, lambda: widget.state.step >= 3)
+    confidence = viewer.layers["confidence"].data
+    assert confidence.shape == viewer.layers["nuclei"].data.shape
+    assert confidence.min() >= 0.5 - 1e-6 and confidence.max() <= 1.0 + 1e-6  # 2 classes
+
+
+def test_large_image_predicts_the_view_first_then_everything(make_napari_viewer, qtbot):
+    from tests.conftest import make_blobs, strokes_from_truth
+
+    viewer = make_napari_viewer(show=True)  # corner_pixels follow the view once drawn
+    image, truth = make_blobs((1100, 1100))
+    viewer.add_image(image, name="big")
+    viewer.add_labels(strokes_from_truth(truth, every=25), name="strokes")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    viewer.camera.center = (200, 200)
+    viewer.camera.zoom = 8
+    qtbot.wait(300)
+    updates = []
+    original = widget._apply_prediction
+    widget._apply_prediction = lambda update: (updates.append(update), original(update))
+    _train_until(qtbot, widget, lambda: len(updates) >= 1)
+    first, last = updates[0], updates[-1]
+    assert not first.complete  # the field of view came first...
+    assert first.class_map.size < image.size / 2
+    assert last.complete and last.class_map.shape == image.shape  # ...then the whole image
+    assert viewer.layers["prediction"].data.min() >= 1
+    widget.shutdown()
