@@ -38,10 +38,11 @@ from napari_unet.core.sampling import IGNORE_INDEX
 from napari_unet.core.training import TrainingRun
 from napari_unet.core.unet import build_unet
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _docs import write_block  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
-MARK_BEGIN = "<!-- bench_core:begin -->"
-MARK_END = "<!-- bench_core:end -->"
 
 
 def _sync(device: torch.device) -> None:
@@ -220,14 +221,7 @@ def main() -> int:
     text = "\n".join(lines)
     print("\n".join(rows))
     if args.write:
-        doc = args.write.read_text() if args.write.exists() else ""
-        block = f"{MARK_BEGIN}\n{text}\n{MARK_END}"
-        if MARK_BEGIN in doc:
-            head, rest = doc.split(MARK_BEGIN, 1)
-            doc = head + block + rest.split(MARK_END, 1)[1]
-        else:
-            doc += "\n" + block + "\n"
-        args.write.write_text(doc)
+        write_block(args.write, "bench_core", text)
     return 0
 
 

@@ -1,0 +1,21 @@
+"""Put a benchmark's figures into a markdown file, between markers named after it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_block(path: Path, name: str, text: str) -> None:
+    """Replace the block between ``<!-- name:begin -->`` and ``<!-- name:end -->``.
+
+    The block is appended if the markers are not there yet; the rest of the file is kept.
+    """
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    doc = path.read_text() if path.exists() else ""
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc:
+        head, rest = doc.split(begin, 1)
+        doc = head + block + rest.split(end, 1)[1]
+    else:
+        doc += "\n" + block + "\n"
+    path.write_text(doc)
