@@ -276,17 +276,20 @@ class TrainingRun:
         averaged = copy.deepcopy(network) if config.ema_decay is not None else network
         self.model = TrainedModel(averaged, normalization, names, {})
         trained_state = network.state_dict()
-        self._average_pairs = [
-            (tensor, trained_state[name])
-            for name, tensor in averaged.state_dict().items()
-            if averaged is not network
-        ]
+        pairs = [(tensor, trained_state[name]) for name, tensor in averaged.state_dict().items()
+                 if averaged is not network]
+        self._average_float = ([a for a, t in pairs if t.dtype.is_floating_point],
+                               [t for a, t in pairs if t.dtype.is_floating_point])
+        self._average_other = [(a, t) for a, t in pairs if not t.dtype.is_floating_point]
         self._sampler = PatchSampler(
             normalization.apply(image), labels, config.patch_size, self._rng, config.augment
         )
         self._weights = self._class_weights()
+        # foreach: one multi-tensor kernel per update instead of a Python loop over tensors
+        # (torch's CPU default is the loop).
         self._optimizer = torch.optim.AdamW(
-            self._network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+            self._network.parameters(), lr=config.learning_rate,
+            weight_decay=config.weight_decay, foreach=True,
         )
         # Loss scaling is only needed for fp16; bf16 has fp32's exponent range.
         self._scaler = torch.amp.GradScaler(
@@ -413,11 +416,11 @@ class TrainingRun:
         # Short memory at first so the average is not dominated by the random start.
         step = self._previous_steps + self._steps_done
         decay = min(decay, (1 + step) / (10 + step))
-        for averaged, trained in self._average_pairs:
-            if trained.dtype.is_floating_point:
-                averaged.lerp_(trained, 1 - decay)
-            else:
-                averaged.copy_(trained)
+        averaged, trained = self._average_float
+        if averaged:
+            torch._foreach_lerp_(averaged, trained, 1 - decay)
+        for average, value in self._average_other:
+            average.copy_(value)
 
     def _learning_rate(self) -> float:
         cfg = self.config

@@ -27,6 +27,12 @@ def test_core_and_cli_import_no_gui_stack():
     assert loaded.isdisjoint(GUI_MODULES), loaded & set(GUI_MODULES)
 
 
+def test_writer_and_sample_data_import_no_torch():
+    # napari imports these when saving a layer or opening the sample: keep them light.
+    loaded = _loaded_after("import napari_unet._writer, napari_unet._sample_data")
+    assert "torch" not in loaded
+
+
 def test_package_import_is_cheap():
     # napari imports the package to read the manifest; that must not pull torch in.
     loaded = _loaded_after("import napari_unet")

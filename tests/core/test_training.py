@@ -30,7 +30,7 @@ def test_learns_nuclei_from_a_few_strokes(sample):
     unpainted = sample["strokes"] == 0
     score = foreground_iou(prediction.class_map, sample["truth"], unpainted)
     print(f"foreground IoU on unpainted pixels after 200 steps: {score:.3f}")
-    assert score > 0.6
+    assert score > 0.65  # all-foreground scores ~0.2; the forest 0.81 (docs/benchmarks.md)
     assert set(np.unique(prediction.class_map)) == {1, 2}
 
 
