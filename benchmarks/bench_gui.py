@@ -76,7 +76,7 @@ def main() -> int:
     QTest.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
     while time.perf_counter() - pressed < args.seconds:
         pump(0.05)
-        if args.screenshots and len(overlay_times) == 3 and not (
+        if args.screenshots and time.perf_counter() - pressed > 0.7 * args.seconds and not (
             args.screenshots / "2-training.png"
         ).exists():
             viewer.screenshot(str(args.screenshots / "2-training.png"), canvas_only=False,

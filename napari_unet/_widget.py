@@ -364,6 +364,10 @@ class UNetTrainerWidget(QWidget):
         self._active.append((run, worker))
         self.state.step = 0
         self.state.labels_version = 0
+        self.state.model_summary = (
+            f"continuing the model ({self.model.metadata.get('steps', 0)} steps so far)"
+            if self.model is not None else f"training a new {preset.name} model"
+        )
         self.state.status = "training"
         worker.start()
 

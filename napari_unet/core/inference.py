@@ -21,6 +21,7 @@ import torch
 from napari_unet.core.config import TileConfig
 from napari_unet.core.device import autocast, autocast_dtype
 from napari_unet.core.errors import InputError
+from napari_unet.core.generators import run_to_end
 from napari_unet.core.model import TrainedModel
 
 
@@ -266,16 +267,11 @@ def predict(
     mixed_precision: bool = True,
 ) -> Prediction:
     """Predict a whole image; see :func:`iter_predict` for the parameters."""
-    gen = iter_predict(
+    return run_to_end(iter_predict(
         model, image, tiles, return_probabilities=return_probabilities,
         test_time_augmentation=test_time_augmentation, device=device,
         mixed_precision=mixed_precision,
-    )
-    while True:
-        try:
-            next(gen)
-        except StopIteration as finished:
-            return finished.value
+    ))
 
 
 def _batches(items: list[_Window], size: int) -> Iterator[list[_Window]]:

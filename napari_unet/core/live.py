@@ -171,9 +171,12 @@ def live_training(
                 break
             pending_labels = None
             take((yield progress))
-            if time.monotonic() >= next_refresh:
+            now = time.monotonic()
+            if now >= next_refresh:
+                # Timed from the start of this prediction, so the interval the user sees is
+                # the setting, not the setting plus the prediction's own time.
+                next_refresh = now + refresh_s
                 take((yield predict_region(run.model, image, region, tiles, with_confidence)))
-                next_refresh = time.monotonic() + refresh_s
     finally:
         steps.close()
     yield predict_region(run.model, image, None, tiles, with_confidence,

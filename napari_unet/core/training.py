@@ -35,6 +35,7 @@ from napari_unet.core.device import (
     set_threads,
 )
 from napari_unet.core.errors import InputError
+from napari_unet.core.generators import run_to_end
 from napari_unet.core.labels import (
     as_label_array,
     check_training_labels,
@@ -385,12 +386,7 @@ class TrainingRun:
 
     def run_to_end(self) -> TrainResult:
         """Iterate :meth:`steps` to its end and return the result (for scripts)."""
-        gen = self.steps()
-        while True:
-            try:
-                next(gen)
-            except StopIteration as done:
-                return done.value
+        return run_to_end(self.steps())
 
     # -- internals -----------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ CORE_MODULES = [
     "napari_unet.core.config", "napari_unet.core.labels", "napari_unet.core.normalization",
     "napari_unet.core.unet", "napari_unet.core.device", "napari_unet.core.sampling",
     "napari_unet.core.training", "napari_unet.core.inference", "napari_unet.core.checkpoint",
-    "napari_unet.core.io", "napari_unet.core.metrics", "napari_unet.cli",
+    "napari_unet.core.io", "napari_unet.core.metrics", "napari_unet.core.live",
+    "napari_unet.core.generators", "napari_unet.cli",
 ]
 GUI_MODULES = ["napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt", "magicgui",
                "vispy"]
