@@ -40,7 +40,7 @@ from napari_unet._loss_plot import LossPlot
 from napari_unet._state import TrainerState
 from napari_unet._workers import live_training_worker, prediction_worker
 from napari_unet.core.checkpoint import load_model, save_model
-from napari_unet.core.config import PRESETS, get_preset
+from napari_unet.core.config import PRESETS, Preset, get_preset
 from napari_unet.core.device import resolve_device
 from napari_unet.core.errors import InputError, NapariUnetError
 from napari_unet.core.inference import Prediction, TileProgress
@@ -57,6 +57,12 @@ ANNOTATION_LAYER = "annotations"
 # the field of view first.
 _WHOLE_IMAGE_PIXELS = 1024 * 1024
 _LABELS_QUIET_MS = 300  # send strokes this long after the last paint event
+
+
+def viewer_camera(viewer: napari.viewer.Viewer) -> Any:
+    """Return the camera: ``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
 
 
 def _stop_workers(workers: list) -> None:
@@ -100,8 +106,9 @@ class UNetTrainerWidget(QWidget):
         self._view_timer.setSingleShot(True)
         self._view_timer.setInterval(200)
         self._view_timer.timeout.connect(self._send_region)
-        napari_viewer.camera.events.center.connect(self._on_view_changed)
-        napari_viewer.camera.events.zoom.connect(self._on_view_changed)
+        camera = viewer_camera(napari_viewer)
+        camera.events.center.connect(self._on_view_changed)
+        camera.events.zoom.connect(self._on_view_changed)
         self._render_state()
 
     # -- UI --------------------------------------------------------------------------------
@@ -178,7 +185,8 @@ class UNetTrainerWidget(QWidget):
 
     def _reset_layer_choices(self, event: Any = None) -> None:
         layers = self._viewer.layers
-        # Labels are a subclass of Image in no napari version, but be explicit anyway.
+        # napari's Labels is not an Image subclass, so each picker lists only its own kind;
+        # our own prediction layer is no annotation to train on.
         self.image_picker.choices = [(layer.name, layer) for layer in layers
                                      if isinstance(layer, Image)]
         self.labels_picker.choices = [(layer.name, layer) for layer in layers
@@ -318,9 +326,9 @@ class UNetTrainerWidget(QWidget):
 
     # -- training ----------------------------------------------------------------------------
 
-    def _tiles_and_preset(self):
-        device = resolve_device("auto")
-        return get_preset(self.preset.value, device.type)
+    def _preset(self) -> Preset:
+        """Return the chosen preset; ``auto`` decides by the device torch would use."""
+        return get_preset(self.preset.value, resolve_device("auto").type)
 
     def train(self) -> None:
         """Start (or continue, from the current model) training in a worker thread."""
@@ -333,7 +341,7 @@ class UNetTrainerWidget(QWidget):
                                  "('New annotation layer' makes one)")
             image = self._image_array(image_layer)
             labels = np.array(labels_layer.data, copy=True)
-            preset = self._tiles_and_preset()
+            preset = self._preset()
             config = replace(preset.train, max_steps=None, max_seconds=None,
                              # leave a core for the GUI: painting must stay fluid
                              num_threads=max(1, (os.cpu_count() or 2) - 1))
@@ -477,7 +485,7 @@ class UNetTrainerWidget(QWidget):
         except NapariUnetError as err:
             show_error(str(err))
             return
-        preset = self._tiles_and_preset()
+        preset = self._preset()
         worker = prediction_worker(self.model, image, preset.tile, self.show_confidence.value,
                                    self.test_time_augmentation.value)
         self._image_source = image_layer

@@ -301,8 +301,9 @@ def test_large_image_predicts_the_view_first_then_everything(make_napari_viewer,
     viewer.add_image(image, name="big")
     viewer.add_labels(strokes_from_truth(truth, every=25), name="strokes")
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
-    viewer.camera.center = (200, 200)
-    viewer.camera.zoom = 8
+    camera = _widget.viewer_camera(viewer)
+    camera.center = (200, 200)
+    camera.zoom = 8
     qtbot.wait(300)
     updates = []
     original = widget._apply_prediction
