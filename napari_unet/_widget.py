@@ -46,7 +46,7 @@ from napari_unet.core.errors import InputError, NapariUnetError
 from napari_unet.core.inference import Prediction, TileProgress
 from napari_unet.core.io import write_labels
 from napari_unet.core.labels import default_class_names
-from napari_unet.core.live import PredictionUpdate, RegionUpdate
+from napari_unet.core.live import PredictionUpdate, RegionUpdate, prediction_update
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
 
@@ -444,8 +444,8 @@ class UNetTrainerWidget(QWidget):
         if self._labels_source is not None:
             self._labels_source.events.paint.disconnect(self._on_labels_changed)
             self._labels_source.events.data.disconnect(self._on_labels_changed)
-        self._active[:] = [(r, w) for r, w in self._active if w is not self._worker]
-        self._run, self._worker = None, None
+        self._forget_worker()
+        self._run = None
         self._labels_timer.stop()
         self._describe_model()
         self.state.status = "idle"
@@ -503,17 +503,18 @@ class UNetTrainerWidget(QWidget):
         self.progress.setValue(progress.tiles_done)
 
     def _on_predicted(self, prediction: Prediction) -> None:
-        confidence = (None if prediction.probabilities is None
-                      else prediction.probabilities.max(axis=0))
-        region = tuple(slice(0, s) for s in prediction.class_map.shape)
+        shape = prediction.class_map.shape
         step = int(self.model.metadata.get("steps", 0)) if self.model else 0
         self._apply_prediction(
-            PredictionUpdate(region, prediction.class_map, confidence, step, True)
+            prediction_update(prediction, tuple(slice(0, s) for s in shape), shape, step)
         )
 
-    def _on_prediction_finished(self) -> None:
+    def _forget_worker(self) -> None:
         self._active[:] = [(r, w) for r, w in self._active if w is not self._worker]
         self._worker = None
+
+    def _on_prediction_finished(self) -> None:
+        self._forget_worker()
         self.progress.setValue(0)
         self.state.status = "idle"
 

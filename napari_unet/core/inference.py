@@ -190,13 +190,15 @@ def iter_predict(
     total = sum(len(windows) for windows in plans)
 
     k = model.num_classes
+    id_dtype = np.uint8 if k < 256 else np.uint16
     summed = np.zeros((k, *padded.shape[1:]), np.float32) if need_probabilities else None
     class_map = None
     done = 0
     for transform, windows in zip(passes, plans):
         view = _apply(padded, transform)
-        out_ids = np.zeros(view.shape[1:], dtype=np.uint8 if k < 256 else np.uint16)
+        # Per pass, either per-class probabilities or (cheaper) just the ids.
         out_probs = np.zeros((k, *view.shape[1:]), np.float32) if need_probabilities else None
+        out_ids = None if need_probabilities else np.zeros(view.shape[1:], dtype=id_dtype)
         for batch in _batches(windows, tiles.batch_size):
             x = torch.from_numpy(np.stack([view[(slice(None), *w.window)] for w in batch]))
             with torch.inference_mode(), autocast(device, amp):
@@ -206,7 +208,7 @@ def iter_predict(
                 for i, w in enumerate(batch):
                     out_probs[(slice(None), *w.core)] = probs_np[(i, slice(None),
                                                                   *w.core_in_window)]
-            else:  # class map only: memory stays bounded by the tile
+            elif out_ids is not None:  # class map only: memory stays bounded by the tile
                 ids_np = (probs.argmax(dim=1) + 1).to(torch.int32).cpu().numpy()
                 for i, w in enumerate(batch):
                     out_ids[w.core] = ids_np[(i, *w.core_in_window)]
@@ -221,7 +223,7 @@ def iter_predict(
     probabilities = None
     if summed is not None:
         summed /= len(passes)
-        class_map = (summed.argmax(axis=0) + 1).astype(np.uint8 if k < 256 else np.uint16)
+        class_map = (summed.argmax(axis=0) + 1).astype(id_dtype)
         if return_probabilities:
             probabilities = np.ascontiguousarray(summed[(slice(None), *crop)])
     assert class_map is not None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_unet.core.config import TileConfig
-from napari_unet.core.inference import predict
+from napari_unet.core.inference import Prediction, predict
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
 
@@ -76,6 +76,20 @@ def clip_region(region: Region | None, shape: tuple[int, ...]) -> Region:
     return tuple(clipped)
 
 
+def prediction_update(
+    prediction: Prediction, region: Region, spatial: tuple[int, ...], step: int
+) -> PredictionUpdate:
+    """Describe a :class:`Prediction` of ``region`` of an image of ``spatial`` shape.
+
+    The confidence is the winning class's probability, when probabilities were computed.
+    """
+    confidence = None
+    if prediction.probabilities is not None:
+        confidence = prediction.probabilities.max(axis=0)
+    complete = all(sl.start == 0 and sl.stop == s for sl, s in zip(region, spatial))
+    return PredictionUpdate(region, prediction.class_map, confidence, step, complete)
+
+
 def predict_region(
     model: TrainedModel,
     image: np.ndarray,
@@ -106,12 +120,7 @@ def predict_region(
     crop = image[(slice(None), *region)]
     result = predict(model, crop, tiles, return_probabilities=with_confidence,
                      test_time_augmentation=test_time_augmentation)
-    confidence = None
-    if with_confidence and result.probabilities is not None:
-        confidence = result.probabilities.max(axis=0)
-    complete = all(sl.start == 0 and sl.stop == s for sl, s in zip(region, spatial))
-    step = int(model.metadata.get("steps", 0))
-    return PredictionUpdate(region, result.class_map, confidence, step, complete)
+    return prediction_update(result, region, spatial, int(model.metadata.get("steps", 0)))
 
 
 def live_training(

@@ -277,8 +277,9 @@ class TrainingRun:
         averaged = copy.deepcopy(network) if config.ema_decay is not None else network
         self.model = TrainedModel(averaged, normalization, names, {})
         trained_state = network.state_dict()
-        pairs = [(tensor, trained_state[name]) for name, tensor in averaged.state_dict().items()
-                 if averaged is not network]
+        pairs = [] if averaged is network else [
+            (tensor, trained_state[name]) for name, tensor in averaged.state_dict().items()
+        ]
         self._average_float = ([a for a, t in pairs if t.dtype.is_floating_point],
                                [t for a, t in pairs if t.dtype.is_floating_point])
         self._average_other = [(a, t) for a, t in pairs if not t.dtype.is_floating_point]
@@ -301,6 +302,7 @@ class TrainingRun:
         self._elapsed = 0.0
         self._labels_version = 0
         self._last_loss = float("nan")
+        self._config_dict = asdict(config)  # constant; metadata is refreshed every step
         self._update_metadata()
 
     @property
@@ -465,7 +467,7 @@ class TrainingRun:
             "napari_unet_version": __version__,
             "torch_version": str(torch.__version__),
             "device": self.device.type,
-            "train_config": asdict(self.config),
+            "train_config": self._config_dict,
             "painted_pixels": {str(k): v for k, v in self._sampler.class_pixel_counts.items()},
             "final_loss": None if math.isnan(self._last_loss) else self._last_loss,
         }
