@@ -24,6 +24,7 @@ class TrainerState:
     labels_version: int = 0
     model_summary: str = "no model yet: paint, then press Train"
     overlay_updates: int = 0
+    instance_updates: int = 0
 
     @property
     def busy(self) -> bool:

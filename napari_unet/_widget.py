@@ -15,7 +15,14 @@ from typing import Any
 
 import napari.viewer
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, create_widget
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    LineEdit,
+    Select,
+)
 from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import (
@@ -38,20 +45,30 @@ from qtpy.QtWidgets import (
 
 from napari_unet._loss_plot import LossPlot
 from napari_unet._state import TrainerState
-from napari_unet._workers import live_training_worker, prediction_worker
+from napari_unet._workers import Segmentation, live_training_worker, prediction_worker
+from napari_unet.core.axes import infer_axes, label_axes, parse_axes
 from napari_unet.core.checkpoint import load_model, save_model
 from napari_unet.core.config import PRESETS, Preset, get_preset
 from napari_unet.core.device import resolve_device
 from napari_unet.core.errors import InputError, NapariUnetError
-from napari_unet.core.inference import Prediction, TileProgress
+from napari_unet.core.inference import TileProgress, model_axes
+from napari_unet.core.instances import InstanceConfig
 from napari_unet.core.io import write_labels
 from napari_unet.core.labels import default_class_names
-from napari_unet.core.live import PredictionUpdate, RegionUpdate, prediction_update
+from napari_unet.core.live import (
+    InstancesUpdate,
+    PredictionUpdate,
+    RegionUpdate,
+    prediction_update,
+)
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
 
 PREDICTION_LAYER = "prediction"
+INSTANCES_LAYER = "instances"
 CONFIDENCE_LAYER = "confidence"
+OUTPUT_LAYERS = (PREDICTION_LAYER, INSTANCES_LAYER)
+MODES = {"auto": None, "2D over slices": "2d", "3D": "3d"}
 ANNOTATION_LAYER = "annotations"
 # Images up to this many pixels are predicted whole at every refresh; larger ones predict
 # the field of view first.
@@ -63,6 +80,20 @@ def viewer_camera(viewer: napari.viewer.Viewer) -> Any:
     """Return the camera: ``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None else viewer.camera
+
+
+def layer_axes(layer: Image) -> str:
+    """Guess a layer's axes: its axis labels when they are letters, else by dimensionality.
+
+    RGB layers get a trailing ``C``. napari's default labels (``"-3"``, ...) say nothing.
+    """
+    labels = [str(a).strip().upper() for a in getattr(layer, "axis_labels", ())]
+    if len(labels) == layer.ndim and all(len(a) == 1 for a in labels):
+        try:
+            return parse_axes("".join(labels) + ("C" if layer.rgb else ""))
+        except InputError:
+            pass
+    return infer_axes(tuple(layer.data.shape), rgb=layer.rgb)
 
 
 def _stop_workers(workers: list) -> None:
@@ -88,7 +119,13 @@ class UNetTrainerWidget(QWidget):
         self._worker: Any = None
         self._worker_failed = False
         self._labels_source: Labels | None = None
-        self._image_source: Image | None = None
+        # Where outputs go: the image layers last trained on or predicted, and the labels'
+        # shape, axes and placement over them.
+        self._image_sources: list[Image] = []
+        self._label_shape: tuple[int, ...] = ()
+        self._label_axes = ""
+        self._axes = ""
+        self._placement: dict = {}
         # (run, worker) pairs, shared with the deletion hook below.
         self._active: list = []
         self.destroyed.connect(functools.partial(_stop_workers, self._active))
@@ -109,13 +146,35 @@ class UNetTrainerWidget(QWidget):
         camera = viewer_camera(napari_viewer)
         camera.events.center.connect(self._on_view_changed)
         camera.events.zoom.connect(self._on_view_changed)
+        napari_viewer.dims.events.current_step.connect(self._on_view_changed)
+        napari_viewer.dims.events.ndisplay.connect(self._on_view_changed)
         self._render_state()
 
     # -- UI --------------------------------------------------------------------------------
 
     def _build_ui(self) -> None:
-        self.image_picker: ComboBox = create_widget(annotation=Image, label="image")
-        self.labels_picker: ComboBox = create_widget(annotation=Labels, label="annotations")
+        self.image_picker = Select(
+            label="image", choices=self._image_choices,
+            tooltip="The image to segment. Select several layers (Ctrl/Cmd-click) to use "
+                    "them as channels, as napari's channel_axis splits them.",
+        )
+        self.image_picker.native.setMaximumHeight(80)
+        self.labels_picker = ComboBox(label="annotations", choices=self._labels_choices)
+        self.axes = LineEdit(
+            value="YX", label="axes",
+            tooltip="Meaning of each image axis: T time, Z, C channel, Y, X (e.g. ZYX, TYX, "
+                    "TZYX, YXC for RGB). Guessed from the layer; correct it if wrong.",
+        )
+        self.mode = ComboBox(
+            choices=list(MODES), value="auto", label="3D stacks",
+            tooltip="2D over slices: fast, good for coarse Z. 3D: a 3D U-Net on 3D patches. "
+                    "auto: 3D for 16+ slices whose Z spacing is at most 3x the pixel size.",
+        )
+        self.anisotropy = FloatSpinBox(
+            value=1.0, min=0.1, max=100.0, step=0.1, label="Z spacing / pixel",
+            tooltip="Z step divided by the XY pixel size, from the layer's scale. A 3D model "
+                    "pools Z later when it is coarse.",
+        )
         self._reset_layer_choices()
         self.new_labels_button = QPushButton("New annotation layer")
         self.new_labels_button.setToolTip("An empty Labels layer of the image's size, "
@@ -138,10 +197,17 @@ class UNetTrainerWidget(QWidget):
             tooltip="Average over flips and rotations when predicting the whole image "
                     "(Predict, and after Stop). The live overlay never does.",
         )
+        self.show_instances = CheckBox(
+            value=False, text="instances layer (one id per object)", label=" ",
+            tooltip="Split touching objects with a distance-transform watershed. Live for "
+                    "images up to a megapixel, else after training and on Predict.",
+        )
         self.form = Container(widgets=[
-            self.image_picker, self.labels_picker, self.class_names, self.preset,
-            self.refresh, self.show_confidence, self.test_time_augmentation,
+            self.image_picker, self.axes, self.mode, self.anisotropy, self.labels_picker,
+            self.class_names, self.preset, self.refresh, self.show_confidence,
+            self.show_instances, self.test_time_augmentation,
         ])
+        self.image_picker.changed.connect(self._on_image_chosen)
 
         self.train_button = QPushButton("Train")
         self.stop_button = QPushButton("Stop")
@@ -150,6 +216,8 @@ class UNetTrainerWidget(QWidget):
         self.save_button = QPushButton("Save model…")
         self.load_button = QPushButton("Load model…")
         self.export_button = QPushButton("Export masks…")
+        self.export_button.setToolTip("Write the selected output layer (prediction or "
+                                      "instances; default the prediction) as an ImageJ TIFF")
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.model_label = QLabel()
@@ -183,15 +251,25 @@ class UNetTrainerWidget(QWidget):
         self.load_button.clicked.connect(self.load_model_dialog)
         self.export_button.clicked.connect(self.export_masks_dialog)
 
-    def _reset_layer_choices(self, event: Any = None) -> None:
-        layers = self._viewer.layers
+    # Choices are functions, not lists: magicgui (and napari, on layer changes) calls
+    # reset_choices, which would otherwise restore the list given at construction.
+    def _image_choices(self, widget: Any = None) -> list[tuple[str, Image]]:
+        # our own confidence layer is no image to train on
+        return [(layer.name, layer) for layer in self._viewer.layers
+                if isinstance(layer, Image) and layer.name != CONFIDENCE_LAYER]
+
+    def _labels_choices(self, widget: Any = None) -> list[tuple[str, Labels]]:
         # napari's Labels is not an Image subclass, so each picker lists only its own kind;
-        # our own prediction layer is no annotation to train on.
-        self.image_picker.choices = [(layer.name, layer) for layer in layers
-                                     if isinstance(layer, Image)]
-        self.labels_picker.choices = [(layer.name, layer) for layer in layers
-                                      if isinstance(layer, Labels)
-                                      and layer.name not in (PREDICTION_LAYER,)]
+        # our own outputs are no annotations to train on.
+        return [(layer.name, layer) for layer in self._viewer.layers
+                if isinstance(layer, Labels) and layer.name not in OUTPUT_LAYERS]
+
+    def _reset_layer_choices(self, event: Any = None) -> None:
+        self.image_picker.reset_choices()
+        self.labels_picker.reset_choices()
+        images = self.image_picker.choices
+        if not self.image_picker.value and images:
+            self.image_picker.value = [images[0]]
 
     def _render_state(self, event: Any = None) -> None:
         s = self.state
@@ -216,40 +294,89 @@ class UNetTrainerWidget(QWidget):
 
     # -- layers ------------------------------------------------------------------------------
 
-    def _chosen_layers(self) -> tuple[Image, Labels | None]:
-        image_layer = self.image_picker.value
-        if image_layer is None:
+    def _on_image_chosen(self, event: Any = None) -> None:
+        """Fill in the axes and Z spacing guessed from the newly chosen layer."""
+        layers = self.image_picker.value
+        if not layers:
+            return
+        layer = layers[0]
+        axes = layer_axes(layer)
+        self.axes.value = axes
+        spatial = [a for a in axes if a != "C"] if not layer.rgb else list(axes[:-1])
+        scale = list(layer.scale)
+        if "Z" in spatial and len(scale) == len(spatial):
+            ratio = scale[spatial.index("Z")] / scale[spatial.index("X")]
+            self.anisotropy.value = float(min(max(ratio, 0.1), 100.0))
+        else:
+            self.anisotropy.value = 1.0
+
+    def _chosen_layers(self) -> tuple[list[Image], Labels | None]:
+        image_layers = list(self.image_picker.value or [])
+        if not image_layers:
             raise InputError("open an image first (File > Open, or File > Open Sample)")
-        return image_layer, self.labels_picker.value
+        return image_layers, self.labels_picker.value
 
-    @staticmethod
-    def _image_array(layer: Image) -> np.ndarray:
-        """Return a channel-first copy of the layer's data, made on the main thread."""
-        data = np.array(layer.data, copy=True)
-        if layer.rgb:
-            return np.moveaxis(data, -1, 0)
-        if data.ndim != 2:
-            raise InputError(
-                f"'{layer.name}' has {data.ndim} dimensions; this version trains on 2D images "
-                "(grey or RGB). 3D stacks and time-lapse are coming."
-            )
-        return data[np.newaxis]
+    def _image_axes(self, layers: list[Image]) -> tuple[tuple[int, ...], str]:
+        """Shape and axes of the image the chosen layers make (several layers: ``C`` first).
 
-    @staticmethod
-    def _spatial_shape(layer: Image) -> tuple[int, ...]:
-        return tuple(layer.data.shape[:-1] if layer.rgb else layer.data.shape)
+        Raises
+        ------
+        InputError
+            If the axes do not fit the data or channel layers differ.
+        """
+        axes = parse_axes(self.axes.value)
+        first = layers[0]
+        if len(layers) > 1:
+            if "C" in axes or any(layer.rgb for layer in layers):
+                raise InputError("several layers are used as channels: each must be a "
+                                 "single-channel layer, with no C in the axes")
+            shapes = {tuple(layer.data.shape) for layer in layers}
+            if len(shapes) > 1:
+                raise InputError(f"layers used as channels must have the same shape, got "
+                                 f"{', '.join(map(str, sorted(shapes)))}")
+            axes = "C" + axes
+        shape = tuple(first.data.shape)
+        if len(layers) > 1:
+            shape = (len(layers), *shape)
+        if len(axes) != len(shape):
+            raise InputError(f"axes {axes} do not fit '{first.name}' (shape "
+                             f"{tuple(first.data.shape)}); correct the axes field")
+        return shape, axes
+
+    def _image_array(self, layers: list[Image]) -> tuple[np.ndarray, str]:
+        """Return a copy of the chosen layers' data, made on the main thread, and its axes.
+
+        Several layers become channels (axis ``C`` first), as napari's ``channel_axis``
+        splits one multichannel image into layers.
+        """
+        _, axes = self._image_axes(layers)
+        if len(layers) > 1:
+            return np.stack([np.asarray(layer.data) for layer in layers]), axes
+        return np.array(layers[0].data, copy=True), axes
+
+    def _label_geometry(self, layers: list[Image]) -> tuple[tuple[int, ...], str, dict]:
+        """Shape, axes and scale/translate of labels for the chosen image layers."""
+        shape, axes = self._image_axes(layers)
+        layer = layers[0]
+        per_layer = axes[1:] if len(layers) > 1 else axes
+        # napari gives RGB layers no scale entry for the colour axis; others have one per axis.
+        keep = list(range(layer.ndim)) if layer.rgb else [
+            i for i, a in enumerate(per_layer) if a != "C"]
+        placement = {"scale": np.asarray(layer.scale)[keep],
+                     "translate": np.asarray(layer.translate)[keep]}
+        label_shape = tuple(n for n, a in zip(shape, axes) if a != "C")
+        return label_shape, label_axes(axes), placement
 
     def new_annotation_layer(self) -> Labels | None:
         """Add an empty Labels layer of the image's shape, selected and in paint mode."""
         try:
-            image_layer, _ = self._chosen_layers()
+            image_layers, _ = self._chosen_layers()
+            shape, _, placement = self._label_geometry(image_layers)
         except InputError as err:
             show_error(str(err))
             return None
-        shape = self._spatial_shape(image_layer)
         layer = self._viewer.add_labels(
-            np.zeros(shape, dtype=np.uint8), name=ANNOTATION_LAYER,
-            scale=image_layer.scale[-len(shape):], translate=image_layer.translate[-len(shape):],
+            np.zeros(shape, dtype=np.uint8), name=ANNOTATION_LAYER, **placement
         )
         # The viewer we were given is napari's public proxy; select the picker's own entry.
         for candidate in self.labels_picker.choices:
@@ -259,7 +386,8 @@ class UNetTrainerWidget(QWidget):
         layer.selected_label = 1
         layer.mode = "paint"
         self._viewer.layers.selection.active = layer
-        show_info("Paint background with label 1 and objects with label 2, 3, …")
+        show_info("Paint background with label 1 and objects with label 2, 3, … on any "
+                  "slices or frames")
         return layer
 
     def _class_names(self, at_least: int, exactly: int | None = None) -> tuple[str, ...]:
@@ -269,17 +397,18 @@ class UNetTrainerWidget(QWidget):
         defaults = default_class_names(count)
         return tuple(typed[i] if i < len(typed) else defaults[i] for i in range(count))
 
-    def _prediction_layer(self, shape: tuple[int, ...], image_layer: Image) -> Labels:
-        if PREDICTION_LAYER in self._viewer.layers:
-            layer = self._viewer.layers[PREDICTION_LAYER]
+    def _output_layer(self, name: str, shape: tuple[int, ...]) -> Labels:
+        """Return the prediction or instances layer, (re)made to ``shape`` over the image."""
+        if name in self._viewer.layers:
+            layer = self._viewer.layers[name]
             if isinstance(layer, Labels) and layer.data.shape == shape:
                 return layer
             self._viewer.layers.remove(layer)
-        layer = self._viewer.add_labels(
-            np.zeros(shape, dtype=np.uint8), name=PREDICTION_LAYER, opacity=0.5,
-            scale=image_layer.scale[-len(shape):], translate=image_layer.translate[-len(shape):],
-        )
-        self._match_colours(layer)
+        dtype = np.uint8 if name == PREDICTION_LAYER else np.int32
+        layer = self._viewer.add_labels(np.zeros(shape, dtype=dtype), name=name,
+                                        opacity=0.5, **self._placement)
+        if name == PREDICTION_LAYER:
+            self._match_colours(layer)
         return layer
 
     def _match_colours(self, layer: Labels) -> None:
@@ -293,22 +422,32 @@ class UNetTrainerWidget(QWidget):
             colours[int(k)] = rgba
         layer.colormap = DirectLabelColormap(color_dict=colours)
 
+    def _sources_present(self) -> bool:
+        layers = self._image_sources
+        return bool(layers) and all(layer in self._viewer.layers for layer in layers)
+
     def _apply_prediction(self, update: PredictionUpdate) -> None:
-        image_layer = self._image_source
-        if image_layer is None or image_layer not in self._viewer.layers:
+        if not self._sources_present():
             return
-        shape = self._spatial_shape(image_layer)
-        layer = self._prediction_layer(shape, image_layer)
+        layer = self._output_layer(PREDICTION_LAYER, self._label_shape)
         if update.complete:
             layer.data = update.class_map.astype(layer.data.dtype, copy=False)
         else:
             layer.data[update.region] = update.class_map
             layer.refresh()
         if update.confidence is not None:
-            self._apply_confidence(update, shape, image_layer)
+            self._apply_confidence(update)
         self.state.overlay_updates += 1
 
-    def _apply_confidence(self, update: PredictionUpdate, shape, image_layer: Image) -> None:
+    def _apply_instances(self, update: InstancesUpdate) -> None:
+        if not self._sources_present():
+            return
+        layer = self._output_layer(INSTANCES_LAYER, self._label_shape)
+        layer.data = update.instances
+        self.state.instance_updates += 1
+
+    def _apply_confidence(self, update: PredictionUpdate) -> None:
+        shape = self._label_shape
         if CONFIDENCE_LAYER in self._viewer.layers:
             layer = self._viewer.layers[CONFIDENCE_LAYER]
             if layer.data.shape != shape:
@@ -317,12 +456,17 @@ class UNetTrainerWidget(QWidget):
             self._viewer.add_image(
                 np.zeros(shape, np.float32), name=CONFIDENCE_LAYER, colormap="inferno",
                 contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive",
-                scale=image_layer.scale[-len(shape):],
-                translate=image_layer.translate[-len(shape):],
+                **self._placement,
             )
         layer = self._viewer.layers[CONFIDENCE_LAYER]
         layer.data[update.region] = update.confidence
         layer.refresh()
+
+    def _remember_target(self, layers: list[Image]) -> None:
+        """Record where outputs go: the label shape, axes and placement of ``layers``."""
+        self._image_sources = layers
+        self._label_shape, self._label_axes, self._placement = self._label_geometry(layers)
+        self._axes = self._image_axes(layers)[1]
 
     # -- training ----------------------------------------------------------------------------
 
@@ -330,16 +474,19 @@ class UNetTrainerWidget(QWidget):
         """Return the chosen preset; ``auto`` decides by the device torch would use."""
         return get_preset(self.preset.value, resolve_device("auto").type)
 
+    def _instance_config(self) -> InstanceConfig | None:
+        return InstanceConfig() if self.show_instances.value else None
+
     def train(self) -> None:
         """Start (or continue, from the current model) training in a worker thread."""
         if self.state.busy:
             return
         try:
-            image_layer, labels_layer = self._chosen_layers()
+            image_layers, labels_layer = self._chosen_layers()
             if labels_layer is None:
                 raise InputError("paint on an annotation layer first "
                                  "('New annotation layer' makes one)")
-            image = self._image_array(image_layer)
+            image, axes = self._image_array(image_layers)
             labels = np.array(labels_layer.data, copy=True)
             preset = self._preset()
             config = replace(preset.train, max_steps=None, max_seconds=None,
@@ -348,33 +495,39 @@ class UNetTrainerWidget(QWidget):
             painted_max = int(labels.max()) if labels.size else 0
             names = self._class_names(max(painted_max, 2),
                                       self.model.num_classes if self.model else None)
+            mode = MODES[self.mode.value] if self.model is None else None
             run = TrainingRun(
-                image, labels, config, init=self.model, class_names=names,
-                model_config=replace(preset.model, num_classes=len(names)),
+                image, labels, config, axes=axes, mode=mode, init=self.model,
+                class_names=names,
+                model_config=replace(preset.model, num_classes=len(names),
+                                     anisotropy=float(self.anisotropy.value)),
             )
+            self._remember_target(image_layers)
         except NapariUnetError as err:
             show_error(str(err))
             return
-        region = None if image[0].size <= _WHOLE_IMAGE_PIXELS else self._region_in_view()
         worker = live_training_worker(
-            run, image, refresh_s=self.refresh.value, region=region, tiles=preset.tile,
+            run, refresh_s=self.refresh.value, region=self._region_in_view(), tiles=preset.tile,
             with_confidence=self.show_confidence.value,
             final_test_time_augmentation=self.test_time_augmentation.value,
+            instances=self._instance_config(),
         )
         worker.yielded.connect(self._on_training_yielded)
         worker.returned.connect(self._on_trained)
         worker.errored.connect(self._on_worker_error)
         worker.finished.connect(self._on_training_finished)
         self._run, self._worker, self._worker_failed = run, worker, False
-        self._image_source, self._labels_source = image_layer, labels_layer
+        self._labels_source = labels_layer
         labels_layer.events.paint.connect(self._on_labels_changed)
         labels_layer.events.data.connect(self._on_labels_changed)
         self._active.append((run, worker))
         self.state.step = 0
         self.state.labels_version = 0
+        kind = "2D over slices" if run.mode == "2d" and run.stack.num_samples > 1 else \
+            run.mode.upper()
         self.state.model_summary = (
             f"continuing the model ({self.model.metadata.get('steps', 0)} steps so far)"
-            if self.model is not None else f"training a new {preset.name} model"
+            if self.model is not None else f"training a new {kind} {preset.name} model"
         )
         self.state.status = "training"
         worker.start()
@@ -397,20 +550,51 @@ class UNetTrainerWidget(QWidget):
         # Copied here, on the main thread, so the worker never reads a layer being painted.
         self._worker.send(LabelUpdate(np.array(self._labels_source.data, copy=True)))
 
-    def _region_in_view(self):
-        layer = self._image_source or self.image_picker.value
-        if layer is None:
+    def _region_in_view(self) -> tuple[slice, ...] | None:
+        """Return the part of the labels to predict first: the slice/frame and field in view.
+
+        ``None`` (everything) for a single image small enough to predict whole at every
+        refresh. Otherwise the current index along every axis not on screen, and along the
+        on-screen axes the visible range (plus a margin) when a plane is large.
+        """
+        layers = self._image_sources
+        if not layers or not self._label_axes:
             return None
-        corners = np.asarray(layer.corner_pixels)[:, -2:]
+        layer = layers[0]
+        lab_axes, shape = self._label_axes, self._label_shape
+        plane = int(np.prod(shape[-2:]))
+        if lab_axes in ("YX",) and plane <= _WHOLE_IMAGE_PIXELS:
+            return None
+        # Layer axes are the image's without a stacked C; RGB layers have no C dimension.
+        per_layer = self._axes[1:] if len(layers) > 1 else self._axes
+        if layer.rgb:
+            per_layer = per_layer.replace("C", "")
+        position = np.asarray(layer.world_to_data(self._viewer.dims.point))
+        corners = np.asarray(layer.corner_pixels)
+        offset = self._viewer.dims.ndim - layer.ndim
+        displayed = {d - offset for d in self._viewer.dims.displayed}
         margin = 64
-        return tuple(slice(max(int(lo) - margin, 0), int(hi) + margin)
-                     for lo, hi in zip(corners[0], corners[1]))
+        region = []
+        for i, a in enumerate(per_layer):
+            if a == "C":
+                continue
+            size = shape[lab_axes.index(a)]
+            if i not in displayed:
+                index = int(np.clip(round(float(position[i])), 0, size - 1))
+                region.append(slice(index, index + 1))
+            elif a in "YX" and plane > _WHOLE_IMAGE_PIXELS:
+                lo, hi = int(corners[0, i]), int(corners[1, i])
+                region.append(slice(max(lo - margin, 0), min(hi + margin, size)))
+            else:
+                region.append(slice(0, size))
+        return tuple(region)
 
     def _send_region(self) -> None:
-        if self._worker is None or self.state.status != "training" or self._image_source is None:
+        if self._worker is None or self.state.status != "training" or not self._image_sources:
             return
-        if np.prod(self._spatial_shape(self._image_source)) > _WHOLE_IMAGE_PIXELS:
-            self._worker.send(RegionUpdate(self._region_in_view()))
+        region = self._region_in_view()
+        if region is not None:
+            self._worker.send(RegionUpdate(region))
 
     def _on_training_yielded(self, event: TrainProgress | PredictionUpdate) -> None:
         if isinstance(event, TrainProgress):
@@ -425,6 +609,8 @@ class UNetTrainerWidget(QWidget):
                 show_warning(event.notice)
         elif isinstance(event, PredictionUpdate):
             self._apply_prediction(event)
+        elif isinstance(event, InstancesUpdate):
+            self._apply_instances(event)
 
     def _on_trained(self, result: TrainResult | None) -> None:
         if result is not None:
@@ -463,7 +649,9 @@ class UNetTrainerWidget(QWidget):
 
     def _on_layer_removed(self, event: Any) -> None:
         layer = event.value
-        if self.state.status == "training" and layer in (self._image_source, self._labels_source):
+        if self.state.status == "training" and (
+            layer is self._labels_source or layer in self._image_sources
+        ):
             show_warning(f"'{layer.name}' was removed: training stops, the model is kept")
             self.stop()
 
@@ -477,18 +665,21 @@ class UNetTrainerWidget(QWidget):
             show_error("no model yet: train one or load one")
             return
         try:
-            image_layer, _ = self._chosen_layers()
-            image = self._image_array(image_layer)
-            if image.shape[0] != self.model.in_channels:
-                raise InputError(f"the model reads {self.model.in_channels} channel(s), "
-                                 f"'{image_layer.name}' has {image.shape[0]}")
+            image_layers, _ = self._chosen_layers()
+            image, axes = self._image_array(image_layers)
+            axes = model_axes(self.model, image.shape, axes)
+            self._remember_target(image_layers)
         except NapariUnetError as err:
             show_error(str(err))
             return
         preset = self._preset()
-        worker = prediction_worker(self.model, image, preset.tile, self.show_confidence.value,
-                                   self.test_time_augmentation.value)
-        self._image_source = image_layer
+        z = self.model.config.anisotropy if self.model.config.spatial_dims == 3 else float(
+            self.anisotropy.value)
+        spacing = tuple(z if a == "Z" else 1.0 for a in self._label_axes if a != "T")
+        worker = prediction_worker(
+            self.model, image, axes, preset.tile, self.show_confidence.value,
+            self.test_time_augmentation.value, self._instance_config(), spacing,
+        )
         worker.yielded.connect(self._on_tile)
         worker.returned.connect(self._on_predicted)
         worker.errored.connect(self._on_worker_error)
@@ -502,12 +693,15 @@ class UNetTrainerWidget(QWidget):
         self.progress.setMaximum(progress.tiles_total)
         self.progress.setValue(progress.tiles_done)
 
-    def _on_predicted(self, prediction: Prediction) -> None:
+    def _on_predicted(self, result: Segmentation) -> None:
+        prediction = result.prediction
         shape = prediction.class_map.shape
         step = int(self.model.metadata.get("steps", 0)) if self.model else 0
         self._apply_prediction(
             prediction_update(prediction, tuple(slice(0, s) for s in shape), shape, step)
         )
+        if result.instances is not None:
+            self._apply_instances(InstancesUpdate(result.instances, step))
 
     def _forget_worker(self) -> None:
         self._active[:] = [(r, w) for r, w in self._active if w is not self._worker]
@@ -562,7 +756,7 @@ class UNetTrainerWidget(QWidget):
             return False
         try:
             data = np.asarray(layer.data)
-            axes = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(data.ndim)
+            axes = self._label_axes if len(self._label_axes) == data.ndim else None
             write_labels(path, data, axes=axes, overwrite=True)
         except NapariUnetError as err:
             show_error(str(err))
@@ -571,6 +765,9 @@ class UNetTrainerWidget(QWidget):
         return True
 
     def _export_layer(self) -> Labels | None:
+        active = self._viewer.layers.selection.active
+        if isinstance(active, Labels) and active.name in OUTPUT_LAYERS:
+            return active
         if PREDICTION_LAYER in self._viewer.layers:
             return self._viewer.layers[PREDICTION_LAYER]
         return self.labels_picker.value

@@ -7,8 +7,9 @@ one-line message and exit code 2; a traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import numpy as np
 
 from napari_unet import __version__
 from napari_unet.core.config import PRESETS, get_preset
-from napari_unet.core.errors import NapariUnetError
+from napari_unet.core.errors import InputError, NapariUnetError
+from napari_unet.core.io import ImageData
 
 EXIT_USER_ERROR = 2
 
@@ -31,10 +33,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a model from an image and painted strokes")
-    train.add_argument("--image", required=True, type=Path, help="image TIFF (2D, optionally"
-                       " multichannel)")
+    train.add_argument("--image", required=True, type=Path,
+                       help="image TIFF: 2D, Z stack, time-lapse, optionally multichannel")
     train.add_argument("--labels", required=True, type=Path,
-                       help="strokes TIFF: 0 unpainted, 1 background, 2.. objects")
+                       help="strokes TIFF with the image's axes minus C: 0 unpainted, "
+                            "1 background, 2.. objects; paint any slices or frames")
     train.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--seconds", type=float, help="train for this long (default 60)")
@@ -43,6 +46,11 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="auto", choices=["auto", *PRESETS],
                        help="model/training size (default: auto, by device)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--mode", default="auto", choices=["auto", "2d", "3d"],
+                       help="for Z stacks: a 2D model over slices or a true 3D model "
+                            "(default auto: 3D for 16+ slices of near-isotropic voxels)")
+    train.add_argument("--anisotropy", type=float,
+                       help="Z spacing / XY pixel size (default: from ImageJ metadata, else 1)")
     _add_common(train)
 
     predict = sub.add_parser("predict", help="segment an image with a trained model")
@@ -51,7 +59,14 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, type=Path,
                          help="class map TIFF to write (ids as painted, 1 = background)")
     predict.add_argument("--probabilities", type=Path,
-                         help="also write per-class probabilities (float32 TIFF, axes CYX)")
+                         help="also write per-class probabilities (float32 TIFF, classes "
+                              "as ImageJ channels)")
+    predict.add_argument("--instances", type=Path,
+                         help="also write instance labels (one id per object, 0 = "
+                              "background; touching objects split by watershed)")
+    predict.add_argument("--min-size", type=int, default=16,
+                         help="instances: drop objects smaller than this many pixels "
+                              "(voxels); default 16")
     predict.add_argument("--tile-size", type=int, help="tile side in pixels (default by device)")
     predict.add_argument("--no-tta", dest="tta", action="store_false",
                          help="skip test-time augmentation (8x faster, slightly less accurate)")
@@ -63,7 +78,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--axes", help="axes of the image, e.g. YX, CYX, YXC (default: from file)")
+    p.add_argument("--axes", help="axes of the image from T, C, Z, Y, X, e.g. ZYX, TYX, CYX, "
+                                  "YXC (default: from the file, else guessed and reported)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="where to compute (default auto: CUDA, then MPS, then CPU)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -75,26 +91,74 @@ def _say(args: argparse.Namespace, message: str) -> None:
         print(message, file=sys.stderr)
 
 
+_AXES_SOURCE = {"file": "from the file", "given": "from --axes"}
+
+
+def _axes_note(image: ImageData, axes: str, how: str) -> str:
+    shape = "x".join(map(str, image.data.shape))
+    return f"axes {axes} ({shape}, {how})"
+
+
+@contextlib.contextmanager
+def _explaining_axes(args: argparse.Namespace, note: str) -> Iterator[None]:
+    """Name the axes in any set-up error (which stays one line)."""
+    try:
+        yield
+    except NapariUnetError as err:
+        raise type(err)(f"{err} [{args.image.name}: {note}; use --axes to change]") from err
+
+
+def _announce_axes(args: argparse.Namespace, image: ImageData, axes: str, how: str) -> None:
+    """Say which axes were used; a plain 2D image (YX) needs no note."""
+    if len(axes) > 2:
+        _say(args, f"{args.image.name}: {_axes_note(image, axes, how)}; use --axes to change")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from napari_unet.core.axes import pair_axes
     from napari_unet.core.checkpoint import load_model, save_model
     from napari_unet.core.device import describe_device, resolve_device
-    from napari_unet.core.io import check_output_path, read_image_2d, read_labels
+    from napari_unet.core.io import check_output_path, read_labels, read_tiff
     from napari_unet.core.training import TrainingRun
 
     check_output_path(args.out, args.overwrite)  # fail now, not after a minute of training
     device = resolve_device(args.device)
     preset = get_preset(args.preset, device.type)
-    image = read_image_2d(args.image, args.axes)
-    labels = read_labels(args.labels)
+    image = read_tiff(args.image, args.axes)
+    if image.axes_source == "guessed":
+        # The strokes' shape tells channels from slices better than the image alone.
+        labels = read_labels(args.labels)
+        how = "guessed from the shapes"
+        with _explaining_axes(args, _axes_note(image, image.axes, how)):
+            axes = pair_axes(image.data.shape, labels.shape)
+    else:
+        axes, how = image.axes, _AXES_SOURCE[image.axes_source]
+        label_shape = tuple(s for s, a in zip(image.data.shape, axes) if a != "C")
+        labels = read_labels(args.labels, label_shape)
     init = load_model(args.init) if args.init else None
+    anisotropy = args.anisotropy or image.anisotropy or 1.0
     seconds = args.seconds if args.seconds is not None or args.steps else 60.0
     config = replace(preset.train, max_seconds=seconds, max_steps=args.steps, seed=args.seed,
                      device=args.device)
-    run = TrainingRun(image, labels, config, model_config=preset.model, init=init)
-    _say(args, f"training on {describe_device(run.device)} with preset {preset.name} "
-               f"({'fine-tuning ' + str(args.init) if init else 'new model'})")
+    with _explaining_axes(args, _axes_note(image, axes, how)):
+        run = TrainingRun(
+            image.data, labels, config, axes=axes,
+            mode=None if args.mode == "auto" else args.mode,
+            model_config=replace(preset.model, anisotropy=anisotropy), init=init,
+        )
+    _announce_axes(args, image, axes, how)
+    where = ""
+    if run.stack.num_samples > 1:
+        if run.mode == "3d" or "Z" not in axes:
+            unit = "frames"
+        else:
+            unit = "planes" if "T" in axes else "slices"
+        where = f", strokes on {run.painted_samples} of {run.stack.num_samples} {unit}"
+    _say(args, f"training a {run.mode.upper()} model on {describe_device(run.device)} with "
+               f"preset {preset.name} ({'fine-tuning ' + str(args.init) if init else 'new model'}"
+               f"{where})")
 
     total = args.steps if args.steps else seconds
     unit = "step" if args.steps else "s"
@@ -130,24 +194,34 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from napari_unet.core.checkpoint import load_model
     from napari_unet.core.device import resolve_device
-    from napari_unet.core.inference import as_model_input, iter_predict
+    from napari_unet.core.inference import iter_predict, model_axes
+    from napari_unet.core.instances import InstanceConfig, instances_from_classes
     from napari_unet.core.io import (
         check_output_path,
-        read_image_2d,
+        read_tiff,
         write_labels,
         write_probabilities,
     )
 
-    check_output_path(args.out, args.overwrite)
-    if args.probabilities:
-        check_output_path(args.probabilities, args.overwrite)
+    outputs = [p for p in (args.out, args.probabilities, args.instances) if p]
+    if len(set(outputs)) != len(outputs):
+        raise InputError("--out, --probabilities and --instances must be different files")
+    for path in outputs:
+        check_output_path(path, args.overwrite)
     device = resolve_device(args.device)
     tiles = get_preset("auto", device.type).tile
     if args.tile_size:
         tiles = replace(tiles, tile_size=args.tile_size)
     model = load_model(args.model)
-    image = as_model_input(model, read_image_2d(args.image, args.axes))
-    gen = iter_predict(model, image, tiles, return_probabilities=bool(args.probabilities),
+    image = read_tiff(args.image, args.axes)
+    # A guess from the file's shape alone is worse than one that knows the model.
+    guessed = image.axes_source == "guessed"
+    how = "guessed from the shape and the model" if guessed else _AXES_SOURCE[image.axes_source]
+    with _explaining_axes(args, _axes_note(image, image.axes, how)):
+        axes = model_axes(model, image.data.shape, None if guessed else image.axes)
+    _announce_axes(args, image, axes, how)
+    gen = iter_predict(model, image.data, tiles, axes=axes,
+                       return_probabilities=bool(args.probabilities),
                        test_time_augmentation=args.tta, device=device)
     with tqdm(unit="tile", disable=args.quiet, file=sys.stderr) as bar:
         while True:
@@ -158,9 +232,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 break
             bar.total = progress.tiles_total
             bar.update(progress.tiles_done - bar.n)
-    write_labels(args.out, prediction.class_map, axes="YX", overwrite=args.overwrite)
+    lab_axes = axes.replace("C", "")
+    write_labels(args.out, prediction.class_map, axes=lab_axes, overwrite=args.overwrite)
     if args.probabilities and prediction.probabilities is not None:
-        write_probabilities(args.probabilities, prediction.probabilities,
+        write_probabilities(args.probabilities, prediction.probabilities, axes=lab_axes,
                             overwrite=args.overwrite)
     counts = np.bincount(prediction.class_map.ravel(), minlength=model.num_classes + 1)
     shares = ", ".join(
@@ -168,6 +243,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for i, name in enumerate(model.class_names)
     )
     _say(args, f"wrote {args.out} ({'x'.join(map(str, prediction.class_map.shape))}; {shares})")
+    if args.instances:
+        z = model.config.anisotropy if model.config.spatial_dims == 3 else (
+            image.anisotropy or 1.0)
+        spacing = tuple(z if a == "Z" else 1.0 for a in lab_axes if a != "T")
+        objects = instances_from_classes(prediction.class_map, lab_axes, spacing,
+                                         InstanceConfig(min_size=args.min_size))
+        write_labels(args.instances, objects, axes=lab_axes, overwrite=args.overwrite)
+        _say(args, f"wrote {args.instances} ({int(objects.max())} objects"
+                   f"{' in the fullest frame' if 'T' in lab_axes else ''})")
     return 0
 
 

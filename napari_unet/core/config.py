@@ -52,6 +52,10 @@ class ModelConfig:
         large batches only.
     spatial_dims
         2 for images, 3 for volumes.
+    anisotropy
+        For 3D models: Z spacing divided by XY spacing (e.g. 0.5 um / 0.1 um = 5). The
+        network then pools along Z only once the in-plane resolution has come down to about
+        the Z resolution, so coarse Z sampling is not thrown away early.
     """
 
     in_channels: int = 1
@@ -61,6 +65,7 @@ class ModelConfig:
     residual: bool = False
     norm: NormName = "layer"
     spatial_dims: int = 2
+    anisotropy: float = 1.0
 
     def __post_init__(self) -> None:
         if self.in_channels < 1:
@@ -75,11 +80,36 @@ class ModelConfig:
             raise InputError(f"norm must be layer, group, batch or none, got {self.norm!r}")
         if self.spatial_dims not in (2, 3):
             raise InputError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if not 0.1 <= self.anisotropy <= 100:
+            raise InputError(f"anisotropy must be between 0.1 and 100, got {self.anisotropy}")
 
     @property
-    def size_multiple(self) -> int:
-        """Spatial sizes the network sees are padded to a multiple of this."""
-        return int(2**self.depth)
+    def pool_factors(self) -> tuple[tuple[int, ...], ...]:
+        """Per level, the pooling factor along each spatial axis (1 or 2).
+
+        An axis is pooled while its current spacing is at most twice the finest one (the
+        rule nnU-Net uses), so a stack 5x coarser in Z keeps its Z resolution for the first
+        levels. 2D models and isotropic volumes pool every axis at every level.
+        """
+        if self.spatial_dims == 2:
+            return tuple((2, 2) for _ in range(self.depth))
+        factors = []
+        z_spacing, xy_spacing = self.anisotropy, 1.0
+        for _ in range(self.depth):
+            pool_z = z_spacing <= 2 * xy_spacing
+            pool_xy = xy_spacing <= 2 * z_spacing
+            factors.append((2 if pool_z else 1, 2 if pool_xy else 1, 2 if pool_xy else 1))
+            z_spacing *= 2 if pool_z else 1
+            xy_spacing *= 2 if pool_xy else 1
+        return tuple(factors)
+
+    @property
+    def size_multiples(self) -> tuple[int, ...]:
+        """Per spatial axis, inputs are padded to a multiple of this."""
+        multiples = [1] * self.spatial_dims
+        for level in self.pool_factors:
+            multiples = [m * f for m, f in zip(multiples, level)]
+        return tuple(multiples)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for checkpoints and JSON."""
@@ -98,7 +128,10 @@ class TrainConfig:
     Parameters
     ----------
     patch_size
-        Side of the square patches drawn around painted pixels.
+        Side of the square patches drawn around painted pixels (2D models).
+    patch_size_3d
+        Y and X side of the patches of 3D models; their Z side is this divided by the
+        model's anisotropy (fewer, coarser slices cover the same depth).
     batch_size
         Patches per step.
     learning_rate
@@ -137,6 +170,7 @@ class TrainConfig:
     """
 
     patch_size: int = 128
+    patch_size_3d: int = 48
     batch_size: int = 4
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
@@ -153,8 +187,10 @@ class TrainConfig:
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.patch_size < 16:
-            raise InputError(f"patch_size must be >= 16, got {self.patch_size}")
+        if self.patch_size < 16 or self.patch_size_3d < 16:
+            raise InputError(
+                f"patch sizes must be >= 16, got {self.patch_size} and {self.patch_size_3d}"
+            )
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.learning_rate > 0:
@@ -185,8 +221,11 @@ class TileConfig:
     Parameters
     ----------
     tile_size
-        Side of the square (cubic) tile fed to the network, rounded up to the model's size
+        Side of the square tile fed to a 2D network, rounded up to the model's size
         multiple.
+    tile_size_3d
+        ``(Z, Y, X)`` extent of the tiles fed to a 3D network. Tiles are at least twice the
+        halo plus one size multiple along each axis, whatever is asked here.
     halo
         Context cropped away around each tile's core. ``None`` uses the network's receptive
         field radius, which makes tiled prediction identical to whole-image prediction.
@@ -195,12 +234,15 @@ class TileConfig:
     """
 
     tile_size: int = 512
+    tile_size_3d: tuple[int, int, int] = (32, 128, 128)
     halo: int | None = None
     batch_size: int = 2
 
     def __post_init__(self) -> None:
         if self.tile_size < 16:
             raise InputError(f"tile_size must be >= 16, got {self.tile_size}")
+        if len(self.tile_size_3d) != 3 or min(self.tile_size_3d) < 1:
+            raise InputError(f"tile_size_3d must be 3 positive sizes, got {self.tile_size_3d}")
         if self.halo is not None and self.halo < 0:
             raise InputError(f"halo must be >= 0, got {self.halo}")
         if self.batch_size < 1:
@@ -223,15 +265,16 @@ PRESETS: dict[str, Preset] = {
         name="cpu-small",
         description="16 base channels, depth 3: trains usefully in a minute on 2 CPU cores.",
         model=ModelConfig(depth=3, base_channels=16),
-        train=TrainConfig(patch_size=96, batch_size=4, learning_rate=1e-3),
-        tile=TileConfig(tile_size=512, batch_size=1),
+        train=TrainConfig(patch_size=96, patch_size_3d=40, batch_size=4, learning_rate=1e-3),
+        tile=TileConfig(tile_size=512, tile_size_3d=(32, 128, 128), batch_size=1),
     ),
     "gpu": Preset(
         name="gpu",
         description="32 base channels, depth 4, residual blocks: for a CUDA or MPS GPU.",
         model=ModelConfig(depth=4, base_channels=32, residual=True),
-        train=TrainConfig(patch_size=256, batch_size=16, learning_rate=2e-3),
-        tile=TileConfig(tile_size=1024, batch_size=4),
+        train=TrainConfig(patch_size=256, patch_size_3d=96, batch_size=16,
+                          learning_rate=2e-3),
+        tile=TileConfig(tile_size=1024, tile_size_3d=(64, 256, 256), batch_size=4),
     ),
 }
 

@@ -1,9 +1,11 @@
 """Tiled prediction for images of any size.
 
-The image is padded once to a multiple of ``2**depth`` and cut into overlapping windows
-whose starts are also multiples of ``2**depth`` (so every window's pooling grid lines up
-with the whole image's). Each window keeps only its *core*; the surrounding *halo* is at
-least the network's receptive-field radius and is cropped away. With the default
+Stacks are predicted sample by sample (plane by plane for a 2D model, frame by frame for
+a 3D one; see :mod:`napari_unet.core.axes`). Each sample is padded once to the model's
+size multiple and cut into overlapping windows whose starts are also multiples of it
+(so every window's pooling grid lines up with the whole image's). Each window keeps only
+its *core*; the surrounding *halo* is at least the network's receptive-field radius and
+is cropped away. With the default
 per-pixel normalisation, the result is therefore the same as predicting the whole image at
 once: no seams, no blending needed. Memory is bounded by the tile, not the image, unless
 per-class probabilities are requested.
@@ -18,6 +20,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from napari_unet.core.axes import (
+    SampleStack,
+    check_axes,
+    infer_axes,
+    label_axes,
+    labels_from_canonical,
+    mode_for_spatial_dims,
+    region_to_canonical,
+    to_canonical,
+)
 from napari_unet.core.config import TileConfig
 from napari_unet.core.device import autocast, autocast_dtype
 from napari_unet.core.errors import InputError
@@ -82,18 +94,29 @@ def _axis_plan(
     return window, plan
 
 
+def _per_axis(value: int | tuple[int, ...], ndim: int) -> tuple[int, ...]:
+    return (value,) * ndim if isinstance(value, int) else tuple(value)
+
+
 def plan_tiles(
-    shape: tuple[int, ...], tile_size: int, halo: int, multiple: int
+    shape: tuple[int, ...],
+    tile_size: int | tuple[int, ...],
+    halo: int | tuple[int, ...],
+    multiple: int | tuple[int, ...],
 ) -> tuple[tuple[int, ...], list[_Window]]:
     """Plan windows over a padded image of ``shape`` (each side a multiple of ``multiple``).
 
+    ``tile_size``, ``halo`` and ``multiple`` are one value for every axis or one per axis.
     Every window has the same shape (so they batch), starts on a multiple of ``multiple``
     and contains its core plus ``halo`` pixels of context on each side (or up to the image
     border). Returns the window shape and the windows; cores cover every pixel once.
     """
-    halo = _round_up(halo, multiple)
-    tile = max(_round_up(tile_size, multiple), 2 * halo + multiple)
-    per_axis = [_axis_plan(s, tile, halo, multiple) for s in shape]
+    ndim = len(shape)
+    per_axis = []
+    for size, t, h, m in zip(shape, _per_axis(tile_size, ndim), _per_axis(halo, ndim),
+                             _per_axis(multiple, ndim)):
+        h = _round_up(h, m)
+        per_axis.append(_axis_plan(size, max(_round_up(t, m), 2 * h + m), h, m))
     tile_shape = tuple(length for length, _ in per_axis)
     windows = []
     for combo in itertools.product(*(plan for _, plan in per_axis)):
@@ -104,41 +127,66 @@ def plan_tiles(
     return tile_shape, windows
 
 
-def _pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
-    pads = [(0, 0)] + [(0, (-s) % multiple) for s in image.shape[1:]]
+def _pad_to_multiple(image: np.ndarray, multiples: tuple[int, ...]) -> np.ndarray:
+    pads = [(0, 0)] + [(0, (-s) % m) for s, m in zip(image.shape[1:], multiples)]
     if not any(hi for _, hi in pads):
         return image
-    mode = "reflect" if all(s > 1 for s in image.shape[1:]) else "edge"
+    mode = "reflect" if all(s > 1 for s in image.shape[1:]) else "symmetric"
     return np.pad(image, pads, mode=mode)
 
 
-def as_model_input(model: TrainedModel, image: np.ndarray) -> np.ndarray:
-    """Check an image against the model and return it channel-first.
+def model_axes(model: TrainedModel, shape: tuple[int, ...], axes: str | None = None) -> str:
+    """Return the axes of an image to predict: ``axes`` checked, or a guess for the model.
 
-    Parameters
-    ----------
-    image
-        ``spatial`` (single channel) or ``(C, *spatial)``.
+    Without ``axes``: an array with as many dimensions as the model has spatial ones is a
+    single-channel image; one more, with the model's channel count first (or last, RGB
+    style), is a multichannel one; anything else is guessed from its shape
+    (:func:`~napari_unet.core.axes.infer_axes`).
 
     Raises
     ------
     InputError
-        If dimensionality or channel count does not fit the model.
+        If the axes do not fit the shape or the model (3D model without Z, wrong channel
+        count).
     """
     sd = model.config.spatial_dims
-    image = np.asarray(image)
-    if image.ndim == sd:
-        image = image[np.newaxis]
-    if image.ndim != sd + 1:
-        raise InputError(
-            f"the model is {sd}D but the image has shape {tuple(image.shape)}"
-        )
-    if image.shape[0] != model.in_channels:
+    spatial = "YX" if sd == 2 else "ZYX"
+    if axes is None:
+        ndim, channels = len(shape), model.in_channels
+        if ndim == sd:
+            axes = spatial
+        elif ndim == sd + 1 and shape[0] == channels:
+            axes = "C" + spatial
+        elif ndim == sd + 1 and shape[-1] == channels and channels in (3, 4):
+            axes = spatial + "C"
+        else:
+            axes = infer_axes(shape)
+    axes = check_axes(shape, axes)
+    if sd == 3 and "Z" not in axes:
+        raise InputError(f"the model is 3D but the image's axes are {axes} (no Z)")
+    channels = shape[axes.index("C")] if "C" in axes else 1
+    if channels != model.in_channels:
         raise InputError(
             f"the model was trained on {model.in_channels}-channel images but this image "
-            f"has {image.shape[0]} channel(s)"
+            f"has {channels} channel(s) (axes {axes}, shape {tuple(shape)})"
         )
-    return image
+    return axes
+
+
+def as_model_input(model: TrainedModel, image: np.ndarray) -> np.ndarray:
+    """Check one 2D (or, for a 3D model, 3D) image against the model; return it channel-first.
+
+    Raises
+    ------
+    InputError
+        If the image is a stack or time-lapse, or does not fit the model.
+    """
+    image = np.asarray(image)
+    canonical = to_canonical(image, model_axes(model, image.shape))
+    sd = model.config.spatial_dims
+    if canonical.shape[0] != 1 or (sd == 2 and canonical.shape[2] != 1):
+        raise InputError(f"expected one {sd}D image, got shape {tuple(image.shape)}")
+    return canonical[0, :, 0] if sd == 2 else canonical[0]
 
 
 def iter_predict(
@@ -146,6 +194,8 @@ def iter_predict(
     image: np.ndarray,
     tiles: TileConfig | None = None,
     *,
+    axes: str | None = None,
+    region: tuple[slice, ...] | None = None,
     return_probabilities: bool = False,
     test_time_augmentation: bool = False,
     device: torch.device | None = None,
@@ -153,81 +203,155 @@ def iter_predict(
 ) -> Generator[TileProgress, None, Prediction]:
     """Predict tile by tile, yielding progress; the return value is the :class:`Prediction`.
 
+    A 2D model predicts a Z stack or time-lapse plane by plane; a 3D model predicts each
+    frame as a volume.
+
     Parameters
     ----------
     model
         A trained model.
     image
-        ``spatial`` or ``(C, *spatial)``, raw intensities (normalised here with the
-        model's stored normalisation).
+        Raw intensities (normalised here with the model's stored normalisation) with axes
+        ``axes``.
     tiles
-        Tile size, halo and batch; defaults to :class:`TileConfig` defaults.
+        Tile sizes, halo and batch; defaults to :class:`TileConfig` defaults.
+    axes
+        The image's axes, e.g. ``"ZYX"``; ``None`` guesses (:func:`model_axes`).
+    region
+        Slices over the image's axes without ``C`` (the labels' axes): predict only this
+        part, e.g. the slice in view. Context around it is read so that the result equals
+        the whole-image prediction there. ``None``: everything.
     return_probabilities
         Also return per-class probabilities (memory grows with the image).
     test_time_augmentation
-        Average the probabilities of the 8 flips/90 degree rotations of the image: 8x the
+        Average the probabilities of the 8 flips/90 degree rotations in Y and X: 8x the
         time, smoother and more accurate boundaries (see docs/benchmarks.md). Memory grows
         with the image.
     device
         Where to run; defaults to the device the network is on.
     mixed_precision
         Autocast to bf16/fp16 on CUDA.
+
+    Returns
+    -------
+    Prediction
+        For ``region`` (or the whole image), in the labels' axes.
     """
     tiles = tiles or TileConfig()
     network = model.network
     device = device or next(network.parameters()).device
     network = network.to(device).eval()
-    amp = autocast_dtype(device, mixed_precision)
-    image = as_model_input(model, image)
-    spatial = image.shape[1:]
-    m = model.config.size_multiple
-    padded = _pad_to_multiple(model.normalization.apply(image), m)
-    halo = tiles.halo if tiles.halo is not None else network.receptive_radius
+    image = np.asarray(image)
+    axes = model_axes(model, image.shape, axes)
+    lab_axes = label_axes(axes)
+    stack = SampleStack(to_canonical(image, axes),
+                        mode_for_spatial_dims(model.config.spatial_dims))
+    canonical_region = region_to_canonical(region, lab_axes, stack.label_shape)
+    samples = list(stack.samples_in(canonical_region))
+    multiples = model.config.size_multiples
+    halos = _per_axis(tiles.halo, len(multiples)) if tiles.halo is not None else (
+        network.receptive_radii)
+    tile_shape = (tiles.tile_size,) * 2 if len(multiples) == 2 else tiles.tile_size_3d
     passes = _D4 if test_time_augmentation else _D4[:1]
     need_probabilities = return_probabilities or len(passes) > 1
-    plans = [plan_tiles(_transformed_shape(padded.shape[1:], t), tiles.tile_size, halo, m)[1]
+
+    # Every sample's region has the same shape, so one context window and one tile plan
+    # per transform serve them all.
+    spatial_region = samples[0][1]
+    sample_shape = stack.sample_shape
+    context = tuple(
+        slice(max((sl.start - h) // m * m, 0), min(sl.stop + h, size))
+        for sl, h, m, size in zip(spatial_region, halos, multiples, sample_shape)
+    )
+    keep = tuple(slice(sl.start - c.start, sl.stop - c.start)
+                 for sl, c in zip(spatial_region, context))
+    padded_shape = tuple(_round_up(c.stop - c.start, m) for c, m in zip(context, multiples))
+    plans = [plan_tiles(_transformed_shape(padded_shape, t), tile_shape, halos, multiples)[1]
              for t in passes]
-    total = sum(len(windows) for windows in plans)
+    total = len(samples) * sum(len(windows) for windows in plans)
 
     k = model.num_classes
     id_dtype = np.uint8 if k < 256 else np.uint16
-    summed = np.zeros((k, *padded.shape[1:]), np.float32) if need_probabilities else None
-    class_map = None
+    region_shape = tuple(sl.stop - sl.start for sl in canonical_region)
+    class_map = np.zeros(region_shape, id_dtype)
+    probabilities = np.zeros((k, *region_shape), np.float32) if return_probabilities else None
+    amp = autocast_dtype(device, mixed_precision)
     done = 0
-    for transform, windows in zip(passes, plans):
-        view = _apply(padded, transform)
-        # Per pass, either per-class probabilities or (cheaper) just the ids.
-        out_probs = np.zeros((k, *view.shape[1:]), np.float32) if need_probabilities else None
-        out_ids = None if need_probabilities else np.zeros(view.shape[1:], dtype=id_dtype)
-        for batch in _batches(windows, tiles.batch_size):
-            x = torch.from_numpy(np.stack([view[(slice(None), *w.window)] for w in batch]))
-            with torch.inference_mode(), autocast(device, amp):
-                probs = network(x.to(device)).float().softmax(dim=1)
-            if out_probs is not None:
-                probs_np = probs.cpu().numpy()
-                for i, w in enumerate(batch):
-                    out_probs[(slice(None), *w.core)] = probs_np[(i, slice(None),
-                                                                  *w.core_in_window)]
-            elif out_ids is not None:  # class map only: memory stays bounded by the tile
-                ids_np = (probs.argmax(dim=1) + 1).to(torch.int32).cpu().numpy()
-                for i, w in enumerate(batch):
-                    out_ids[w.core] = ids_np[(i, *w.core_in_window)]
-            done += len(batch)
-            yield TileProgress(done, total)
-        if summed is not None and out_probs is not None:
-            summed += _invert(out_probs, transform)
-        else:
-            class_map = out_ids
+    for index, _ in samples:
+        crop = stack.sample(index)[(slice(None), *context)]
+        padded = _pad_to_multiple(model.normalization.apply(np.asarray(crop)), multiples)
+        summed = np.zeros((k, *padded.shape[1:]), np.float32) if need_probabilities else None
+        ids = None
+        for transform, windows in zip(passes, plans):
+            view = _apply(padded, transform)
+            out = yield from _predict_windows(
+                network, view, windows, tiles.batch_size, device, amp, need_probabilities,
+                id_dtype, done, total,
+            )
+            done += len(windows)
+            if summed is not None:
+                summed += _invert(out, transform)
+            else:
+                ids = out
+        if summed is not None:
+            summed /= len(passes)
+            ids = (summed.argmax(axis=0) + 1).astype(id_dtype)
+        assert ids is not None
+        at = _position_in_region(stack, index, canonical_region)
+        class_map[at] = ids[keep]
+        if probabilities is not None and summed is not None:
+            probabilities[(slice(None), *at)] = summed[(slice(None), *keep)]
 
-    crop = tuple(slice(0, s) for s in spatial)
-    probabilities = None
-    if summed is not None:
-        summed /= len(passes)
-        class_map = (summed.argmax(axis=0) + 1).astype(id_dtype)
-        if return_probabilities:
-            probabilities = np.ascontiguousarray(summed[(slice(None), *crop)])
-    assert class_map is not None
-    return Prediction(np.ascontiguousarray(class_map[crop]), probabilities)
+    class_map = labels_from_canonical(class_map, lab_axes)
+    if probabilities is not None:
+        probabilities = np.stack([labels_from_canonical(p, lab_axes) for p in probabilities])
+    return Prediction(np.ascontiguousarray(class_map), probabilities)
+
+
+def _position_in_region(
+    stack: SampleStack, index: int, region: tuple[slice, ...]
+) -> tuple[int | slice, ...]:
+    """Where a sample's output goes in a canonical ``(T, Z, Y, X)`` region array."""
+    t, z = stack.sample_position(index)
+    if stack.mode == "2d":
+        return (t - region[0].start, z - region[1].start, slice(None), slice(None))
+    return (t - region[0].start, slice(None), slice(None), slice(None))
+
+
+def _predict_windows(
+    network: torch.nn.Module,
+    view: np.ndarray,
+    windows: list[_Window],
+    batch_size: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+    probabilities: bool,
+    id_dtype: np.dtype,
+    done: int,
+    total: int,
+) -> Generator[TileProgress, None, np.ndarray]:
+    """Run the network over ``windows`` of a normalised, padded ``(C, *spatial)`` view.
+
+    Returns per-class probabilities ``(K, *spatial)`` or, cheaper, the ids ``spatial``.
+    """
+    k = network.config.num_classes
+    spatial = view.shape[1:]
+    out = np.zeros((k, *spatial), np.float32) if probabilities else np.zeros(spatial, id_dtype)
+    for batch in _batches(windows, batch_size):
+        x = torch.from_numpy(np.stack([view[(slice(None), *w.window)] for w in batch]))
+        with torch.inference_mode(), autocast(device, amp):
+            probs = network(x.to(device)).float().softmax(dim=1)
+        if probabilities:
+            probs_np = probs.cpu().numpy()
+            for i, w in enumerate(batch):
+                out[(slice(None), *w.core)] = probs_np[(i, slice(None), *w.core_in_window)]
+        else:  # class map only: memory stays bounded by the tile
+            ids_np = (probs.argmax(dim=1) + 1).to(torch.int32).cpu().numpy()
+            for i, w in enumerate(batch):
+                out[w.core] = ids_np[(i, *w.core_in_window)]
+        done += len(batch)
+        yield TileProgress(done, total)
+    return out
 
 
 # Test-time augmentation: the 8 symmetries of the square (4 rotations x optional flip) in
@@ -263,6 +387,8 @@ def predict(
     image: np.ndarray,
     tiles: TileConfig | None = None,
     *,
+    axes: str | None = None,
+    region: tuple[slice, ...] | None = None,
     return_probabilities: bool = False,
     test_time_augmentation: bool = False,
     device: torch.device | None = None,
@@ -270,7 +396,7 @@ def predict(
 ) -> Prediction:
     """Predict a whole image; see :func:`iter_predict` for the parameters."""
     return run_to_end(iter_predict(
-        model, image, tiles, return_probabilities=return_probabilities,
+        model, image, tiles, axes=axes, region=region, return_probabilities=return_probabilities,
         test_time_augmentation=test_time_augmentation, device=device,
         mixed_precision=mixed_precision,
     ))

@@ -1,9 +1,9 @@
 """TIFF reading and writing, and the axis handling that goes with it.
 
-Images come in with an axes string (``"YX"``, ``"YXC"``, ``"CYX"``, ...), taken from the
-file's metadata via tifffile or given by the user, and are turned into the channel-first
-layout the core works on. Masks go out ImageJ-compatible, in the smallest integer type that
-holds the labels, so that Fiji opens them with the right shape and values.
+Images come in with an axes string (``"YX"``, ``"ZYX"``, ``"TCYX"``, ``"YXC"``, ...),
+taken from the file's metadata via tifffile, given by the user, or guessed from the shape
+(see :mod:`napari_unet.core.axes`). Masks go out ImageJ-compatible, in the smallest integer
+type that holds the labels, so that Fiji opens them with the right shape and values.
 
 Every write goes to a temporary file in the same folder and is then renamed over the
 target, so a crash mid-write never leaves a half-written file in place of a good one.
@@ -21,28 +21,34 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from napari_unet.core.axes import check_axes, infer_axes
 from napari_unet.core.errors import InputError
-
-# tifffile's axis letters: S = samples (RGB), Q/I = unknown/sequence. We use C for channels.
-_TIFFFILE_TO_OURS = {"S": "C"}
-# Layouts this version can segment, mapped to the axes of their spatial part.
-SUPPORTED_2D_AXES = ("YX", "CYX", "YXC")
 
 
 @dataclass(frozen=True)
 class ImageData:
-    """An array and the meaning of its axes (letters from ``TZCYX``)."""
+    """An array, the meaning of its axes (letters from ``TCZYX``), and how they were found.
+
+    Attributes
+    ----------
+    data
+        The pixels.
+    axes
+        One letter per dimension, e.g. ``"ZYX"``.
+    axes_source
+        ``"given"``, ``"file"`` (from the TIFF's metadata) or ``"guessed"`` (from the
+        shape): the CLI tells the user when it guessed.
+    anisotropy
+        Z spacing over X spacing from ImageJ metadata, when the file records both.
+    """
 
     data: np.ndarray
     axes: str
+    axes_source: str = "given"
+    anisotropy: float | None = None
 
     def __post_init__(self) -> None:
-        if len(self.axes) != self.data.ndim:
-            raise InputError(
-                f"axes {self.axes!r} do not match an image with {self.data.ndim} dimensions "
-                f"(shape {self.data.shape})"
-            )
-
+        check_axes(self.data.shape, self.axes)
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -89,12 +95,14 @@ def read_tiff(path: str | os.PathLike[str], axes: str | None = None) -> ImageDat
     path
         TIFF file.
     axes
-        Override the axes found in the file (e.g. ``"CYX"``).
+        The axes (e.g. ``"CYX"``, ``"TYX"``); ``None`` takes them from the file's metadata
+        where it has meaningful ones and guesses from the shape otherwise (a 3D array is
+        read as ``ZYX``, a trailing axis of 3 or 4 as RGB channels).
 
     Raises
     ------
     InputError
-        If the file is missing, not a TIFF, or unreadable.
+        If the file is missing, not a TIFF, unreadable, or ``axes`` does not fit it.
     """
     path = Path(path)
     if not path.is_file():
@@ -102,52 +110,67 @@ def read_tiff(path: str | os.PathLike[str], axes: str | None = None) -> ImageDat
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            data = series.asarray()
+            data = np.asarray(series.asarray())
             found = series.axes
+            # Only ImageJ and OME files record what their axes mean. Elsewhere tifffile
+            # invents letters (S for any short first axis, Q for unknown), and only an RGB
+            # photometric says the samples are colours.
+            described = tif.is_imagej or tif.is_ome
+            rgb = series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB
+            anisotropy = _imagej_anisotropy(tif)
     except (tifffile.TiffFileError, ValueError, OSError, IndexError) as err:
         raise InputError(f"{path} is not a readable TIFF ({err})") from err
-    if axes is None:
-        axes = "".join(_TIFFFILE_TO_OURS.get(a, a) for a in found)
-    return ImageData(np.asarray(data), axes.upper())
+    if axes is not None:
+        return ImageData(data, check_axes(data.shape, axes, str(path)), "given", anisotropy)
+    if described and all(a in "TCZYXS" for a in found):
+        return ImageData(data, infer_axes(data.shape, found=found), "file", anisotropy)
+    if rgb and found.endswith("YXS"):
+        return ImageData(data, infer_axes(data.shape, rgb=True), "file", anisotropy)
+    return ImageData(data, infer_axes(data.shape), "guessed", anisotropy)
 
 
-def to_channel_first_2d(image: ImageData) -> np.ndarray:
-    """Return a 2D image as ``(C, Y, X)``.
+def _imagej_anisotropy(tif: tifffile.TiffFile) -> float | None:
+    """Z spacing / X pixel size from ImageJ metadata, or ``None`` if not recorded."""
+    meta = tif.imagej_metadata or {}
+    z = meta.get("spacing")
+    tag = tif.pages[0].tags.get("XResolution")
+    if not z or tag is None:
+        return None
+    numerator, denominator = tag.value
+    if not numerator or not denominator:
+        return None
+    x = denominator / numerator  # the tag holds pixels per unit
+    return float(z) / x if x > 0 else None
+
+
+def read_labels(
+    path: str | os.PathLike[str], shape: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """Read a label image (strokes or a mask).
+
+    Parameters
+    ----------
+    path
+        TIFF file.
+    shape
+        The expected shape (the image's without channels). Length-1 axes that one side has
+        and the other lacks are reconciled (tools differ in writing them).
 
     Raises
     ------
     InputError
-        If the layout is not a (multichannel) 2D image.
+        If the file is unreadable or its pixels cannot have ``shape``.
     """
-    data, axes = image.data, image.axes
-    if data.ndim == 2 and axes != "YX":
-        axes = "YX"  # a plain 2D array has no other sensible reading
-    if axes == "YX":
-        return data[np.newaxis]
-    if axes == "CYX":
-        return data
-    if axes == "YXC":
-        return np.moveaxis(data, -1, 0)
-    raise InputError(
-        f"the image has axes {axes} (shape {data.shape}); this version segments 2D images "
-        f"with axes {', '.join(SUPPORTED_2D_AXES)}"
-    )
-
-
-def read_image_2d(path: str | os.PathLike[str], axes: str | None = None) -> np.ndarray:
-    """Read a 2D (optionally multichannel) image as ``(C, Y, X)``."""
-    return to_channel_first_2d(read_tiff(path, axes))
-
-
-def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a label (strokes or mask) image; singleton axes are dropped.
-
-    Raises
-    ------
-    InputError
-        If the file is unreadable.
-    """
-    return np.squeeze(read_tiff(path).data)
+    data = read_tiff(path).data
+    if shape is None:
+        return np.squeeze(data)
+    if tuple(data.shape) != tuple(shape):
+        if [s for s in data.shape if s != 1] != [s for s in shape if s != 1]:
+            raise InputError(
+                f"{path} has shape {data.shape} but the image's labels need {tuple(shape)}"
+            )
+        data = data.reshape(shape)
+    return data
 
 
 def smallest_label_dtype(max_label: int) -> np.dtype:
@@ -199,8 +222,9 @@ def write_labels(
     if labels.size and labels.min() < 0:
         raise InputError("labels must not be negative")
     axes = axes or {2: "YX", 3: "ZYX", 4: "TZYX"}.get(labels.ndim, "")
-    if len(axes) != labels.ndim:
+    if len(axes) != labels.ndim or "C" in axes:
         raise InputError(f"cannot write labels of shape {labels.shape} with axes {axes!r}")
+    labels, axes = _imagej_order(labels, check_axes(labels.shape, axes))
     dtype = smallest_label_dtype(int(labels.max()) if labels.size else 0)
     with atomic_output(path) as tmp:
         tifffile.imwrite(
@@ -209,17 +233,29 @@ def write_labels(
     return path
 
 
+def _imagej_order(data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
+    """Transpose to ImageJ's hyperstack order (T, Z, C, Y, X); Fiji expects no other."""
+    order = "".join(a for a in "TZCYX" if a in axes)
+    return np.transpose(data, [axes.index(a) for a in order]), order
+
+
 def write_probabilities(
-    path: str | os.PathLike[str], probabilities: np.ndarray, *, overwrite: bool = False
+    path: str | os.PathLike[str],
+    probabilities: np.ndarray,
+    *,
+    axes: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write ``(K, Y, X)`` class probabilities as a float32 ImageJ stack with axes ``CYX``."""
+    """Write ``(K, *labels)`` class probabilities as a float32 ImageJ hyperstack.
+
+    The class axis becomes ImageJ's channel axis. ``axes`` are the labels' axes (default
+    ``YX`` or ``ZYX`` by dimensionality).
+    """
     path = check_output_path(path, overwrite)
-    axes = "CYX" if probabilities.ndim == 3 else "CZYX"
-    # ImageJ orders hyperstacks TZCYX; move the class axis behind Z for 3D.
-    data = probabilities if probabilities.ndim == 3 else np.moveaxis(probabilities, 0, 1)
-    axes = axes if probabilities.ndim == 3 else "ZCYX"
+    axes = axes or {3: "YX", 4: "ZYX"}.get(probabilities.ndim, "")
+    data, order = _imagej_order(probabilities, check_axes(probabilities.shape, "C" + axes))
     with atomic_output(path) as tmp:
         tifffile.imwrite(
-            tmp, data.astype(np.float32, copy=False), imagej=True, metadata={"axes": axes}
+            tmp, data.astype(np.float32, copy=False), imagej=True, metadata={"axes": order}
         )
     return path

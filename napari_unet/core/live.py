@@ -6,10 +6,12 @@ being updated and no lock is needed. The caller (the napari worker, or a test) r
 :class:`PredictionUpdate` whenever a refresh is due, and can send
 
 - :class:`~napari_unet.core.training.LabelUpdate` to train on new strokes, and
-- :class:`RegionUpdate` to change which part of the image is predicted first (the slice or
-  field of view being looked at),
+- :class:`RegionUpdate` to change which part of the image is predicted first (the slice,
+  frame or field of view being looked at),
 
-at any yield. When training ends, the whole image is predicted once more.
+at any yield. In a stack or time-lapse the other slices/frames are predicted in between,
+nearest first. When training ends, the whole image is predicted once more, and instance
+labels are derived if asked for.
 """
 
 from __future__ import annotations
@@ -20,8 +22,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_unet.core.axes import (
+    CANONICAL_LABELS,
+    label_axes,
+    region_from_canonical,
+    region_to_canonical,
+)
 from napari_unet.core.config import TileConfig
-from napari_unet.core.inference import Prediction, predict
+from napari_unet.core.inference import Prediction, model_axes, predict
+from napari_unet.core.instances import InstanceConfig, instances_from_classes
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
 
@@ -30,7 +39,7 @@ Region = tuple[slice, ...]
 
 @dataclass(frozen=True)
 class RegionUpdate:
-    """Predict this spatial region first (``None``: the whole image)."""
+    """Predict this region first: slices over the labels' axes (``None``: everything)."""
 
     region: Region | None
 
@@ -42,7 +51,8 @@ class PredictionUpdate:
     Attributes
     ----------
     region
-        Spatial slices of the image that ``class_map`` covers.
+        Slices over the labels' axes (the image's without ``C``) that ``class_map``
+        covers.
     class_map
         Label ids ``1..K`` for the region.
     confidence
@@ -60,33 +70,33 @@ class PredictionUpdate:
     complete: bool
 
 
-LiveEvent = TrainProgress | PredictionUpdate
+@dataclass(frozen=True)
+class InstancesUpdate:
+    """Instance labels (one id per object) for the whole image, in the labels' axes."""
+
+    instances: np.ndarray
+    step: int
+
+
+LiveEvent = TrainProgress | PredictionUpdate | InstancesUpdate
 LiveMessage = LabelUpdate | RegionUpdate | None
 
-
-def clip_region(region: Region | None, shape: tuple[int, ...]) -> Region:
-    """Clip ``region`` to an image of spatial ``shape``; ``None`` means everything."""
-    if region is None:
-        return tuple(slice(0, s) for s in shape)
-    clipped = []
-    for sl, size in zip(region, shape):
-        start = min(max(sl.start or 0, 0), size - 1)
-        stop = min(max(sl.stop if sl.stop is not None else size, start + 1), size)
-        clipped.append(slice(start, stop))
-    return tuple(clipped)
+# Instances are recomputed at every whole-image refresh up to this size (a watershed of a
+# megapixel takes ~0.5 s on one core); larger images get them once, after training.
+LIVE_INSTANCES_MAX_PIXELS = 1024 * 1024
 
 
 def prediction_update(
-    prediction: Prediction, region: Region, spatial: tuple[int, ...], step: int
+    prediction: Prediction, region: Region, label_shape: tuple[int, ...], step: int
 ) -> PredictionUpdate:
-    """Describe a :class:`Prediction` of ``region`` of an image of ``spatial`` shape.
+    """Describe a :class:`Prediction` of ``region`` of labels of ``label_shape``.
 
     The confidence is the winning class's probability, when probabilities were computed.
     """
     confidence = None
     if prediction.probabilities is not None:
         confidence = prediction.probabilities.max(axis=0)
-    complete = all(sl.start == 0 and sl.stop == s for sl, s in zip(region, spatial))
+    complete = all(sl.start == 0 and sl.stop == s for sl, s in zip(region, label_shape))
     return PredictionUpdate(region, prediction.class_map, confidence, step, complete)
 
 
@@ -97,58 +107,101 @@ def predict_region(
     tiles: TileConfig,
     with_confidence: bool = False,
     test_time_augmentation: bool = False,
+    axes: str | None = None,
 ) -> PredictionUpdate:
-    """Predict ``region`` of a channel-first ``image``.
+    """Predict ``region`` of ``image`` (the whole image for ``None``).
 
     Parameters
     ----------
     model
         The model to predict with (during training: the run's averaged model).
     image
-        ``(C, *spatial)`` raw image.
+        The raw image, with axes ``axes``.
     region
-        Spatial slices, or ``None`` for the whole image.
+        Slices over the labels' axes (the image's axes without ``C``), or ``None``.
     tiles
         Tiling for the prediction.
     with_confidence
         Also return the winning class's probability.
     test_time_augmentation
         Average over flips and rotations (8x slower, more accurate).
+    axes
+        The image's axes; ``None`` guesses as :func:`~napari_unet.core.inference.predict`.
     """
-    spatial = image.shape[1:]
-    region = clip_region(region, spatial)
-    crop = image[(slice(None), *region)]
-    result = predict(model, crop, tiles, return_probabilities=with_confidence,
+    axes = model_axes(model, image.shape, axes)
+    lab_axes = label_axes(axes)
+    label_shape = tuple(s for s, a in zip(image.shape, axes) if a != "C")
+    canonical_shape = tuple(label_shape[lab_axes.index(a)] if a in lab_axes else 1
+                            for a in CANONICAL_LABELS)
+    clipped = region_from_canonical(
+        region_to_canonical(region, lab_axes, canonical_shape), lab_axes
+    )
+    result = predict(model, image, tiles, axes=axes, region=clipped,
+                     return_probabilities=with_confidence,
                      test_time_augmentation=test_time_augmentation)
-    return prediction_update(result, region, spatial, int(model.metadata.get("steps", 0)))
+    return prediction_update(result, clipped, label_shape, int(model.metadata.get("steps", 0)))
+
+
+def _sample_regions(
+    run: TrainingRun, near: Region | None, include_near: bool = False
+) -> list[Region]:
+    """One region per sample (slice or frame) of the run's image, nearest to ``near`` first.
+
+    Samples ``near`` touches are left out unless ``include_near``. A single image has none:
+    it is one sample, predicted through the view region.
+    """
+    stack = run.stack
+    if stack.num_samples == 1:
+        return []
+    shape = stack.label_shape
+    view = region_to_canonical(near, run.label_axes, shape)
+    centre_t = (view[0].start + view[0].stop - 1) / 2
+    centre_z = (view[1].start + view[1].stop - 1) / 2
+    in_view = set()
+    if near is not None and not include_near:
+        in_view = {i for i, _ in stack.samples_in(view)}
+    regions = []
+    for index in range(stack.num_samples):
+        if index in in_view:
+            continue
+        t, z = stack.sample_position(index)
+        canonical = (slice(t, t + 1),
+                     slice(z, z + 1) if stack.mode == "2d" else slice(0, shape[1]),
+                     slice(0, shape[2]), slice(0, shape[3]))
+        distance = (abs(t - centre_t), abs(z - centre_z) if stack.mode == "2d" else 0)
+        regions.append((distance, region_from_canonical(canonical, run.label_axes)))
+    regions.sort(key=lambda item: item[0])
+    return [region for _, region in regions]
 
 
 def live_training(
     run: TrainingRun,
-    image: np.ndarray,
     *,
     refresh_s: float = 2.0,
     region: Region | None = None,
     tiles: TileConfig | None = None,
     with_confidence: bool = False,
     final_test_time_augmentation: bool = False,
+    instances: InstanceConfig | None = None,
+    background_share: float = 0.25,
 ) -> Generator[LiveEvent, LiveMessage, TrainResult]:
     """Train ``run`` while predicting the region in view every ``refresh_s`` seconds.
 
     The first prediction comes right after the first step, so the user sees an overlay
-    within seconds of pressing Train. After training ends (bound reached or
-    :meth:`TrainingRun.stop`), the whole image is predicted.
+    within seconds of pressing Train. In a stack or time-lapse, the other slices (frames)
+    are predicted in between, nearest to the view first, using at most
+    ``background_share`` of the time. After training ends (bound reached or
+    :meth:`TrainingRun.stop`), the whole image is predicted, slice by slice from the view
+    outwards.
 
     Parameters
     ----------
     run
-        A set-up training run.
-    image
-        The run's image, ``spatial`` or ``(C, *spatial)``.
+        A set-up training run; its image is the one predicted.
     refresh_s
-        Seconds between overlay refreshes.
+        Seconds between overlay refreshes of the region in view.
     region
-        Spatial region to predict during training; ``None`` for the whole image.
+        Region to predict first (slices over the labels' axes); ``None`` for everything.
     tiles
         Tiling for predictions.
     with_confidence
@@ -156,20 +209,41 @@ def live_training(
     final_test_time_augmentation
         Use test-time augmentation for the final whole-image prediction (the overlays
         during training skip it: speed matters more there).
+    instances
+        Also yield :class:`InstancesUpdate`: at whole-image refreshes of images up to
+        :data:`LIVE_INSTANCES_MAX_PIXELS`, and once at the end.
+    background_share
+        Largest fraction of time spent predicting slices outside the view during training.
     """
     tiles = tiles or TileConfig()
-    if image.ndim == len(run.spatial_shape):
-        image = image[np.newaxis]
+    image, axes = run.image, run.axes
+    label_shape = run.label_shape
+    class_map = np.zeros(label_shape, np.uint8 if run.model.num_classes < 256 else np.uint16)
     steps = run.steps()
     pending_labels: LabelUpdate | None = None
     next_refresh = 0.0  # refresh after the very first step
+    background: list[Region] = []
+    background_time = 0.0
+    refreshed_at = time.monotonic()
 
     def take(message: LiveMessage) -> None:
-        nonlocal pending_labels, region
+        nonlocal pending_labels, region, next_refresh
         if isinstance(message, LabelUpdate):
             pending_labels = message
         elif isinstance(message, RegionUpdate):
             region = message.region
+            next_refresh = 0.0  # show the new slice now, not at the next refresh
+
+    def show(update: PredictionUpdate) -> PredictionUpdate:
+        class_map[update.region] = update.class_map
+        return update
+
+    def with_instances(step: int) -> InstancesUpdate | None:
+        if instances is None:
+            return None
+        return InstancesUpdate(
+            instances_from_classes(class_map, run.label_axes, run.spacing, instances), step
+        )
 
     try:
         while True:
@@ -185,9 +259,28 @@ def live_training(
                 # Timed from the start of this prediction, so the interval the user sees is
                 # the setting, not the setting plus the prediction's own time.
                 next_refresh = now + refresh_s
-                take((yield predict_region(run.model, image, region, tiles, with_confidence)))
+                update = show(predict_region(run.model, image, region, tiles,
+                                             with_confidence, axes=axes))
+                take((yield update))
+                if update.complete and class_map.size <= LIVE_INSTANCES_MAX_PIXELS:
+                    extra = with_instances(update.step)
+                    if extra is not None:
+                        take((yield extra))
+                background = _sample_regions(run, region)
+                background_time, refreshed_at = 0.0, time.monotonic()
+            elif background and background_time <= background_share * (now - refreshed_at):
+                started = time.monotonic()
+                update = show(predict_region(run.model, image, background.pop(0), tiles,
+                                             with_confidence, axes=axes))
+                background_time += time.monotonic() - started
+                take((yield update))
     finally:
         steps.close()
-    yield predict_region(run.model, image, None, tiles, with_confidence,
-                         final_test_time_augmentation)
+    # Slice by slice from the view outwards, so the overlay fills where the user looks.
+    for part in _sample_regions(run, region, include_near=True) or [None]:
+        yield show(predict_region(run.model, image, part, tiles, with_confidence,
+                                  final_test_time_augmentation, axes=axes))
+    extra = with_instances(result.steps)
+    if extra is not None:
+        yield extra
     return result

@@ -42,9 +42,15 @@ class Normalization:
 
     @classmethod
     def fit(
-        cls, image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8)
+        cls,
+        image: np.ndarray,
+        percentiles: tuple[float, float] = (1.0, 99.8),
+        channel_axis: int = 0,
     ) -> Normalization:
-        """Fit on a channel-first image ``(C, *spatial)``.
+        """Fit on an image whose channels lie along ``channel_axis`` (e.g. ``(C, *spatial)``).
+
+        Every channel is fitted over all its pixels (all slices and frames), subsampled
+        evenly to at most a few million values.
 
         Non-finite pixels are ignored. A constant channel gets a unit range so it maps to a
         constant rather than dividing by zero.
@@ -55,11 +61,11 @@ class Normalization:
             If a channel has no finite pixel.
         """
         lows, highs = [], []
-        for c, channel in enumerate(image):
-            values = np.asarray(channel).ravel()
-            if values.size > _MAX_SAMPLES_PER_CHANNEL:
-                values = values[:: values.size // _MAX_SAMPLES_PER_CHANNEL + 1]
-            values = values.astype(np.float64, copy=False)
+        for c in range(image.shape[channel_axis]):
+            channel = image[(slice(None),) * channel_axis + (c,)]  # a view, not a copy
+            # .flat picks the subsample without first copying a non-contiguous channel.
+            step = channel.size // _MAX_SAMPLES_PER_CHANNEL + 1
+            values = np.asarray(channel.flat[::step]).astype(np.float64, copy=False)
             values = values[np.isfinite(values)]
             if values.size == 0:
                 raise InputError(f"image channel {c} has no finite pixel values (all NaN/Inf)")

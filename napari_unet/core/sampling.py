@@ -4,17 +4,20 @@ Strokes are sparse: most of an image is unpainted and carries no loss, so a unif
 random patch usually teaches nothing. Each patch is instead placed over a painted pixel,
 with the class of that pixel chosen uniformly among the painted classes (so a few strokes
 of a rare class are seen as often as long background strokes), at a random position inside
-the patch (so the network does not learn that objects sit in the centre).
+the patch (so the network does not learn that objects sit in the centre). Patches come from
+any sample (slice, frame or volume) that has strokes; unpainted samples are never visited.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from napari_unet.core.errors import InputError
-from napari_unet.core.labels import UNPAINTED, painted_class_ids
+from napari_unet.core.labels import painted_class_ids
+from napari_unet.core.normalization import Normalization
 
 IGNORE_INDEX = -1
 """Target value of unpainted pixels; the loss skips it."""
@@ -43,45 +46,57 @@ class PatchBatch:
 
 
 class PatchSampler:
-    """Draw augmented, class-balanced patches around painted pixels.
+    """Draw augmented, class-balanced patches around painted pixels of a stack of samples.
 
     Parameters
     ----------
-    image
-        Normalised channel-first image ``(C, *spatial)``, 2D or 3D spatial.
+    images
+        ``(N, C, *spatial)``: anything indexable by sample number that returns a
+        ``(C, *spatial)`` array, e.g. a numpy array or a
+        :class:`~napari_unet.core.axes.SampleStack`. Samples are read, never copied whole.
     labels
-        Painted labels ``spatial``; 0 = unpainted.
-    patch_size
-        Side of the square (cubic) patch. Images smaller than a patch are padded.
+        Painted labels ``(N, *spatial)``; 0 = unpainted. Only samples with painted pixels
+        ever contribute a patch.
+    patch_shape
+        Spatial shape of a patch, or one int for a square (cubic) patch. Samples smaller
+        than a patch are padded (mirrored image, unpainted labels).
     rng
         Source of randomness; seed it for reproducible training.
     augment
         Random flips, 90 degree rotations (in the last two axes) and intensity scale/shift.
+    normalization
+        Applied to each patch as it is cut (so the image is never converted to float as a
+        whole); ``None`` for an already normalised image.
     """
 
     def __init__(
         self,
-        image: np.ndarray,
+        images: Any,
         labels: np.ndarray,
-        patch_size: int,
+        patch_shape: int | tuple[int, ...],
         rng: np.random.Generator,
         augment: bool = True,
+        normalization: Normalization | None = None,
     ) -> None:
-        spatial = image.shape[1:]
-        self._patch = tuple(patch_size for _ in spatial)
-        self._pads = [(0, max(0, patch_size - s)) for s in spatial]
-        # Pad small images once, here, so every patch has the same shape and can be batched.
-        self._image = np.pad(image, [(0, 0), *self._pads], mode="reflect") if any(
-            hi for _, hi in self._pads
-        ) else image
+        spatial_dims = labels.ndim - 1
+        if isinstance(patch_shape, int):
+            patch_shape = (patch_shape,) * spatial_dims
+        if len(patch_shape) != spatial_dims:
+            raise InputError(f"patch shape {patch_shape} does not fit {spatial_dims}D samples")
+        if patch_shape[-1] != patch_shape[-2]:
+            raise InputError("patches must be square in Y and X (they are rotated)")
+        self._images = images
+        self._patch = tuple(int(p) for p in patch_shape)
+        self._shape = tuple(labels.shape)
         self._rng = rng
         self._augment = augment
+        self._normalization = normalization
         self.set_labels(labels)
 
     @property
-    def spatial_shape(self) -> tuple[int, ...]:
-        """Spatial shape of the (padded) image patches are cut from."""
-        return tuple(self._image.shape[1:])
+    def patch_shape(self) -> tuple[int, ...]:
+        """Spatial shape of the patches."""
+        return self._patch
 
     @property
     def class_ids(self) -> np.ndarray:
@@ -93,6 +108,11 @@ class PatchSampler:
         """Number of painted pixels per class id."""
         return {int(k): int(v.size) for k, v in zip(self._class_ids, self._coords)}
 
+    @property
+    def painted_samples(self) -> int:
+        """How many samples (slices, frames) hold painted pixels."""
+        return self._painted_samples
+
     def set_labels(self, labels: np.ndarray) -> None:
         """Replace the painted labels; the next batch uses them.
 
@@ -101,13 +121,10 @@ class PatchSampler:
         InputError
             If the shape differs from the image's or nothing is painted.
         """
-        original = tuple(s - hi for s, (_, hi) in zip(self._image.shape[1:], self._pads))
-        if tuple(labels.shape) != original:
+        if tuple(labels.shape) != self._shape:
             raise InputError(
-                f"labels shape {tuple(labels.shape)} differs from image shape {original}"
+                f"labels shape {tuple(labels.shape)} differs from image shape {self._shape}"
             )
-        if any(hi for _, hi in self._pads):
-            labels = np.pad(labels, self._pads, mode="constant", constant_values=UNPAINTED)
         ids = painted_class_ids(labels)
         if ids.size == 0:
             raise InputError("no painted pixels to learn from")
@@ -116,6 +133,8 @@ class PatchSampler:
         # Flat indices of each class's painted pixels; cheap to sample from.
         flat = labels.ravel()
         self._coords = [np.flatnonzero(flat == k) for k in ids]
+        per_sample = np.unique(np.concatenate(self._coords) // int(np.prod(self._shape[1:])))
+        self._painted_samples = int(per_sample.size)
 
     def sample(self, batch_size: int) -> PatchBatch:
         """Draw ``batch_size`` patches."""
@@ -129,14 +148,22 @@ class PatchSampler:
     def _one_patch(self) -> tuple[np.ndarray, np.ndarray]:
         rng = self._rng
         coords = self._coords[rng.integers(len(self._coords))]
-        centre = np.unravel_index(coords[rng.integers(coords.size)], self._labels.shape)
-        starts = []
-        for c, p, s in zip(centre, self._patch, self._labels.shape):
+        index, *centre = np.unravel_index(coords[rng.integers(coords.size)], self._shape)
+        window, pads = [], []
+        for c, p, s in zip(centre, self._patch, self._shape[1:]):
             start = int(c) - int(rng.integers(p))  # the painted pixel lands anywhere inside
-            starts.append(min(max(start, 0), s - p))
-        window = tuple(slice(st, st + p) for st, p in zip(starts, self._patch))
-        img = self._image[(slice(None), *window)]
-        lab = self._labels[window].astype(np.int64) - 1  # unpainted 0 -> IGNORE_INDEX
+            start = min(max(start, 0), max(s - p, 0))
+            stop = min(start + p, s)
+            window.append(slice(start, stop))
+            pads.append((0, p - (stop - start)))
+        img = np.asarray(self._images[index][(slice(None), *window)])
+        if self._normalization is not None:
+            img = self._normalization.apply(img)
+        lab = self._labels[index][tuple(window)].astype(np.int64) - 1  # unpainted -> -1
+        if any(hi for _, hi in pads):
+            # "symmetric" also works for a sample one pixel wide, where "reflect" cannot.
+            img = np.pad(img, [(0, 0), *pads], mode="symmetric")
+            lab = np.pad(lab, pads, mode="constant", constant_values=IGNORE_INDEX)
         if self._augment:
             img, lab = self._augment_pair(img, lab)
         return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(lab)

@@ -26,6 +26,17 @@ import torch
 import torch.nn.functional as F
 
 from napari_unet import __version__
+from napari_unet.core.axes import (
+    CANONICAL_LABELS,
+    Mode,
+    SampleStack,
+    default_mode,
+    label_axes,
+    labels_to_canonical,
+    mode_for_spatial_dims,
+    pair_axes,
+    to_canonical,
+)
 from napari_unet.core.config import ModelConfig, TrainConfig
 from napari_unet.core.device import (
     autocast,
@@ -112,31 +123,6 @@ class TrainResult:
     final_loss: float
 
 
-def split_channels(image: np.ndarray, spatial_shape: tuple[int, ...]) -> np.ndarray:
-    """Return ``image`` channel-first: ``spatial`` becomes ``(1, *spatial)``.
-
-    Parameters
-    ----------
-    image
-        ``spatial_shape`` (one channel) or ``(C, *spatial_shape)``.
-    spatial_shape
-        Shape of the labels.
-
-    Raises
-    ------
-    InputError
-        If the image matches neither form.
-    """
-    if tuple(image.shape) == tuple(spatial_shape):
-        return image[np.newaxis]
-    if image.ndim == len(spatial_shape) + 1 and tuple(image.shape[1:]) == tuple(spatial_shape):
-        return image
-    raise InputError(
-        f"the image has shape {tuple(image.shape)} but the labels have shape "
-        f"{tuple(spatial_shape)}; they must cover the same pixels"
-    )
-
-
 def class_weights(counts: dict[int, int], num_classes: int) -> torch.Tensor:
     """Cross-entropy weights ~ 1/sqrt(painted pixel count), mean 1 over painted classes.
 
@@ -192,17 +178,27 @@ class TrainingRun:
     Parameters
     ----------
     image
-        ``spatial`` or ``(C, *spatial)`` array of any numeric dtype.
+        The image, any numeric dtype, with axes ``axes``: 2D, a Z stack, a time-lapse, with
+        or without channels.
     labels
-        Painted strokes, shape ``spatial``: 0 = unpainted, 1 = background, 2.. = objects.
+        Painted strokes with the image's axes minus ``C``: 0 = unpainted, 1 = background,
+        2.. = objects. Strokes may lie on any slices or frames; only painted ones are used.
     config
         Training settings.
+    axes
+        The image's axes, e.g. ``"ZYX"`` or ``"TCYX"``; ``None`` guesses from the shapes
+        (see :func:`~napari_unet.core.axes.pair_axes`).
+    mode
+        ``"2d"``: a 2D model trained on painted slices; ``"3d"``: a 3D model trained on 3D
+        patches. ``None``: the fine-tuned model's kind, else
+        :func:`~napari_unet.core.axes.default_mode`.
     model_config
-        Shape of a new network. Channels come from the image and the class count is raised
-        to the highest painted id if needed. Ignored when ``init`` is given.
+        Shape of a new network (its ``anisotropy`` matters for 3D). Channels come from the
+        image, ``spatial_dims`` from the mode, and the class count is raised to the highest
+        painted id if needed. Ignored when ``init`` is given.
     init
-        A model to fine-tune instead of starting fresh; its normalisation, channel count and
-        classes are kept.
+        A model to fine-tune instead of starting fresh; its normalisation, channel count,
+        classes and kind (2D/3D) are kept.
     class_names
         Names for ids ``1..K``; defaults to ``background, class 2, ...``.
 
@@ -219,15 +215,35 @@ class TrainingRun:
         labels: np.ndarray,
         config: TrainConfig | None = None,
         *,
+        axes: str | None = None,
+        mode: Mode | None = None,
         model_config: ModelConfig | None = None,
         init: TrainedModel | None = None,
         class_names: tuple[str, ...] | None = None,
     ) -> None:
         self.config = config = config or TrainConfig()
+        image = np.asarray(image)
         labels = as_label_array(labels)
-        image = split_channels(np.asarray(image), labels.shape)
-        num_painted_classes = check_training_labels(labels, labels.shape)
-        self._spatial_shape = tuple(labels.shape)
+        self.axes = pair_axes(image.shape, labels.shape, axes)
+        self.label_axes = label_axes(self.axes)
+        base = model_config or ModelConfig()
+        canonical_labels = labels_to_canonical(labels, self.label_axes)
+        if init is not None:
+            init_mode = mode_for_spatial_dims(init.config.spatial_dims)
+            if mode is not None and mode != init_mode:
+                raise InputError(f"the model to fine-tune is {init_mode.upper()}; it cannot "
+                                 f"train in {mode.upper()} mode")
+            mode = init_mode
+        elif mode is None:
+            mode = default_mode(canonical_labels.shape, base.anisotropy)
+        if mode == "3d" and canonical_labels.shape[1] == 1:
+            raise InputError(f"3D mode needs a Z axis; the image's axes are {self.axes}")
+        self.image = image
+        self.anisotropy = base.anisotropy if init is None else init.config.anisotropy
+        self.stack = SampleStack(to_canonical(image, self.axes), mode)
+        self._canonical_labels_shape = canonical_labels.shape
+        label_samples = self.stack.label_samples(canonical_labels)
+        num_painted_classes = check_training_labels(label_samples, label_samples.shape)
         set_threads(config.num_threads)
         self.device = resolve_device(config.device)
 
@@ -235,11 +251,12 @@ class TrainingRun:
             torch.manual_seed(config.seed)
         self._rng = np.random.default_rng(config.seed)
 
+        channels = self.stack.num_channels
         if init is not None:
-            if init.in_channels != image.shape[0]:
+            if init.in_channels != channels:
                 raise InputError(
                     f"the model to fine-tune reads {init.in_channels} channel(s) but the "
-                    f"image has {image.shape[0]}"
+                    f"image has {channels}"
                 )
             self._check_classes(labels, init.num_classes)
             network = copy.deepcopy(init.network)
@@ -248,16 +265,15 @@ class TrainingRun:
             self._previous_steps = int(init.metadata.get("steps", 0))
             self._previous_seconds = float(init.metadata.get("seconds", 0.0))
         else:
-            base = model_config or ModelConfig()
-            if base.spatial_dims != labels.ndim:
-                base = replace(base, spatial_dims=labels.ndim)
             base = replace(
                 base,
-                in_channels=image.shape[0],
+                spatial_dims=self.stack.spatial_dims,
+                anisotropy=base.anisotropy if mode == "3d" else 1.0,
+                in_channels=channels,
                 num_classes=max(num_painted_classes, base.num_classes),
             )
             network = build_unet(base)
-            normalization = Normalization.fit(image)
+            normalization = Normalization.fit(self.stack.image, channel_axis=1)
             names = tuple(class_names or default_class_names(base.num_classes))
             self._previous_steps = 0
             self._previous_seconds = 0.0
@@ -266,11 +282,12 @@ class TrainingRun:
                 f"{len(names)} class names given for {network.config.num_classes} classes"
             )
 
+        spatial_dims = self.stack.spatial_dims
         self._amp_dtype = autocast_dtype(self.device, config.mixed_precision)
         self._channels_last = self.device.type == "cuda"
         network = network.to(self.device)
         if self._channels_last:
-            network = network.to(memory_format=self._memory_format(labels.ndim))
+            network = network.to(memory_format=self._memory_format(spatial_dims))
         # The optimiser trains `_network`; `model.network` is what predicts and is saved:
         # an exponential moving average of the trained weights (or the same module).
         self._network = network
@@ -284,7 +301,9 @@ class TrainingRun:
                                [t for a, t in pairs if t.dtype.is_floating_point])
         self._average_other = [(a, t) for a, t in pairs if not t.dtype.is_floating_point]
         self._sampler = PatchSampler(
-            normalization.apply(image), labels, config.patch_size, self._rng, config.augment
+            self.stack, label_samples, patch_shape(network.config, config,
+                                                   self.stack.sample_shape),
+            self._rng, config.augment, normalization,
         )
         self._weights = self._class_weights()
         # foreach: one multi-tensor kernel per update instead of a Python loop over tensors
@@ -306,9 +325,26 @@ class TrainingRun:
         self._update_metadata()
 
     @property
-    def spatial_shape(self) -> tuple[int, ...]:
-        """Spatial shape of the image and labels this run trains on."""
-        return self._spatial_shape
+    def mode(self) -> Mode:
+        """``"2d"`` (a 2D model over slices) or ``"3d"``."""
+        return self.stack.mode
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        """Shape of the labels (the image's shape without channels)."""
+        return tuple(self._canonical_labels_shape[CANONICAL_LABELS.index(a)]
+                     for a in self.label_axes)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Pixel size along the labels' spatial axes (Z in units of the Y/X pixel size)."""
+        return tuple(self.anisotropy if a == "Z" else 1.0
+                     for a in self.label_axes if a != "T")
+
+    @property
+    def painted_samples(self) -> int:
+        """How many slices (2D mode) or frames (3D mode) have strokes."""
+        return self._sampler.painted_samples
 
     # -- control -------------------------------------------------------------------------
 
@@ -325,9 +361,13 @@ class TrainingRun:
             If the strokes cannot train this model (shape, classes); the old ones stay.
         """
         labels = as_label_array(labels)
-        check_training_labels(labels, self._spatial_shape)
+        if tuple(labels.shape) != self.label_shape:
+            raise InputError(f"the new strokes have shape {tuple(labels.shape)}, the image's "
+                             f"labels {self.label_shape}")
+        samples = self.stack.label_samples(labels_to_canonical(labels, self.label_axes))
+        check_training_labels(samples, samples.shape)
         self._check_classes(labels, self.model.num_classes)
-        self._sampler.set_labels(labels)
+        self._sampler.set_labels(samples)
         self._weights = self._class_weights()
         self._labels_version += 1
 
@@ -467,10 +507,30 @@ class TrainingRun:
             "napari_unet_version": __version__,
             "torch_version": str(torch.__version__),
             "device": self.device.type,
+            "axes": self.axes,
+            "mode": self.mode,
             "train_config": self._config_dict,
             "painted_pixels": {str(k): v for k, v in self._sampler.class_pixel_counts.items()},
             "final_loss": None if math.isnan(self._last_loss) else self._last_loss,
         }
+
+
+def patch_shape(
+    model: ModelConfig, config: TrainConfig, sample_shape: tuple[int, ...]
+) -> tuple[int, ...]:
+    """Spatial shape of training patches for a model and samples of ``sample_shape``.
+
+    2D: ``patch_size`` squared. 3D: ``patch_size_3d`` in Y and X and, in Z, that divided by
+    the anisotropy, rounded up to the model's Z multiple and at most the (rounded) depth of
+    the stack, so a thin stack is not mostly padding.
+    """
+    if model.spatial_dims == 2:
+        return (config.patch_size, config.patch_size)
+    mz = model.size_multiples[0]
+    z = max(math.ceil(config.patch_size_3d / model.anisotropy), mz)
+    z = min(z, max(sample_shape[0], mz))
+    z = -(-z // mz) * mz
+    return (z, config.patch_size_3d, config.patch_size_3d)
 
 
 def train(
@@ -478,6 +538,8 @@ def train(
     labels: np.ndarray,
     config: TrainConfig | None = None,
     *,
+    axes: str | None = None,
+    mode: Mode | None = None,
     model_config: ModelConfig | None = None,
     init: TrainedModel | None = None,
     class_names: tuple[str, ...] | None = None,
@@ -494,7 +556,8 @@ def train(
         ``StopIteration.value``) is the :class:`TrainResult`.
     """
     run = TrainingRun(
-        image, labels, config, model_config=model_config, init=init, class_names=class_names
+        image, labels, config, axes=axes, mode=mode, model_config=model_config, init=init,
+        class_names=class_names,
     )
     return run.steps()
 

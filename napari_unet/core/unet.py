@@ -97,7 +97,9 @@ class UNet(nn.Module):
         for w in widths[:-1]:
             self.encoders.append(ConvBlock(in_ch, w, norm=norm, spatial_dims=sd, residual=res))
             in_ch = w
-        self.pool = (nn.MaxPool2d if sd == 2 else nn.MaxPool3d)(2)
+        pool = nn.MaxPool2d if sd == 2 else nn.MaxPool3d
+        factors = config.pool_factors
+        self.pools = nn.ModuleList(pool(f, stride=f) for f in factors)
         self.bottleneck = ConvBlock(
             widths[-2], widths[-1], norm=norm, spatial_dims=sd, residual=res
         )
@@ -105,7 +107,8 @@ class UNet(nn.Module):
         self.upsamplers = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for level in reversed(range(config.depth)):
-            self.upsamplers.append(up(widths[level + 1], widths[level], 2, stride=2))
+            f = factors[level]
+            self.upsamplers.append(up(widths[level + 1], widths[level], f, stride=f))
             # input = upsampled features + concatenated skip features
             self.decoders.append(
                 ConvBlock(2 * widths[level], widths[level], norm=norm, spatial_dims=sd,
@@ -114,14 +117,28 @@ class UNet(nn.Module):
         self.head = _conv(sd)(widths[0], config.num_classes, 1)
 
     @property
-    def receptive_radius(self) -> int:
-        """Upper bound on how far (in input pixels) an output pixel can see.
+    def receptive_radii(self) -> tuple[int, ...]:
+        """Per spatial axis, an upper bound on how far (in pixels) an output pixel can see.
 
-        Each 3x3 conv at level ``l`` adds ``2**l``, each 2x pool from level ``l`` adds
-        ``2**l``; transposed convolutions add nothing. The deepest path is the longest.
+        A 3x3 conv at a level whose pixels are ``s`` input pixels apart adds ``s``, a 2x pool
+        there adds ``s``; transposed convolutions add nothing. The deepest path is the
+        longest: two convs per level on the way down and two on the way up, the pools, and
+        the two bottleneck convs.
         """
-        d = self.config.depth
-        return 5 * (2**d - 1) + 2 ** (d + 1)
+        radii = []
+        for axis in range(self.config.spatial_dims):
+            scale, radius = 1, 0
+            for level in self.config.pool_factors:
+                factor = level[axis]
+                radius += 4 * scale + (scale if factor == 2 else 0)
+                scale *= factor
+            radii.append(radius + 2 * scale)
+        return tuple(radii)
+
+    @property
+    def receptive_radius(self) -> int:
+        """The largest of :attr:`receptive_radii`."""
+        return max(self.receptive_radii)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict class logits for a batch; input of any spatial size."""
@@ -133,8 +150,7 @@ class UNet(nn.Module):
                 f"got shape {tuple(x.shape)}"
             )
         spatial = x.shape[2:]
-        m = cfg.size_multiple
-        pads = [(-s) % m for s in spatial]
+        pads = [(-s) % m for s, m in zip(spatial, cfg.size_multiples)]
         if any(pads):
             # F.pad wants (last_lo, last_hi, ..., first_lo, first_hi); pad at the far side.
             pad_arg: list[int] = []
@@ -144,10 +160,10 @@ class UNet(nn.Module):
             x = F.pad(x, pad_arg, mode=mode)
 
         skips = []
-        for encoder in self.encoders:
+        for encoder, pool in zip(self.encoders, self.pools):
             x = encoder(x)
             skips.append(x)
-            x = self.pool(x)
+            x = pool(x)
         x = self.bottleneck(x)
         for upsample, decoder, skip in zip(self.upsamplers, self.decoders, reversed(skips)):
             x = decoder(torch.cat([upsample(x), skip], dim=1))

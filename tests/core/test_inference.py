@@ -15,10 +15,10 @@ from napari_unet.core.training import TrainingRun
 from napari_unet.core.unet import build_unet
 
 
-def _random_model(in_channels=1, num_classes=3, depth=2, seed=0) -> TrainedModel:
+def _random_model(in_channels=1, num_classes=3, depth=2, seed=0, **config) -> TrainedModel:
     torch.manual_seed(seed)
     net = build_unet(ModelConfig(in_channels=in_channels, num_classes=num_classes,
-                                 depth=depth, base_channels=8)).eval()
+                                 depth=depth, base_channels=8, **config)).eval()
     norm = Normalization((0.0,) * in_channels, (1.0,) * in_channels)
     return TrainedModel(net, norm, ("background", "a", "b")[:num_classes])
 
@@ -84,8 +84,10 @@ def test_wrong_channel_count_is_explained():
     model = _random_model(in_channels=2)
     with pytest.raises(InputError, match="2-channel"):
         predict(model, np.zeros((3, 32, 32)))
-    with pytest.raises(InputError, match="2D"):
-        predict(model, np.zeros((2, 2, 3, 32, 32)))
+    with pytest.raises(InputError, match="up to 5"):
+        predict(model, np.zeros((2, 2, 2, 2, 32, 32)))
+    with pytest.raises(InputError, match="no Z"):
+        predict(_random_model(spatial_dims=3), np.zeros((32, 32)), axes="YX")
 
 
 def test_multichannel_input():

@@ -6,7 +6,6 @@ from hypothesis import strategies as st
 
 from napari_unet.core.errors import InputError
 from napari_unet.core.io import (
-    read_image_2d,
     read_labels,
     read_tiff,
     smallest_label_dtype,
@@ -74,35 +73,74 @@ def test_probabilities_are_an_imagej_channel_stack(tmp_path):
         np.testing.assert_array_equal(tif.asarray(), probs)
 
 
-def test_reads_grey_rgb_and_channel_first(tmp_path):
+def test_reads_axes_from_the_file_or_guesses_and_says_so(tmp_path):
     grey = np.arange(12, dtype=np.uint16).reshape(3, 4)
     tifffile.imwrite(tmp_path / "g.tif", grey)
-    assert read_image_2d(tmp_path / "g.tif").shape == (1, 3, 4)
+    assert read_tiff(tmp_path / "g.tif").axes == "YX"
     rgb = np.zeros((5, 6, 3), dtype=np.uint8)
     rgb[..., 1] = 7
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
     assert read_tiff(tmp_path / "rgb.tif").axes == "YXC"
-    chw = read_image_2d(tmp_path / "rgb.tif")
-    assert chw.shape == (3, 5, 6) and (chw[1] == 7).all()
-    tifffile.imwrite(tmp_path / "c.tif", np.zeros((2, 5, 6), np.float32), imagej=True,
-                     metadata={"axes": "CYX"})
-    assert read_image_2d(tmp_path / "c.tif").shape == (2, 5, 6)
+    for axes in ("CYX", "ZYX", "TYX", "TZYX", "TZCYX"):
+        shape = {"T": 2, "Z": 3, "C": 2, "Y": 5, "X": 6}
+        data = np.zeros([shape[a] for a in axes], np.uint8)
+        tifffile.imwrite(tmp_path / f"{axes}.tif", data, imagej=True, metadata={"axes": axes})
+        found = read_tiff(tmp_path / f"{axes}.tif")
+        assert (found.axes, found.axes_source) == (axes, "file")
+    # a plain stack without metadata: tifffile says Q (unknown); we guess Z and say so
+    tifffile.imwrite(tmp_path / "q.tif", np.zeros((4, 5, 6), np.uint8))
+    guessed = read_tiff(tmp_path / "q.tif")
+    assert (guessed.axes, guessed.axes_source) == ("ZYX", "guessed")
     # axes given by the user win over the file
-    assert read_image_2d(tmp_path / "g.tif", axes="YX").shape == (1, 3, 4)
+    given = read_tiff(tmp_path / "q.tif", axes="tyx")
+    assert (given.axes, given.axes_source) == ("TYX", "given")
+
+
+def test_anisotropy_from_imagej_metadata(tmp_path):
+    tifffile.imwrite(tmp_path / "z.tif", np.zeros((4, 5, 6), np.uint8), imagej=True,
+                     resolution=(1 / 0.2, 1 / 0.2), metadata={"axes": "ZYX", "spacing": 1.0})
+    assert read_tiff(tmp_path / "z.tif").anisotropy == pytest.approx(5.0)
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((4, 5, 6), np.uint8))
+    assert read_tiff(tmp_path / "plain.tif").anisotropy is None
+
+
+def test_labels_reconcile_length_one_axes(tmp_path):
+    tifffile.imwrite(tmp_path / "l.tif", np.ones((5, 6), np.uint8))
+    assert read_labels(tmp_path / "l.tif", (1, 5, 6)).shape == (1, 5, 6)
+    with pytest.raises(InputError, match="need"):
+        read_labels(tmp_path / "l.tif", (2, 5, 6))
+
+
+def test_stack_outputs_are_imagej_hyperstacks(tmp_path):
+    labels = np.random.default_rng(0).integers(0, 3, (2, 3, 5, 6)).astype(np.uint8)
+    write_labels(tmp_path / "tz.tif", labels, axes="TZYX")
+    with tifffile.TiffFile(tmp_path / "tz.tif") as tif:
+        assert tif.series[0].axes == "TZYX"
+        np.testing.assert_array_equal(tif.asarray(), labels)
+    # a non-ImageJ order is written in ImageJ's order, which is what Fiji reads
+    write_labels(tmp_path / "zt.tif", labels.transpose(1, 0, 2, 3), axes="ZTYX")
+    with tifffile.TiffFile(tmp_path / "zt.tif") as tif:
+        assert tif.series[0].axes == "TZYX"
+        np.testing.assert_array_equal(tif.asarray(), labels)
+    probs = np.random.default_rng(1).random((3, 4, 5, 6)).astype(np.float32)
+    write_probabilities(tmp_path / "p.tif", probs, axes="ZYX")
+    with tifffile.TiffFile(tmp_path / "p.tif") as tif:
+        assert tif.series[0].axes == "ZCYX"
+        np.testing.assert_array_equal(tif.asarray(), probs.transpose(1, 0, 2, 3))
 
 
 def test_unsupported_layouts_and_files_are_explained(tmp_path):
     tifffile.imwrite(tmp_path / "z.tif", np.zeros((4, 5, 6), np.uint8), imagej=True,
                      metadata={"axes": "ZYX"})
-    with pytest.raises(InputError, match="axes ZYX"):
-        read_image_2d(tmp_path / "z.tif")
     (tmp_path / "x.tif").write_bytes(b"this is not a tiff")
     with pytest.raises(InputError, match="not a readable TIFF"):
         read_tiff(tmp_path / "x.tif")
     with pytest.raises(InputError, match="not found"):
         read_tiff(tmp_path / "missing.tif")
-    with pytest.raises(InputError, match="do not match"):
+    with pytest.raises(InputError, match="name 2"):
         read_tiff(tmp_path / "z.tif", axes="YX")
+    with pytest.raises(InputError, match="unknown letter"):
+        read_tiff(tmp_path / "z.tif", axes="QYX")
 
 
 def test_smallest_dtype_limit():

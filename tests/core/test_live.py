@@ -1,9 +1,7 @@
 from dataclasses import replace
 
-import numpy as np
-
 from napari_unet.core.config import TileConfig
-from napari_unet.core.live import PredictionUpdate, RegionUpdate, clip_region, live_training
+from napari_unet.core.live import PredictionUpdate, RegionUpdate, live_training
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress
 from tests.core.test_training import FAST, TINY_MODEL
 
@@ -11,7 +9,7 @@ from tests.core.test_training import FAST, TINY_MODEL
 def test_overlay_comes_after_the_first_step_and_refreshes(blobs):
     image, strokes, _ = blobs
     run = TrainingRun(image, strokes, replace(FAST, max_steps=30), model_config=TINY_MODEL)
-    events = list(live_training(run, image, refresh_s=0.0))
+    events = list(live_training(run, refresh_s=0.0))
     assert isinstance(events[0], TrainProgress) and isinstance(events[1], PredictionUpdate)
     predictions = [e for e in events if isinstance(e, PredictionUpdate)]
     assert len(predictions) == 31  # one per step with refresh 0, plus the final one
@@ -23,7 +21,7 @@ def test_overlay_comes_after_the_first_step_and_refreshes(blobs):
 def test_refresh_interval_limits_predictions(blobs):
     image, strokes, _ = blobs
     run = TrainingRun(image, strokes, replace(FAST, max_steps=20), model_config=TINY_MODEL)
-    predictions = [e for e in live_training(run, image, refresh_s=3600)
+    predictions = [e for e in live_training(run, refresh_s=3600)
                    if isinstance(e, PredictionUpdate)]
     assert len(predictions) == 2  # the first overlay, and the final full prediction
 
@@ -31,7 +29,7 @@ def test_refresh_interval_limits_predictions(blobs):
 def test_region_in_view_is_predicted_first_and_can_move(blobs):
     image, strokes, _ = blobs
     run = TrainingRun(image, strokes, replace(FAST, max_steps=6), model_config=TINY_MODEL)
-    gen = live_training(run, image, refresh_s=0.0, region=(slice(0, 20), slice(10, 40)),
+    gen = live_training(run, refresh_s=0.0, region=(slice(0, 20), slice(10, 40)),
                         tiles=TileConfig(tile_size=64), with_confidence=True)
     next(gen)
     first = next(gen)
@@ -48,7 +46,7 @@ def test_region_in_view_is_predicted_first_and_can_move(blobs):
 def test_labels_sent_reach_the_training(blobs):
     image, strokes, _ = blobs
     run = TrainingRun(image, strokes, replace(FAST, max_steps=5), model_config=TINY_MODEL)
-    gen = live_training(run, image, refresh_s=3600)
+    gen = live_training(run, refresh_s=3600)
     next(gen)
     more = strokes.copy()
     more[1::7] = 1
@@ -62,7 +60,7 @@ def test_labels_sent_reach_the_training(blobs):
 def test_stop_predicts_the_whole_image_and_returns_the_model(blobs):
     image, strokes, _ = blobs
     run = TrainingRun(image, strokes, FAST, model_config=TINY_MODEL)  # open-ended
-    gen = live_training(run, image, refresh_s=3600)
+    gen = live_training(run, refresh_s=3600)
     for event in gen:
         if isinstance(event, TrainProgress) and event.step == 3:
             run.stop()
@@ -81,15 +79,8 @@ def test_stop_predicts_the_whole_image_and_returns_the_model(blobs):
 def test_closing_the_generator_ends_training(blobs):
     image, strokes, _ = blobs
     run = TrainingRun(image, strokes, FAST, model_config=TINY_MODEL)
-    gen = live_training(run, image)
+    gen = live_training(run)
     next(gen)
     gen.close()
     assert run.model.metadata["steps"] == 1
     assert not run.model.network.training
-
-
-def test_clip_region():
-    assert clip_region(None, (4, 5)) == (slice(0, 4), slice(0, 5))
-    assert clip_region((slice(-3, 2), slice(3, 99)), (4, 5)) == (slice(0, 2), slice(3, 5))
-    assert clip_region((slice(9, 12), slice(None)), (4, 5)) == (slice(3, 4), slice(0, 5))
-    assert np.prod([s.stop - s.start for s in clip_region((slice(2, 2),), (4,))]) == 1

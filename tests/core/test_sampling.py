@@ -8,9 +8,11 @@ from napari_unet.core.sampling import IGNORE_INDEX, PatchSampler
 
 
 def _sampler(labels, patch=16, seed=0, augment=False, image=None):
+    """A sampler over one sample: ``labels`` spatial, ``image`` ``(C, *spatial)``."""
     if image is None:
         image = np.random.default_rng(1).random((1, *labels.shape), dtype=np.float32)
-    return PatchSampler(image, labels, patch, np.random.default_rng(seed), augment=augment)
+    return PatchSampler(image[np.newaxis], labels[np.newaxis], patch,
+                        np.random.default_rng(seed), augment=augment)
 
 
 @settings(max_examples=40, deadline=None)
@@ -59,10 +61,10 @@ def test_new_labels_replace_old_ones():
     new = np.zeros_like(labels)
     new[:, 3] = 1
     new[:, 9] = 3
-    sampler.set_labels(new)
+    sampler.set_labels(new[np.newaxis])
     assert sampler.class_pixel_counts == {1: 32, 3: 32}
     with pytest.raises(InputError, match="differs"):
-        sampler.set_labels(np.zeros((5, 5), dtype=np.uint8))
+        sampler.set_labels(np.zeros((1, 5, 5), dtype=np.uint8))
 
 
 def test_3d_patches():

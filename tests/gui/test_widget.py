@@ -62,7 +62,7 @@ class Heartbeat:
 
 def test_picks_layers_and_trains_with_a_live_overlay(viewer_and_widget, qtbot):
     viewer, widget = viewer_and_widget
-    assert widget.image_picker.value is viewer.layers["nuclei"]
+    assert widget.image_picker.value == [viewer.layers["nuclei"]]
     assert widget.labels_picker.value is viewer.layers["strokes"]
     assert not widget.predict_button.isEnabled()  # nothing to predict with yet
 
