@@ -113,9 +113,9 @@ def inference_throughput(device: torch.device, preset_name: str, side: int) -> d
 
     net = model.network.to(device).eval()
     norm = model.normalization.apply(big[np.newaxis])
-    padded = _pad_to_multiple(norm, model.config.size_multiple)
+    padded = _pad_to_multiple(norm, model.config.size_multiples)
     _, windows = plan_tiles(padded.shape[1:], tiles.tile_size, net.receptive_radius,
-                            model.config.size_multiple)
+                            model.config.size_multiples)
 
     def plain_tiles() -> None:
         with torch.inference_mode():

@@ -27,3 +27,16 @@ def nuclei_with_strokes() -> list[tuple[Any, dict[str, Any], str]]:
         (image, {"name": "nuclei"}, "image"),
         (strokes, {"name": "strokes", "metadata": {"class_names": names}}, "labels"),
     ]
+
+
+def nuclei_3d_with_strokes() -> list[tuple[Any, dict[str, Any], str]]:
+    """Load a 3D nuclei stack (ZYX) with strokes on three slices (2D-over-slices vs 3D)."""
+    folder = _sample_dir()
+    image = tifffile.imread(folder / "nuclei3d.tif")
+    strokes = tifffile.imread(folder / "nuclei3d_strokes.tif")
+    names = default_class_names(2)
+    return [
+        (image, {"name": "nuclei 3D", "axis_labels": ("z", "y", "x")}, "image"),
+        (strokes, {"name": "strokes 3D", "metadata": {"class_names": names},
+                   "axis_labels": ("z", "y", "x")}, "labels"),
+    ]

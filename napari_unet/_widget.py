@@ -148,6 +148,7 @@ class UNetTrainerWidget(QWidget):
         camera.events.zoom.connect(self._on_view_changed)
         napari_viewer.dims.events.current_step.connect(self._on_view_changed)
         napari_viewer.dims.events.ndisplay.connect(self._on_view_changed)
+        self._on_image_chosen()  # layers that were there before the widget
         self._render_state()
 
     # -- UI --------------------------------------------------------------------------------

@@ -127,16 +127,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     preset = get_preset(args.preset, device.type)
     image = read_tiff(args.image, args.axes)
-    if image.axes_source == "guessed":
-        # The strokes' shape tells channels from slices better than the image alone.
-        labels = read_labels(args.labels)
-        how = "guessed from the shapes"
-        with _explaining_axes(args, _axes_note(image, image.axes, how)):
+    guessed = image.axes_source == "guessed"
+    how = "guessed from the shapes" if guessed else _AXES_SOURCE[image.axes_source]
+    with _explaining_axes(args, _axes_note(image, image.axes, how)):
+        if guessed:
+            # The strokes' shape tells channels from slices better than the image alone.
+            labels = read_labels(args.labels)
             axes = pair_axes(image.data.shape, labels.shape)
-    else:
-        axes, how = image.axes, _AXES_SOURCE[image.axes_source]
-        label_shape = tuple(s for s, a in zip(image.data.shape, axes) if a != "C")
-        labels = read_labels(args.labels, label_shape)
+        else:
+            axes = image.axes
+            label_shape = tuple(s for s, a in zip(image.data.shape, axes) if a != "C")
+            labels = read_labels(args.labels, label_shape)
     init = load_model(args.init) if args.init else None
     anisotropy = args.anisotropy or image.anisotropy or 1.0
     seconds = args.seconds if args.seconds is not None or args.steps else 60.0

@@ -109,3 +109,65 @@ def test_help_lists_commands():
     out = run_cli("--help", check=True).stdout
     for word in ("train", "predict", "demo"):
         assert word in out
+
+
+# (file axes, how the file is written, --axes to pass or None, training mode)
+LAYOUTS = [
+    ("ZYX", "plain", None, "2d"),  # no metadata: guessed, and said so
+    ("ZYX", "imagej", None, "3d"),
+    ("TYX", "imagej", None, "auto"),
+    ("TZYX", "imagej", None, "auto"),
+    ("CYX", "imagej", None, "auto"),
+    ("ZCYX", "imagej", None, "2d"),
+    ("TYX", "plain", "TYX", "auto"),  # a time-lapse the guess would call ZYX
+]
+
+
+@pytest.mark.parametrize(("axes", "written", "given", "mode"), LAYOUTS)
+def test_each_layout_trains_and_predicts(tmp_path, axes, written, given, mode):
+    sizes = {"T": 3, "Z": 4, "C": 2, "Y": 40, "X": 48}
+    blobs = [make_blobs((40, 48), seed=s) for s in range(12)]
+    label_axes = axes.replace("C", "")
+    label_shape = [sizes[a] for a in label_axes]
+    planes = int(np.prod(label_shape[:-2]))
+    image_planes = np.stack([b[0] for b in blobs[:planes]]).reshape(label_shape)
+    truth = np.stack([b[1] for b in blobs[:planes]]).reshape(label_shape)
+    if "C" in axes:  # the second channel is the inverted first: same information
+        c = axes.index("C")
+        image = np.stack([image_planes, 255 - image_planes], axis=c)
+    else:
+        image = image_planes
+    strokes = np.zeros(label_shape, np.uint8)
+    first = (0,) * (len(label_shape) - 2)
+    strokes[first] = strokes_from_truth(truth[first])  # one painted plane
+    imagej = written == "imagej"
+    for name, data, data_axes in (("img.tif", image, axes), ("strokes.tif", strokes,
+                                                                label_axes)):
+        kwargs = {"imagej": True, "metadata": {"axes": data_axes}} if imagej else {}
+        tifffile.imwrite(tmp_path / name, data, **kwargs)
+    axes_args = ["--axes", given] if given else []
+
+    out = run_cli("train", "--image", tmp_path / "img.tif", "--labels",
+                  tmp_path / "strokes.tif", "--out", tmp_path / "m.pt", "--steps", "3",
+                  "--mode", mode, *axes_args, check=True)
+    if len(axes) > 2:
+        assert f"axes {axes}" in out.stderr
+    if written == "plain" and not given:
+        assert "guessed" in out.stderr
+    model = load_model(tmp_path / "m.pt")
+    assert model.metadata["axes"] == axes
+    assert model.in_channels == (2 if "C" in axes else 1)
+    run_cli("predict", "--model", tmp_path / "m.pt", "--image", tmp_path / "img.tif",
+            "--out", tmp_path / "mask.tif", "--instances", tmp_path / "objects.tif",
+            "--no-tta", *axes_args, check=True)
+    for name in ("mask.tif", "objects.tif"):
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            assert tif.is_imagej and tif.series[0].axes == label_axes, name
+            assert tif.series[0].shape == tuple(label_shape), name
+
+
+def test_a_layout_mismatch_names_the_axes(files):
+    tifffile.imwrite(files / "stack.tif", np.zeros((3, 64, 80), np.uint8))
+    line = _error_of(run_cli("train", "--image", files / "stack.tif", "--labels",
+                             files / "strokes.tif", "--out", files / "m.pt", "--axes", "ZYX"))
+    assert "(64, 80)" in line and "axes ZYX" in line

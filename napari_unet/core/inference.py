@@ -249,8 +249,12 @@ def iter_predict(
     canonical_region = region_to_canonical(region, lab_axes, stack.label_shape)
     samples = list(stack.samples_in(canonical_region))
     multiples = model.config.size_multiples
-    halos = _per_axis(tiles.halo, len(multiples)) if tiles.halo is not None else (
-        network.receptive_radii)
+    if tiles.halo is not None:
+        halos = _per_axis(tiles.halo, len(multiples))
+    elif len(multiples) == 3:
+        halos = tuple(min(r, tiles.halo_3d_cap) for r in network.receptive_radii)
+    else:
+        halos = network.receptive_radii
     tile_shape = (tiles.tile_size,) * 2 if len(multiples) == 2 else tiles.tile_size_3d
     passes = _D4 if test_time_augmentation else _D4[:1]
     need_probabilities = return_probabilities or len(passes) > 1

