@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unet._autosave import StrokeAutosave, saver_for
 from napari_unet._loss_plot import LossPlot
 from napari_unet._state import TrainerState
 from napari_unet._workers import Segmentation, live_training_worker, prediction_worker
+from napari_unet.core.autosave import SavedSession, load_session
 from napari_unet.core.axes import infer_axes, label_axes, parse_axes
 from napari_unet.core.checkpoint import load_model, save_model
 from napari_unet.core.config import PRESETS, Preset, get_preset
@@ -57,6 +60,7 @@ from napari_unet.core.io import write_labels
 from napari_unet.core.labels import default_class_names
 from napari_unet.core.live import (
     InstancesUpdate,
+    Notice,
     PredictionUpdate,
     RegionUpdate,
     prediction_update,
@@ -128,6 +132,8 @@ class UNetTrainerWidget(QWidget):
         self._placement: dict = {}
         # (run, worker) pairs, shared with the deletion hook below.
         self._active: list = []
+        self._strokes_autosave = StrokeAutosave(self, lambda: bool(self.autosave.value))
+        self._offered_restore: set = set()  # session folders already offered
         self.destroyed.connect(functools.partial(_stop_workers, self._active))
 
         self._build_ui()
@@ -148,8 +154,8 @@ class UNetTrainerWidget(QWidget):
         camera.events.zoom.connect(self._on_view_changed)
         napari_viewer.dims.events.current_step.connect(self._on_view_changed)
         napari_viewer.dims.events.ndisplay.connect(self._on_view_changed)
-        self._on_image_chosen()  # layers that were there before the widget
         self._render_state()
+        self._on_image_chosen()  # layers that were there before the widget
 
     # -- UI --------------------------------------------------------------------------------
 
@@ -168,8 +174,8 @@ class UNetTrainerWidget(QWidget):
         )
         self.mode = ComboBox(
             choices=list(MODES), value="auto", label="3D stacks",
-            tooltip="2D over slices: fast, good for coarse Z. 3D: a 3D U-Net on 3D patches. "
-                    "auto: 3D for 16+ slices whose Z spacing is at most 3x the pixel size.",
+            tooltip="2D over slices: fast, good for coarse Z (auto picks it; measured "
+                    "better from strokes on a few slices). 3D: a 3D U-Net on 3D patches.",
         )
         self.anisotropy = FloatSpinBox(
             value=1.0, min=0.1, max=100.0, step=0.1, label="Z spacing / pixel",
@@ -203,12 +209,19 @@ class UNetTrainerWidget(QWidget):
             tooltip="Split touching objects with a distance-transform watershed. Live for "
                     "images up to a megapixel, else after training and on Predict.",
         )
+        self.autosave = CheckBox(
+            value=True, text="autosave strokes and model", label=" ",
+            tooltip="Strokes after each pause in painting, the model every 30 s and on "
+                    "Stop: next to the image file (<name>.napari-unet), else in the user "
+                    "data folder. Reopening the image offers to restore them.",
+        )
         self.form = Container(widgets=[
             self.image_picker, self.axes, self.mode, self.anisotropy, self.labels_picker,
             self.class_names, self.preset, self.refresh, self.show_confidence,
-            self.show_instances, self.test_time_augmentation,
+            self.show_instances, self.test_time_augmentation, self.autosave,
         ])
         self.image_picker.changed.connect(self._on_image_chosen)
+        self.labels_picker.changed.connect(self._watch_strokes)
 
         self.train_button = QPushButton("Train")
         self.stop_button = QPushButton("Stop")
@@ -310,6 +323,74 @@ class UNetTrainerWidget(QWidget):
             self.anisotropy.value = float(min(max(ratio, 0.1), 100.0))
         else:
             self.anisotropy.value = 1.0
+        self._offer_restore(layers)
+        self._watch_strokes()
+
+    # -- autosave ----------------------------------------------------------------------------
+
+    def _watch_strokes(self, event: Any = None) -> None:
+        """Autosave the chosen annotation layer into the chosen image's session folder."""
+        layers, labels = list(self.image_picker.value or []), self.labels_picker.value
+        if not layers or labels is None:
+            self._strokes_autosave.unwatch()
+            return
+        try:
+            saver = saver_for(layers[0])
+            axes = label_axes(self._image_axes(layers)[1])
+        except NapariUnetError:
+            saver, axes = None, None  # no autosave for this image; nothing else changes
+        self._strokes_autosave.watch(labels, saver, axes)
+
+    def _offer_restore(self, layers: list[Image]) -> None:
+        """If this image has autosaved strokes or a model, offer to bring them back."""
+        if not self.autosave.value or self.state.busy:
+            return
+        try:
+            saver = saver_for(layers[0])
+            shape, _, placement = self._label_geometry(layers)
+        except NapariUnetError:
+            return
+        # Once per folder and widget: a folder that appears later holds this session's own
+        # autosaves, nothing to restore.
+        if saver.folder in self._offered_restore:
+            return
+        self._offered_restore.add(saver.folder)
+        if not saver.folder.is_dir():
+            return
+        session = load_session(saver.folder, shape)
+        for note in session.notes:
+            show_warning(note)
+        if session.empty or not self._ask_restore(session):
+            return
+        if session.annotations is not None:
+            layer = self._viewer.add_labels(session.annotations.astype(np.uint8, copy=False)
+                                            if session.annotations.max() < 256
+                                            else session.annotations,
+                                            name=f"{ANNOTATION_LAYER} (restored)",
+                                            **placement)
+            for candidate in self.labels_picker.choices:
+                if candidate.name == layer.name:
+                    self.labels_picker.value = candidate
+        if session.model is not None:
+            self.model = session.model
+            self.class_names.value = ", ".join(self.model.class_names)
+            self._describe_model()
+            self._render_state()
+        show_info(f"restored from {session.folder}")
+
+    def _ask_restore(self, session: SavedSession) -> bool:
+        parts = []
+        if session.annotations is not None:
+            parts.append(f"strokes ({int((session.annotations > 0).sum())} painted pixels)")
+        if session.model is not None:
+            parts.append(f"a model ({session.model.metadata.get('steps', 0)} steps)")
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(session.saved_at))
+        answer = QMessageBox.question(
+            self, "Restore autosaved work?",
+            f"Autosaved {' and '.join(parts)} for this image, from {when}, are in "
+            f"{session.folder}. Restore them?",
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     def _chosen_layers(self) -> tuple[list[Image], Labels | None]:
         image_layers = list(self.image_picker.value or [])
@@ -507,11 +588,17 @@ class UNetTrainerWidget(QWidget):
         except NapariUnetError as err:
             show_error(str(err))
             return
+        checkpoint = None
+        if self.autosave.value:
+            try:
+                checkpoint = saver_for(image_layers[0]).save_model
+            except NapariUnetError as err:
+                show_warning(f"the model will not be autosaved: {err}")
         worker = live_training_worker(
             run, refresh_s=self.refresh.value, region=self._region_in_view(), tiles=preset.tile,
             with_confidence=self.show_confidence.value,
             final_test_time_augmentation=self.test_time_augmentation.value,
-            instances=self._instance_config(),
+            instances=self._instance_config(), checkpoint=checkpoint,
         )
         worker.yielded.connect(self._on_training_yielded)
         worker.returned.connect(self._on_trained)
@@ -612,6 +699,8 @@ class UNetTrainerWidget(QWidget):
             self._apply_prediction(event)
         elif isinstance(event, InstancesUpdate):
             self._apply_instances(event)
+        elif isinstance(event, Notice):
+            show_warning(event.message)
 
     def _on_trained(self, result: TrainResult | None) -> None:
         if result is not None:
@@ -693,6 +782,8 @@ class UNetTrainerWidget(QWidget):
     def _on_tile(self, progress: TileProgress) -> None:
         self.progress.setMaximum(progress.tiles_total)
         self.progress.setValue(progress.tiles_done)
+        if progress.notice:
+            show_warning(progress.notice)
 
     def _on_predicted(self, result: Segmentation) -> None:
         prediction = result.prediction
@@ -808,3 +899,5 @@ class UNetTrainerWidget(QWidget):
     def shutdown(self) -> None:
         """Stop any running worker and wait for it (also runs when the widget is deleted)."""
         _stop_workers(self._active)
+        self._strokes_autosave.unwatch()  # writes strokes still waiting for a pause
+        self._strokes_autosave.wait()

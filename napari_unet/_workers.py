@@ -9,7 +9,7 @@ main thread.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -82,12 +82,14 @@ def live_training_worker(
     with_confidence: bool,
     final_test_time_augmentation: bool,
     instances: InstanceConfig | None,
+    checkpoint: Callable[[TrainedModel], object] | None = None,
 ) -> GeneratorWorker:
     """Return a (not yet started) worker that trains, yielding progress and overlays."""
     return create_worker(
         _live_training_job, run, refresh_s=refresh_s, region=region, tiles=tiles,
         with_confidence=with_confidence,
         final_test_time_augmentation=final_test_time_augmentation, instances=instances,
+        checkpoint=checkpoint,
         _progress={"desc": "Training U-Net"},
         _start_thread=False, _ignore_errors=True,
     )

@@ -48,7 +48,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--mode", default="auto", choices=["auto", "2d", "3d"],
                        help="for Z stacks: a 2D model over slices or a true 3D model "
-                            "(default auto: 3D for 16+ slices of near-isotropic voxels)")
+                            "(default auto: 2D over slices, measured better on the CPU)")
     train.add_argument("--anisotropy", type=float,
                        help="Z spacing / XY pixel size (default: from ImageJ metadata, else 1)")
     _add_common(train)
@@ -173,6 +173,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             bar.n = progress.step if args.steps else min(progress.elapsed_s, total)
             bar.set_postfix(loss=f"{progress.loss:.3f}", refresh=False)
             bar.refresh()
+            if progress.notice and not args.quiet:
+                bar.write(progress.notice, file=sys.stderr)
     except KeyboardInterrupt:
         # Ctrl-C ends training early; the model trained so far is still worth keeping.
         interrupted = True
@@ -233,6 +235,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 break
             bar.total = progress.tiles_total
             bar.update(progress.tiles_done - bar.n)
+            if progress.notice and not args.quiet:
+                bar.write(progress.notice, file=sys.stderr)
     lab_axes = axes.replace("C", "")
     write_labels(args.out, prediction.class_map, axes=lab_axes, overwrite=args.overwrite)
     if args.probabilities and prediction.probabilities is not None:

@@ -15,6 +15,12 @@ torch.set_num_threads(1)
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 
 
+@pytest.fixture(autouse=True)
+def _private_autosave_folder(tmp_path_factory, monkeypatch):
+    """Autosaves go to a fresh folder per test, never into the user's data folder."""
+    monkeypatch.setenv("NAPARI_UNET_DATA_DIR", str(tmp_path_factory.mktemp("autosave")))
+
+
 @pytest.fixture(scope="session")
 def sample() -> dict[str, np.ndarray]:
     """The DSB2018 nuclei image, its painted strokes and its dense ground truth."""

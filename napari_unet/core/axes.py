@@ -306,17 +306,16 @@ def pair_axes(image_shape: tuple[int, ...], labels_shape: tuple[int, ...],
     return axes
 
 
-# A 3D model needs enough slices to learn along Z, and a Z spacing not far coarser than the
-# in-plane one; otherwise a 2D model over slices is as good and much faster.
-MIN_SLICES_FOR_3D = 16
-MAX_ANISOTROPY_FOR_3D = 3.0
-
-
 def default_mode(label_shape: tuple[int, int, int, int], anisotropy: float = 1.0) -> Mode:
-    """Choose the mode when the user does not: see the constants above."""
-    z = label_shape[1]
-    if z >= MIN_SLICES_FOR_3D and anisotropy <= MAX_ANISOTROPY_FOR_3D:
-        return "3d"
+    """Choose the mode when the user does not: a 2D model over slices.
+
+    Measured (docs/benchmarks.md, 3D nuclei stack, strokes on 3 slices, 2 CPU cores): the 2D
+    model reached foreground IoU 0.62 after 60 s and 0.82 after 300 s, the 3D model 0.49 and
+    0.55: it trains ~7x fewer steps per second and its 3D patches hold few painted voxels.
+    3D stays one click away for data where context across slices decides. The arguments
+    are kept for a rule that may use them once GPU figures exist.
+    """
+    del label_shape, anisotropy
     return "2d"
 
 

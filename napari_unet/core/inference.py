@@ -13,6 +13,7 @@ per-class probabilities are requested.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -56,10 +57,51 @@ class Prediction:
 
 @dataclass(frozen=True)
 class TileProgress:
-    """Reported after every batch of tiles."""
+    """Reported after every batch of tiles.
+
+    ``notice`` tells the user about a change of plan, e.g. a GPU out of memory.
+    """
 
     tiles_done: int
     tiles_total: int
+    notice: str = ""
+
+
+class _Runner:
+    """Runs the network on batches; on out-of-memory splits them, then moves to the CPU.
+
+    The CPU fallback uses a copy of the network, so a model being trained on the GPU at
+    the same time (live overlays) is left where it is.
+    """
+
+    def __init__(self, network: torch.nn.Module, device: torch.device,
+                 amp: torch.dtype | None) -> None:
+        self.network, self.device, self.amp = network, device, amp
+        self.notice = ""
+        self.max_batch: int | None = None  # learned from out-of-memory errors
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        if self.max_batch is not None and x.shape[0] > self.max_batch:
+            return torch.cat([self.probabilities(part).cpu()
+                              for part in torch.split(x, self.max_batch)])
+        try:
+            with torch.inference_mode(), autocast(self.device, self.amp):
+                return self.network(x.to(self.device)).float().softmax(dim=1)
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if x.shape[0] > 1:
+                self.max_batch = x.shape[0] // 2
+                self.notice = (f"{self.device.type.upper()} out of memory: predicting "
+                               f"{self.max_batch} tile(s) per pass")
+                return self.probabilities(x)
+            if self.device.type == "cpu":
+                raise
+            self.notice = (f"{self.device.type.upper()} out of memory even for one tile: "
+                           "predicting on the CPU (slower)")
+            self.network = copy.deepcopy(self.network).to("cpu").float()
+            self.device, self.amp = torch.device("cpu"), None
+            return self.probabilities(x)
 
 
 @dataclass(frozen=True)
@@ -279,7 +321,7 @@ def iter_predict(
     region_shape = tuple(sl.stop - sl.start for sl in canonical_region)
     class_map = np.zeros(region_shape, id_dtype)
     probabilities = np.zeros((k, *region_shape), np.float32) if return_probabilities else None
-    amp = autocast_dtype(device, mixed_precision)
+    runner = _Runner(network, device, autocast_dtype(device, mixed_precision))
     done = 0
     for index, _ in samples:
         crop = stack.sample(index)[(slice(None), *context)]
@@ -289,8 +331,8 @@ def iter_predict(
         for transform, windows in zip(passes, plans):
             view = _apply(padded, transform)
             out = yield from _predict_windows(
-                network, view, windows, tiles.batch_size, device, amp, need_probabilities,
-                id_dtype, done, total,
+                runner, view, windows, tiles.batch_size, need_probabilities, id_dtype, done,
+                total,
             )
             done += len(windows)
             if summed is not None:
@@ -323,12 +365,10 @@ def _position_in_region(
 
 
 def _predict_windows(
-    network: torch.nn.Module,
+    runner: _Runner,
     view: np.ndarray,
     windows: list[_Window],
     batch_size: int,
-    device: torch.device,
-    amp: torch.dtype | None,
     probabilities: bool,
     id_dtype: np.dtype,
     done: int,
@@ -338,13 +378,12 @@ def _predict_windows(
 
     Returns per-class probabilities ``(K, *spatial)`` or, cheaper, the ids ``spatial``.
     """
-    k = network.config.num_classes
+    k = runner.network.config.num_classes
     spatial = view.shape[1:]
     out = np.zeros((k, *spatial), np.float32) if probabilities else np.zeros(spatial, id_dtype)
     for batch in _batches(windows, batch_size):
         x = torch.from_numpy(np.stack([view[(slice(None), *w.window)] for w in batch]))
-        with torch.inference_mode(), autocast(device, amp):
-            probs = network(x.to(device)).float().softmax(dim=1)
+        probs = runner.probabilities(x)
         if probabilities:
             probs_np = probs.cpu().numpy()
             for i, w in enumerate(batch):
@@ -354,7 +393,8 @@ def _predict_windows(
             for i, w in enumerate(batch):
                 out[w.core] = ids_np[(i, *w.core_in_window)]
         done += len(batch)
-        yield TileProgress(done, total)
+        yield TileProgress(done, total, runner.notice)
+        runner.notice = ""
     return out
 
 

@@ -17,7 +17,7 @@ labels are derived if asked for.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,7 @@ from napari_unet.core.axes import (
     region_to_canonical,
 )
 from napari_unet.core.config import TileConfig
+from napari_unet.core.errors import NapariUnetError
 from napari_unet.core.inference import Prediction, model_axes, predict
 from napari_unet.core.instances import InstanceConfig, instances_from_classes
 from napari_unet.core.model import TrainedModel
@@ -78,7 +79,14 @@ class InstancesUpdate:
     step: int
 
 
-LiveEvent = TrainProgress | PredictionUpdate | InstancesUpdate
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should hear about that does not stop training."""
+
+    message: str
+
+
+LiveEvent = TrainProgress | PredictionUpdate | InstancesUpdate | Notice
 LiveMessage = LabelUpdate | RegionUpdate | None
 
 # Instances are recomputed at every whole-image refresh up to this size (a watershed of a
@@ -184,6 +192,8 @@ def live_training(
     final_test_time_augmentation: bool = False,
     instances: InstanceConfig | None = None,
     background_share: float = 0.25,
+    checkpoint: Callable[[TrainedModel], object] | None = None,
+    checkpoint_every_s: float = 30.0,
 ) -> Generator[LiveEvent, LiveMessage, TrainResult]:
     """Train ``run`` while predicting the region in view every ``refresh_s`` seconds.
 
@@ -214,6 +224,11 @@ def live_training(
         :data:`LIVE_INSTANCES_MAX_PIXELS`, and once at the end.
     background_share
         Largest fraction of time spent predicting slices outside the view during training.
+    checkpoint
+        Called with the model every ``checkpoint_every_s`` seconds and once when training
+        ends (before the final prediction), in this generator's thread, between steps, so
+        it never sees weights mid-update. Autosave passes its ``save_model`` here. A
+        failure is reported as a :class:`Notice` and training goes on.
     """
     tiles = tiles or TileConfig()
     image, axes = run.image, run.axes
@@ -225,6 +240,16 @@ def live_training(
     background: list[Region] = []
     background_time = 0.0
     refreshed_at = time.monotonic()
+    next_checkpoint = time.monotonic() + checkpoint_every_s
+
+    def save(model: TrainedModel) -> Notice | None:
+        if checkpoint is None:
+            return None
+        try:
+            checkpoint(model)
+        except (NapariUnetError, OSError) as err:
+            return Notice(f"autosave of the model failed: {err}")
+        return None
 
     def take(message: LiveMessage) -> None:
         nonlocal pending_labels, region, next_refresh
@@ -255,6 +280,11 @@ def live_training(
             pending_labels = None
             take((yield progress))
             now = time.monotonic()
+            if checkpoint is not None and now >= next_checkpoint:
+                next_checkpoint = now + checkpoint_every_s
+                failed = save(run.model)
+                if failed is not None:
+                    take((yield failed))
             if now >= next_refresh:
                 # Timed from the start of this prediction, so the interval the user sees is
                 # the setting, not the setting plus the prediction's own time.
@@ -276,6 +306,11 @@ def live_training(
                 take((yield update))
     finally:
         steps.close()
+        # Here, not after the loop: when the worker is quit (widget or napari closed) the
+        # generator is closed at a yield above and nothing below runs.
+        final_save = save(run.model) if run.model.metadata.get("steps") else None
+    if final_save is not None:
+        yield final_save
     # Slice by slice from the view outwards, so the overlay fills where the user looks.
     for part in _sample_regions(run, region, include_near=True) or [None]:
         yield show(predict_region(run.model, image, part, tiles, with_confidence,

@@ -293,13 +293,7 @@ class TrainingRun:
         self._network = network
         averaged = copy.deepcopy(network) if config.ema_decay is not None else network
         self.model = TrainedModel(averaged, normalization, names, {})
-        trained_state = network.state_dict()
-        pairs = [] if averaged is network else [
-            (tensor, trained_state[name]) for name, tensor in averaged.state_dict().items()
-        ]
-        self._average_float = ([a for a, t in pairs if t.dtype.is_floating_point],
-                               [t for a, t in pairs if t.dtype.is_floating_point])
-        self._average_other = [(a, t) for a, t in pairs if not t.dtype.is_floating_point]
+        self._pair_average()
         self._sampler = PatchSampler(
             self.stack, label_samples, patch_shape(network.config, config,
                                                    self.stack.sample_shape),
@@ -316,8 +310,11 @@ class TrainingRun:
         self._scaler = torch.amp.GradScaler(
             "cuda", enabled=self._amp_dtype == torch.float16
         )
+        self._batch_size = config.batch_size  # lowered if the GPU runs out of memory
+        self._notice = ""
         self._stop = threading.Event()
         self._steps_done = 0
+        self._samples = 0
         self._elapsed = 0.0
         self._labels_version = 0
         self._last_loss = float("nan")
@@ -395,7 +392,7 @@ class TrainingRun:
                 for group in self._optimizer.param_groups:
                     group["lr"] = lr
                 self._network.train()
-                loss = self._train_step(self._sampler.sample(cfg.batch_size))
+                loss = self._step_within_memory()
                 self._steps_done += 1
                 self._update_average()
                 self._elapsed = time.perf_counter() - start
@@ -405,15 +402,15 @@ class TrainingRun:
                     step=self._steps_done,
                     loss=loss,
                     elapsed_s=self._elapsed,
-                    samples_per_s=self._steps_done * cfg.batch_size / max(self._elapsed, 1e-9),
+                    samples_per_s=self._samples / max(self._elapsed, 1e-9),
                     learning_rate=lr,
                     device=describe_device(self.device),
                     labels_version=self._labels_version,
                     total_steps=cfg.max_steps,
                     total_seconds=cfg.max_seconds,
-                    notice=notice,
+                    notice="; ".join(n for n in (notice, self._notice) if n),
                 )
-                notice = ""
+                notice = self._notice = ""
                 if update is not None:
                     try:
                         self.update_labels(update.labels)
@@ -431,6 +428,61 @@ class TrainingRun:
         return run_to_end(self.steps())
 
     # -- internals -----------------------------------------------------------------------
+
+    def _step_within_memory(self) -> float:
+        """One step; on GPU out-of-memory, halve the batch, then move to the CPU.
+
+        The user is told through the next :class:`TrainProgress`'s ``notice``. Out of
+        memory on the CPU itself is not recoverable here and is raised.
+        """
+        while True:
+            try:
+                loss = self._train_step(self._sampler.sample(self._batch_size))
+            except torch.OutOfMemoryError:
+                self._optimizer.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if self._batch_size > 1:
+                    self._batch_size //= 2
+                    self._notice = (f"{self.device.type.upper()} out of memory: training "
+                                    f"continues with {self._batch_size} patches per step")
+                elif self.device.type != "cpu":
+                    self._move_to_cpu()
+                    self._notice = (f"{self.device.type.upper()} out of memory even with "
+                                    "one patch per step: training continues on the CPU "
+                                    "(slower)")
+                    self.device = torch.device("cpu")
+                else:
+                    raise
+                continue
+            self._samples += self._batch_size
+            return loss
+
+    def _move_to_cpu(self) -> None:
+        cpu = torch.device("cpu")
+        self._network.to(cpu, memory_format=torch.contiguous_format)
+        self.model.network.to(cpu, memory_format=torch.contiguous_format)
+        for state in self._optimizer.state.values():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    state[key] = value.to(cpu)
+        self._pair_average()  # state_dict views of the GPU weights are stale now
+        self._amp_dtype = None
+        self._channels_last = False
+        self._scaler = torch.amp.GradScaler("cuda", enabled=False)
+        if self._weights is not None:
+            self._weights = self._weights.to(cpu)
+
+    def _pair_average(self) -> None:
+        """Pair each averaged tensor with the trained one it follows (see _update_average)."""
+        averaged, network = self.model.network, self._network
+        trained_state = network.state_dict()
+        pairs = [] if averaged is network else [
+            (tensor, trained_state[name]) for name, tensor in averaged.state_dict().items()
+        ]
+        self._average_float = ([a for a, t in pairs if t.dtype.is_floating_point],
+                               [t for a, t in pairs if t.dtype.is_floating_point])
+        self._average_other = [(a, t) for a, t in pairs if not t.dtype.is_floating_point]
 
     def _train_step(self, batch: PatchBatch) -> float:
         images = torch.from_numpy(batch.images).to(self.device, non_blocking=True)

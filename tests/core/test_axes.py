@@ -96,8 +96,7 @@ def test_regions_map_between_label_axes_and_canonical():
     assert region_to_canonical((slice(9, 9),), "ZYX", shape)[1] == slice(6, 7)
 
 
-def test_default_mode():
-    assert default_mode((1, 1, 64, 64)) == "2d"
-    assert default_mode((1, 8, 64, 64)) == "2d"  # too few slices to learn along Z
-    assert default_mode((1, 40, 64, 64)) == "3d"
-    assert default_mode((1, 40, 64, 64), anisotropy=5.0) == "2d"  # Z far coarser than XY
+def test_default_mode_is_2d_over_slices():
+    # measured better on CPU at 60 s and 300 s (docs/benchmarks.md); 3D is chosen explicitly
+    for shape in [(1, 1, 64, 64), (1, 8, 64, 64), (1, 40, 64, 64), (3, 60, 256, 256)]:
+        assert default_mode(shape) == "2d"

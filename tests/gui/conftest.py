@@ -11,3 +11,15 @@ def no_worker_thread_left_running(qapp):
     pool = QThreadPool.globalInstance()
     # a stopped worker may need a moment to leave its last step
     assert pool.waitForDone(30_000), f"{pool.activeThreadCount()} worker thread(s) still running"
+
+
+@pytest.fixture(autouse=True)
+def no_modal_dialogs(monkeypatch):
+    """A modal dialog would wait forever for a click; make an unexpected one a failure."""
+    from napari_unet._widget import UNetTrainerWidget
+
+    def unexpected(self, *args):
+        raise AssertionError(f"unexpected dialog: {args}")
+
+    for name in ("_ask_restore", "_confirm_overwrite", "_ask_save_path", "_ask_open_path"):
+        monkeypatch.setattr(UNetTrainerWidget, name, unexpected)

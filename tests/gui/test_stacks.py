@@ -138,8 +138,9 @@ def test_3d_sample_trains_a_3d_model_from_three_slices(make_napari_viewer, qtbot
         assert widget.axes.value == "ZYX"  # from the layer's axis labels
         assert widget.labels_picker.value is viewer.layers["strokes 3D"]
         widget.test_time_augmentation.value = False
+        widget.mode.value = "3D"
         qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
-        assert widget._run.mode == "3d"  # auto: 32 near-isotropic slices
+        assert widget._run.mode == "3d"
         qtbot.waitUntil(lambda: widget.state.overlay_updates >= 1, timeout=TRAIN_TIMEOUT_MS)
         widget.stop()
         _wait_idle(qtbot, widget)
@@ -148,3 +149,47 @@ def test_3d_sample_trains_a_3d_model_from_three_slices(make_napari_viewer, qtbot
         assert (viewer.layers["prediction"].data > 0).all()
     finally:
         widget.shutdown()
+
+
+# (axes typed in the widget, data axes of each layer, number of layers used as channels)
+WIDGET_LAYOUTS = [
+    ("YX", "YX", 1),
+    ("ZYX", "ZYX", 1),
+    ("TYX", "TYX", 1),
+    ("TZYX", "TZYX", 1),
+    ("CYX", "CYX", 1),  # one layer holding channels
+    ("TCYX", "TCYX", 1),
+    ("ZYX", "ZYX", 2),  # two layers as channels
+]
+
+
+@pytest.mark.parametrize(("axes", "data_axes", "layers"), WIDGET_LAYOUTS)
+def test_each_layout_trains_and_predicts_in_the_widget(trainer, qtbot, axes, data_axes,
+                                                       layers):
+    viewer, widget = trainer
+    sizes = {"T": 2, "Z": 3, "C": 2, "Y": 40, "X": 40}
+    label_shape = tuple(sizes[a] for a in data_axes if a != "C")
+    planes = int(np.prod(label_shape[:-2]))
+    image, truth = _blob_stack(planes, (40, 40))
+    image, truth = image.reshape(label_shape), truth.reshape(label_shape)
+    if "C" in data_axes:
+        image = np.stack([image, 255 - image], axis=data_axes.index("C"))
+    added = [viewer.add_image(image if i == 0 else 255 - image, name=f"ch{i}")
+             for i in range(layers)]
+    widget.image_picker.value = added
+    widget.axes.value = axes
+    first = (0,) * (len(label_shape) - 2)
+    _paint(viewer, widget, strokes_from_truth(truth[first], every=5), first)
+    assert viewer.layers["annotations"].data.shape == label_shape
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    assert widget.state.status == "training"
+    qtbot.waitUntil(lambda: widget.state.overlay_updates >= 1, timeout=TRAIN_TIMEOUT_MS)
+    widget.stop()
+    _wait_idle(qtbot, widget)
+    channels = layers if layers > 1 else (2 if "C" in axes else 1)
+    assert widget.model.in_channels == channels
+    viewer.layers.remove("prediction")
+    qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
+    prediction = viewer.layers["prediction"].data
+    assert prediction.shape == label_shape and (prediction > 0).all()

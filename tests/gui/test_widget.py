@@ -315,3 +315,67 @@ def test_large_image_predicts_the_view_first_then_everything(make_napari_viewer,
     assert last.complete and last.class_map.shape == image.shape  # ...then the whole image
     assert viewer.layers["prediction"].data.min() >= 1
     widget.shutdown()
+
+
+def test_strokes_and_model_are_autosaved_and_offered_back(make_napari_viewer, qtbot,
+                                                          monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "nuclei_with_strokes")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    widget.refresh.value = 0.3
+    widget.test_time_augmentation.value = False
+    strokes = viewer.layers["strokes"]
+    strokes.paint((40, 40), 1)  # a little more painting: saved after a pause
+    qtbot.waitUntil(lambda: widget._strokes_autosave.saves >= 1, timeout=10_000)
+    folder = widget._strokes_autosave.folder
+    saved = tifffile.imread(folder / "annotations.tif")
+    np.testing.assert_array_equal(saved, strokes.data)
+    _train_until(qtbot, widget, lambda: widget.state.step >= 3)
+    steps = widget.model.metadata["steps"]
+    widget.shutdown()
+    viewer.close()
+
+    # The same image opened again, in a new viewer: the work is offered back.
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "nuclei_with_strokes")
+    viewer.layers.remove("strokes")
+    offers = []
+
+    def accept(self, session):
+        offers.append(session)
+        return True
+
+    monkeypatch.setattr(_widget.UNetTrainerWidget, "_ask_restore", accept)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    assert len(offers) == 1 and offers[0].folder == folder
+    restored = viewer.layers["annotations (restored)"]
+    np.testing.assert_array_equal(restored.data, saved)
+    assert widget.labels_picker.value is restored
+    assert widget.model is not None and widget.model.metadata["steps"] == steps
+    assert widget.predict_button.isEnabled()
+    widget.shutdown()
+
+
+def test_more_bad_input_is_refused_with_a_message(viewer_and_widget, qtbot, monkeypatch):
+    from napari.layers import Image
+
+    viewer, widget = viewer_and_widget
+    shown = []
+    monkeypatch.setattr(_widget, "show_error", shown.append)
+    # a Labels layer is never offered as the image to segment
+    assert viewer.layers["strokes"] not in widget.image_picker.choices
+    assert all(isinstance(c, Image) for c in widget.image_picker.choices)
+    # one class painted
+    strokes = viewer.layers["strokes"]
+    original = strokes.data.copy()
+    strokes.data = np.where(original > 0, 1, 0).astype(original.dtype)
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    assert "only one class" in shown[-1] and widget.state.status == "idle"
+    # an image of NaNs only
+    viewer.add_image(np.full(original.shape, np.nan, np.float32), name="empty")
+    widget.image_picker.value = [viewer.layers["empty"]]
+    strokes.data = original
+    widget.labels_picker.value = strokes
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    assert "no finite" in shown[-1] and widget.state.status == "idle"
+    assert widget.model is None and "prediction" not in viewer.layers

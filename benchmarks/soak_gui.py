@@ -1,0 +1,114 @@
+"""Soak test of the real widget: paint, train a few steps, stop, predict; many times over.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/soak_gui.py \
+        [--cycles 200] [--write docs/benchmarks.md]
+
+Each cycle paints a new short stroke on the sample's annotation layer, presses Train,
+waits for a few training steps, presses Stop, waits for the final prediction, then presses
+Predict and waits again, all through Qt in a shown napari window. Every ``--every`` cycles
+it records the process's resident memory and its thread count. Both must stay flat: a
+leak of models, arrays, layers or worker threads shows as a rising column. Not part of
+the test run (it takes minutes); the figures go to the docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def rss_mib() -> float:
+    """Resident memory of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def os_threads() -> int:
+    """Threads of this process as the OS sees them (Qt's pool threads included)."""
+    try:
+        return len(os.listdir(f"/proc/{os.getpid()}/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cycles", type=int, default=200)
+    parser.add_argument("--every", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=3, help="training steps per cycle")
+    parser.add_argument("--write", type=Path)
+    args = parser.parse_args()
+
+    import napari
+    import numpy as np
+    import torch
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QApplication
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _docs import write_block
+    from bench_core import machine
+
+    os.environ.setdefault("NAPARI_UNET_DATA_DIR", str(Path.home() / ".cache" /
+                                                      "napari-unet-soak"))
+    torch.set_num_threads(1)
+    viewer = napari.Viewer(show=True)
+    viewer.open_sample("napari-unet", "nuclei_with_strokes")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    widget.refresh.value = 0.5
+    widget.test_time_augmentation.value = False
+    strokes = viewer.layers["strokes"]
+    app = QApplication.instance()
+    rng = np.random.default_rng(0)
+
+    def wait_for(condition, timeout: float = 120.0) -> None:
+        end = time.perf_counter() + timeout
+        while not condition():
+            if time.perf_counter() > end:
+                raise TimeoutError("the widget did not get there in time")
+            app.processEvents()
+            time.sleep(0.005)
+
+    rows = ["| cycle | resident memory (MiB) | OS threads | seconds per cycle |",
+            "|---|---|---|---|"]
+    started = time.perf_counter()
+    last = started
+    for cycle in range(1, args.cycles + 1):
+        y, x = (int(v) for v in rng.integers(20, 490, 2))
+        strokes.paint((y, x), 1)  # one more background dab, as a person keeps painting
+        QTest.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+        wait_for(lambda: widget.state.step >= args.steps)
+        QTest.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
+        wait_for(lambda: widget.state.status == "idle")
+        QTest.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
+        wait_for(lambda: widget.state.status == "idle")
+        if cycle == 1 or cycle % args.every == 0:
+            now = time.perf_counter()
+            per_cycle = (now - last) / (1 if cycle == 1 else args.every)
+            last = now
+            rows.append(f"| {cycle} | {rss_mib():.0f} | {os_threads()} | {per_cycle:.1f} |")
+            print(rows[-1], flush=True)
+    widget.shutdown()
+    text = "\n".join([
+        f"Measured on: {machine()}, {time.strftime('%Y-%m-%d')}, with `xvfb-run python "
+        f"benchmarks/soak_gui.py --cycles {args.cycles}` ({args.steps} training steps per "
+        f"cycle, shown window, {time.perf_counter() - started:.0f} s in all).", "", *rows])
+    print(text)
+    if args.write:
+        write_block(args.write, "soak_gui", text)
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Autosave glue for the widget: strokes after a quiet moment, the model from the worker.
+
+The file work is :mod:`napari_unet.core.autosave`; here are the Qt timer that waits for
+painting to pause, and the thread that writes (a big stack's strokes take a moment to
+write, and the GUI must not wait for it). Strokes are copied on the main thread first, so
+the writer never reads a layer being painted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_warning
+from qtpy.QtCore import QObject, QTimer
+
+from napari_unet.core.autosave import Autosaver, session_dir
+from napari_unet.core.errors import NapariUnetError
+
+STROKES_QUIET_MS = 1500  # save strokes this long after the last paint event
+
+
+def layer_source(layer: Image) -> str | None:
+    """Return the file a layer was opened from, if napari knows it."""
+    source = getattr(layer, "source", None)
+    path = getattr(source, "path", None)
+    return str(path) if path else None
+
+
+def saver_for(layer: Image) -> Autosaver:
+    """Return the autosaver of the image in ``layer`` (its folder: see core.autosave).
+
+    Lazy data (dask, zarr) is not read whole for a fingerprint: without a file it gets no
+    autosave (:class:`NapariUnetError`).
+    """
+    data = layer.data if isinstance(layer.data, np.ndarray) else None
+    folder = session_dir(data, layer_source(layer))
+    return Autosaver(folder, layer.name, tuple(layer.data.shape))
+
+
+def _write_strokes(saver: Autosaver, labels: np.ndarray, axes: str | None) -> Path:
+    return saver.save_annotations(labels, axes)
+
+
+class StrokeAutosave(QObject):
+    """Saves one Labels layer's strokes whenever painting pauses.
+
+    Parameters
+    ----------
+    parent
+        Owner (the widget); the timer dies with it.
+    enabled
+        Called before each save; saving is skipped while it returns False.
+    """
+
+    def __init__(self, parent: QObject, enabled: Callable[[], bool]) -> None:
+        super().__init__(parent)
+        self._enabled = enabled
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(STROKES_QUIET_MS)
+        self._timer.timeout.connect(self.save_now)
+        self._layer: Labels | None = None
+        self._saver: Autosaver | None = None
+        self._axes: str | None = None
+        self._writing: Any = None
+        self.saves = 0  # completed saves, for the status line and tests
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder strokes go to, once watching."""
+        return self._saver.folder if self._saver else None
+
+    def watch(self, layer: Labels | None, saver: Autosaver | None, axes: str | None) -> None:
+        """Save ``layer``'s strokes into ``saver``'s folder from now on."""
+        if layer is self._layer and saver is not None and self._saver is not None \
+                and saver.folder == self._saver.folder:
+            self._axes = axes
+            return
+        self.unwatch()
+        self._layer, self._saver, self._axes = layer, saver, axes
+        if layer is not None and saver is not None:
+            layer.events.paint.connect(self._changed)
+            layer.events.data.connect(self._changed)
+
+    def unwatch(self) -> None:
+        """Stop watching (saving what is pending first)."""
+        if self._timer.isActive():
+            self._timer.stop()
+            self.save_now()
+        if self._layer is not None:
+            self._layer.events.paint.disconnect(self._changed)
+            self._layer.events.data.disconnect(self._changed)
+        self._layer = self._saver = None
+
+    def _changed(self, event: Any = None) -> None:
+        self._timer.start()
+
+    def save_now(self) -> None:
+        """Write the strokes now, in a thread (skipped if nothing is painted)."""
+        layer, saver = self._layer, self._saver
+        if layer is None or saver is None or not self._enabled():
+            return
+        labels = np.array(layer.data, copy=True)
+        if not labels.any():
+            return  # an empty layer is no work to keep (and must not replace saved work)
+        axes = self._axes if self._axes and len(self._axes) == labels.ndim else None
+        worker = create_worker(_write_strokes, saver, labels, axes, _start_thread=False,
+                               _ignore_errors=True)
+        worker.returned.connect(self._saved)
+        worker.errored.connect(self._failed)
+        self._writing = worker  # keep a reference until it is done
+        worker.start()
+
+    def _saved(self, path: Path) -> None:
+        self.saves += 1
+
+    def _failed(self, error: Exception) -> None:
+        message = str(error) if isinstance(error, NapariUnetError | OSError) else repr(error)
+        show_warning(f"autosave of the strokes failed: {message}")
+
+    def wait(self, msecs: int = 10_000) -> None:
+        """Block until a running write has finished (for shutdown and tests)."""
+        if self._writing is not None:
+            self._writing.await_workers(msecs=msecs)

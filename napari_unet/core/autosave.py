@@ -1,0 +1,231 @@
+"""Autosave: strokes and the current model, kept on disk so that nothing is lost.
+
+A *session folder* belongs to one image:
+
+- next to the image when it came from a file: ``<folder>/<image name>.napari-unet/``;
+- otherwise (an image from a plugin, the clipboard, a script) in the per-user data folder,
+  under a fingerprint of the pixels: ``<data>/napari-unet/sessions/<fingerprint>/``.
+
+It holds ``annotations.tif`` (the strokes, ImageJ TIFF with their axes), ``model.pt`` (a
+normal model file, loaded safely) and ``session.json`` (what they belong to and when they
+were saved). Every file is written atomically, so a crash or a kill mid-write leaves the
+previous good copy. Reopening the same image finds the folder again and the plugin offers
+to restore it.
+
+Set ``NAPARI_UNET_DATA_DIR`` to move the per-user folder (tests do).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_unet import __version__
+from napari_unet.core.checkpoint import load_model, save_model
+from napari_unet.core.errors import NapariUnetError
+from napari_unet.core.io import atomic_output, read_tiff, write_labels
+from napari_unet.core.model import TrainedModel
+
+ANNOTATIONS = "annotations.tif"
+MODEL = "model.pt"
+MANIFEST = "session.json"
+
+
+def user_data_dir() -> Path:
+    """Return the per-user folder for sessions of images that have no file.
+
+    ``NAPARI_UNET_DATA_DIR`` if set; else the platform's convention (XDG on Linux,
+    ``~/Library/Application Support`` on macOS, ``%LOCALAPPDATA%`` on Windows).
+    """
+    override = os.environ.get("NAPARI_UNET_DATA_DIR")
+    if override:
+        return Path(override)
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "napari-unet"
+
+
+def fingerprint(image: np.ndarray) -> str:
+    """Return a short stable hash of an image's shape, dtype and (subsampled) pixels.
+
+    Subsampled so that a multi-gigabyte stack is fingerprinted in milliseconds; the same
+    image gives the same fingerprint in every session.
+    """
+    data = np.ascontiguousarray(np.asarray(image).ravel()[:: max(1, image.size // 1_000_000)])
+    digest = hashlib.sha1(f"{image.shape}|{image.dtype}".encode())
+    digest.update(data.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def session_dir(
+    image: np.ndarray | None, source: str | os.PathLike[str] | None = None
+) -> Path:
+    """Where the autosaves of an image live (see the module docstring).
+
+    Parameters
+    ----------
+    image
+        The pixels, used for the fingerprint when there is no usable ``source``; ``None``
+        for lazily loaded data that should not be read whole.
+    source
+        The file the image was opened from, if any. Its folder must be writable; if not,
+        the per-user folder is used.
+
+    Raises
+    ------
+    NapariUnetError
+        If there is neither a usable source nor pixels to fingerprint.
+    """
+    if source is not None:
+        path = Path(source)
+        if path.parent.is_dir() and os.access(path.parent, os.W_OK):
+            return path.parent / f"{path.name}.napari-unet"
+    if image is None:
+        raise NapariUnetError("this image has no file and is not in memory: no autosave")
+    return user_data_dir() / "sessions" / fingerprint(image)
+
+
+@dataclass(frozen=True)
+class SavedSession:
+    """What a session folder holds.
+
+    Attributes
+    ----------
+    folder
+        The session folder.
+    annotations
+        The strokes, or ``None`` if none were saved.
+    annotation_axes
+        Their axes (``"YX"``, ``"ZYX"``, ...).
+    model
+        The model, or ``None`` if none was saved (or it could not be read).
+    saved_at
+        Unix time of the last save.
+    notes
+        Problems met while reading (e.g. a damaged model file), for the user.
+    """
+
+    folder: Path
+    annotations: np.ndarray | None
+    annotation_axes: str | None
+    model: TrainedModel | None
+    saved_at: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to restore."""
+        return self.annotations is None and self.model is None
+
+
+class Autosaver:
+    """Writes strokes and models of one image into its session folder.
+
+    Parameters
+    ----------
+    folder
+        The session folder (created on the first save).
+    image_name, image_shape
+        Recorded in ``session.json`` so a restore can say what it restores.
+    """
+
+    def __init__(self, folder: Path, image_name: str, image_shape: tuple[int, ...]) -> None:
+        self.folder = Path(folder)
+        self._info: dict[str, Any] = {"image": image_name, "image_shape": list(image_shape),
+                                      "napari_unet_version": __version__}
+
+    def save_annotations(self, labels: np.ndarray, axes: str | None = None) -> Path:
+        """Write the strokes atomically; returns the file written.
+
+        Raises
+        ------
+        NapariUnetError
+            If the folder cannot be created or written.
+        """
+        self._ensure_folder()
+        path = write_labels(self.folder / ANNOTATIONS, labels, axes=axes, overwrite=True)
+        self._update_manifest(annotation_axes=axes or "", annotations_saved_at=time.time())
+        return path
+
+    def save_model(self, model: TrainedModel) -> Path:
+        """Write the model atomically; returns the file written."""
+        self._ensure_folder()
+        path = save_model(model, self.folder / MODEL)
+        self._update_manifest(model_saved_at=time.time(),
+                              model_steps=int(model.metadata.get("steps", 0)))
+        return path
+
+    def _ensure_folder(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise NapariUnetError(
+                f"cannot create the autosave folder {self.folder}: {err}") from err
+
+    def _update_manifest(self, **fields: Any) -> None:
+        manifest = read_manifest(self.folder)
+        manifest.update(self._info, **fields)
+        with atomic_output(self.folder / MANIFEST) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=1))
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """Read the folder's ``session.json`` (an empty dict if missing or unreadable)."""
+    try:
+        data = json.loads((Path(folder) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_session(folder: Path, expected_shape: tuple[int, ...] | None = None) -> SavedSession:
+    """Read what a session folder holds; damaged parts are skipped with a note.
+
+    Parameters
+    ----------
+    folder
+        A session folder (it need not exist).
+    expected_shape
+        The annotations' shape for the current image; saved strokes of another shape are
+        not offered.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    notes: list[str] = []
+    annotations = axes = None
+    if (folder / ANNOTATIONS).is_file():
+        try:
+            saved = read_tiff(folder / ANNOTATIONS)
+            annotations = saved.data
+            axes = manifest.get("annotation_axes") or saved.axes
+            if expected_shape is not None and annotations.shape != tuple(expected_shape):
+                if annotations.size == int(np.prod(expected_shape)):
+                    annotations = annotations.reshape(expected_shape)  # length-1 axes
+                else:
+                    notes.append(f"saved strokes have shape {annotations.shape}, the image "
+                                 f"needs {tuple(expected_shape)}: not restored")
+                    annotations = None
+        except NapariUnetError as err:
+            notes.append(f"saved strokes unreadable: {err}")
+            annotations = None
+    model = None
+    if (folder / MODEL).is_file():
+        try:
+            model = load_model(folder / MODEL)
+        except NapariUnetError as err:
+            notes.append(f"saved model unreadable: {err}")
+    saved_at = max(float(manifest.get("annotations_saved_at", 0)),
+                   float(manifest.get("model_saved_at", 0)))
+    return SavedSession(folder, annotations, axes, model, saved_at, tuple(notes))

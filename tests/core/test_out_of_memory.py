@@ -1,0 +1,89 @@
+"""GPU out of memory, simulated: smaller batches first, then the CPU, and the user is told."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.core.config import TileConfig
+from napari_unet.core.inference import iter_predict, predict
+from napari_unet.core.training import TrainingRun
+from napari_unet.core.unet import UNet
+from tests.core.test_training import FAST, TINY_MODEL
+
+
+def _oom_above(monkeypatch, largest_batch: int, devices: set[str] | None = None) -> list[int]:
+    """Make the U-Net raise OutOfMemoryError for batches larger than ``largest_batch``."""
+    seen: list[int] = []
+    forward = UNet.forward
+
+    def limited(self, x):
+        seen.append(x.shape[0])
+        if x.shape[0] > largest_batch:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(self, x)
+
+    monkeypatch.setattr(UNet, "forward", limited)
+    return seen
+
+
+def test_training_halves_the_batch_until_it_fits(blobs, monkeypatch):
+    image, strokes, _ = blobs
+    seen = _oom_above(monkeypatch, largest_batch=1)
+    run = TrainingRun(image, strokes, replace(FAST, batch_size=4, max_steps=3),
+                      model_config=TINY_MODEL)
+    records = list(run.steps())
+    assert seen[:3] == [4, 2, 1] and set(seen[3:]) == {1}
+    assert "1 patches per step" in records[0].notice
+    assert records[1].notice == ""  # told once
+    assert [r.step for r in records] == [1, 2, 3]
+
+
+def test_training_moves_to_the_cpu_when_one_patch_does_not_fit(blobs, monkeypatch):
+    image, strokes, _ = blobs
+    run = TrainingRun(image, strokes, replace(FAST, batch_size=2, max_steps=3),
+                      model_config=TINY_MODEL)
+    # Pretend the run is on a GPU (its tensors are on the CPU, where a move costs nothing),
+    # and that the GPU fits nothing.
+    run.device = torch.device("mps")
+    real_step = run._train_step
+
+    def gpu_full(batch):
+        if run.device.type != "cpu":
+            raise torch.OutOfMemoryError("MPS out of memory (simulated)")
+        return real_step(batch)
+
+    monkeypatch.setattr(run, "_train_step", gpu_full)
+    records = list(run.steps())
+    assert run.device.type == "cpu"
+    assert "continues on the CPU" in records[0].notice
+    assert [r.step for r in records] == [1, 2, 3]
+    assert all(p.device.type == "cpu" for p in run.model.network.parameters())
+
+
+def test_cpu_out_of_memory_is_not_swallowed(blobs, monkeypatch):
+    image, strokes, _ = blobs
+    _oom_above(monkeypatch, largest_batch=0)
+    run = TrainingRun(image, strokes, replace(FAST, max_steps=2), model_config=TINY_MODEL)
+    with pytest.raises(torch.OutOfMemoryError):
+        run.run_to_end()
+
+
+def test_prediction_splits_tile_batches_and_says_so(blobs, monkeypatch):
+    image, strokes, _ = blobs
+    model = TrainingRun(image, strokes, replace(FAST, max_steps=2),
+                        model_config=TINY_MODEL).run_to_end().model
+    tiles = TileConfig(tile_size=32, halo=8, batch_size=4)
+    expected = predict(model, image, tiles).class_map
+    _oom_above(monkeypatch, largest_batch=1)
+    gen = iter_predict(model, image, tiles)
+    notices = []
+    while True:
+        try:
+            notices.append(next(gen).notice)
+        except StopIteration as done:
+            result = done.value
+            break
+    assert "1 tile(s) per pass" in notices[0] and not any(notices[1:])
+    np.testing.assert_array_equal(result.class_map, expected)
