@@ -379,3 +379,49 @@ def test_more_bad_input_is_refused_with_a_message(viewer_and_widget, qtbot, monk
     qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
     assert "no finite" in shown[-1] and widget.state.status == "idle"
     assert widget.model is None and "prediction" not in viewer.layers
+
+
+@pytest.mark.parametrize("removed", ["strokes", "nuclei"])
+def test_deleting_a_layer_during_training_stops_and_keeps_the_model(
+    viewer_and_widget, qtbot, monkeypatch, removed
+):
+    viewer, widget = viewer_and_widget
+    warnings = []
+    monkeypatch.setattr(_widget, "show_warning", warnings.append)
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.state.step >= 2, timeout=TRAIN_TIMEOUT_MS)
+    viewer.layers.remove(removed)
+    _wait_idle(qtbot, widget)
+    assert any(removed in w and "training stops" in w for w in warnings)
+    assert widget.model is not None and widget.model.metadata["steps"] >= 2
+
+
+def test_switching_layers_mid_run_leaves_the_run_alone(viewer_and_widget, qtbot):
+    viewer, widget = viewer_and_widget
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.state.step >= 2, timeout=TRAIN_TIMEOUT_MS)
+    other = viewer.add_image(np.zeros((64, 64), np.uint8), name="other")
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name="other strokes")
+    widget.image_picker.value = [other]
+    widget.labels_picker.value = viewer.layers["other strokes"]
+    steps = widget.state.step
+    qtbot.waitUntil(lambda: widget.state.step >= steps + 3, timeout=TRAIN_TIMEOUT_MS)
+    widget.stop()
+    _wait_idle(qtbot, widget)
+    # the run trained and predicted the image it started on
+    assert viewer.layers["prediction"].data.shape == viewer.layers["nuclei"].data.shape
+    assert widget.model.metadata["steps"] >= steps + 3
+
+
+def test_closing_the_viewer_while_predicting_ends_the_worker(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "nuclei_with_strokes")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    _train_until(qtbot, widget, lambda: widget.state.step >= 1)
+    widget.test_time_augmentation.value = True  # a long prediction to interrupt
+    qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
+    assert widget.state.status == "predicting"
+    worker = widget._worker
+    viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
+    assert QThreadPool.globalInstance().waitForDone(10_000)
