@@ -215,22 +215,6 @@ def model_axes(model: TrainedModel, shape: tuple[int, ...], axes: str | None = N
     return axes
 
 
-def as_model_input(model: TrainedModel, image: np.ndarray) -> np.ndarray:
-    """Check one 2D (or, for a 3D model, 3D) image against the model; return it channel-first.
-
-    Raises
-    ------
-    InputError
-        If the image is a stack or time-lapse, or does not fit the model.
-    """
-    image = np.asarray(image)
-    canonical = to_canonical(image, model_axes(model, image.shape))
-    sd = model.config.spatial_dims
-    if canonical.shape[0] != 1 or (sd == 2 and canonical.shape[2] != 1):
-        raise InputError(f"expected one {sd}D image, got shape {tuple(image.shape)}")
-    return canonical[0, :, 0] if sd == 2 else canonical[0]
-
-
 def iter_predict(
     model: TrainedModel,
     image: np.ndarray,
