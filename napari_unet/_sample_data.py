@@ -17,26 +17,27 @@ def _sample_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).parent.parent / "sample_data"
 
 
-def nuclei_with_strokes() -> list[tuple[Any, dict[str, Any], str]]:
-    """Nuclei image (DSB2018, CC0) and its strokes: 1 = background, 2 = nucleus."""
+def _image_with_strokes(
+    stem: str, image_name: str, strokes_name: str, **layer_options: Any
+) -> list[tuple[Any, dict[str, Any], str]]:
+    """Read ``<stem>.tif`` and ``<stem>_strokes.tif`` as an image and a Labels layer."""
     folder = _sample_dir()
-    image = tifffile.imread(folder / "nuclei2d.tif")
-    strokes = tifffile.imread(folder / "nuclei2d_strokes.tif")
+    image = tifffile.imread(folder / f"{stem}.tif")
+    strokes = tifffile.imread(folder / f"{stem}_strokes.tif")
     names = default_class_names(2)
     return [
-        (image, {"name": "nuclei"}, "image"),
-        (strokes, {"name": "strokes", "metadata": {"class_names": names}}, "labels"),
+        (image, {"name": image_name, **layer_options}, "image"),
+        (strokes, {"name": strokes_name, "metadata": {"class_names": names},
+                   **layer_options}, "labels"),
     ]
+
+
+def nuclei_with_strokes() -> list[tuple[Any, dict[str, Any], str]]:
+    """Nuclei image (DSB2018, CC0) and its strokes: 1 = background, 2 = nucleus."""
+    return _image_with_strokes("nuclei2d", "nuclei", "strokes")
 
 
 def nuclei_3d_with_strokes() -> list[tuple[Any, dict[str, Any], str]]:
     """Load a 3D nuclei stack (ZYX) with strokes on three slices (2D-over-slices vs 3D)."""
-    folder = _sample_dir()
-    image = tifffile.imread(folder / "nuclei3d.tif")
-    strokes = tifffile.imread(folder / "nuclei3d_strokes.tif")
-    names = default_class_names(2)
-    return [
-        (image, {"name": "nuclei 3D", "axis_labels": ("z", "y", "x")}, "image"),
-        (strokes, {"name": "strokes 3D", "metadata": {"class_names": names},
-                   "axis_labels": ("z", "y", "x")}, "labels"),
-    ]
+    return _image_with_strokes("nuclei3d", "nuclei 3D", "strokes 3D",
+                               axis_labels=("z", "y", "x"))

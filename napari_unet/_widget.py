@@ -49,7 +49,7 @@ from napari_unet._loss_plot import LossPlot
 from napari_unet._state import TrainerState
 from napari_unet._workers import Segmentation, live_training_worker, prediction_worker
 from napari_unet.core.autosave import SavedSession, load_session
-from napari_unet.core.axes import infer_axes, label_axes, parse_axes
+from napari_unet.core.axes import infer_axes, label_axes, parse_axes, shape_without_channels
 from napari_unet.core.checkpoint import load_model, save_model
 from napari_unet.core.config import PRESETS, Preset, get_preset
 from napari_unet.core.device import resolve_device
@@ -446,8 +446,7 @@ class UNetTrainerWidget(QWidget):
             i for i, a in enumerate(per_layer) if a != "C"]
         placement = {"scale": np.asarray(layer.scale)[keep],
                      "translate": np.asarray(layer.translate)[keep]}
-        label_shape = tuple(n for n, a in zip(shape, axes) if a != "C")
-        return label_shape, label_axes(axes), placement
+        return shape_without_channels(shape, axes), label_axes(axes), placement
 
     def new_annotation_layer(self) -> Labels | None:
         """Add an empty Labels layer of the image's shape, selected and in paint mode."""

@@ -117,7 +117,7 @@ def _announce_axes(args: argparse.Namespace, image: ImageData, axes: str, how: s
 def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from napari_unet.core.axes import pair_axes
+    from napari_unet.core.axes import pair_axes, shape_without_channels
     from napari_unet.core.checkpoint import load_model, save_model
     from napari_unet.core.device import describe_device, resolve_device
     from napari_unet.core.io import check_output_path, read_labels, read_tiff
@@ -136,8 +136,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             axes = pair_axes(image.data.shape, labels.shape)
         else:
             axes = image.axes
-            label_shape = tuple(s for s, a in zip(image.data.shape, axes) if a != "C")
-            labels = read_labels(args.labels, label_shape)
+            labels = read_labels(args.labels, shape_without_channels(image.data.shape, axes))
     init = load_model(args.init) if args.init else None
     anisotropy = args.anisotropy or image.anisotropy or 1.0
     seconds = args.seconds if args.seconds is not None or args.steps else 60.0

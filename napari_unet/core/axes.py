@@ -61,6 +61,11 @@ def label_axes(image_axes: str) -> str:
     return parse_axes(image_axes).replace("C", "")
 
 
+def shape_without_channels(image_shape: tuple[int, ...], axes: str) -> tuple[int, ...]:
+    """Return the labels' shape for an image of ``image_shape`` with ``axes`` (no ``C``)."""
+    return tuple(s for s, a in zip(image_shape, axes) if a != "C")
+
+
 def check_axes(shape: tuple[int, ...], axes: str, what: str = "the image") -> str:
     """Check that ``axes`` fits an array of ``shape``; return the parsed axes.
 
@@ -300,8 +305,7 @@ def pair_axes(image_shape: tuple[int, ...], labels_shape: tuple[int, ...],
         else:
             raise mismatch
     axes = check_axes(image_shape, axes)
-    expected = tuple(s for s, a in zip(image_shape, axes) if a != "C")
-    if expected != labels_shape:
+    if shape_without_channels(image_shape, axes) != labels_shape:
         raise mismatch
     return axes
 

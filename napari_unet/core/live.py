@@ -27,6 +27,7 @@ from napari_unet.core.axes import (
     label_axes,
     region_from_canonical,
     region_to_canonical,
+    shape_without_channels,
 )
 from napari_unet.core.config import TileConfig
 from napari_unet.core.errors import NapariUnetError
@@ -138,7 +139,7 @@ def predict_region(
     """
     axes = model_axes(model, image.shape, axes)
     lab_axes = label_axes(axes)
-    label_shape = tuple(s for s, a in zip(image.shape, axes) if a != "C")
+    label_shape = shape_without_channels(image.shape, axes)
     canonical_shape = tuple(label_shape[lab_axes.index(a)] if a in lab_axes else 1
                             for a in CANONICAL_LABELS)
     clipped = region_from_canonical(
