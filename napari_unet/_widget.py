@@ -47,9 +47,21 @@ from qtpy.QtWidgets import (
 from napari_unet._autosave import StrokeAutosave, saver_for
 from napari_unet._loss_plot import LossPlot
 from napari_unet._state import TrainerState
-from napari_unet._workers import Segmentation, live_training_worker, prediction_worker
+from napari_unet._workers import (
+    Inbox,
+    RunStarted,
+    Segmentation,
+    live_training_worker,
+    prediction_worker,
+)
 from napari_unet.core.autosave import SavedSession, load_session
-from napari_unet.core.axes import infer_axes, label_axes, parse_axes, shape_without_channels
+from napari_unet.core.axes import (
+    infer_axes,
+    label_axes,
+    pair_axes,
+    parse_axes,
+    shape_without_channels,
+)
 from napari_unet.core.checkpoint import load_model, save_model
 from napari_unet.core.config import PRESETS, Preset, get_preset
 from napari_unet.core.device import resolve_device
@@ -102,9 +114,9 @@ def layer_axes(layer: Image) -> str:
 
 def _stop_workers(workers: list) -> None:
     """Stop and wait for workers; a plain function so it can run as the widget is deleted."""
-    for run, worker in list(workers):
-        if run is not None:
-            run.stop()
+    for inbox, worker in list(workers):
+        if inbox is not None:
+            inbox.request_stop()
         worker.quit()
     for _, worker in list(workers):
         worker.await_workers(msecs=10_000)
@@ -119,7 +131,9 @@ class UNetTrainerWidget(QWidget):
         self._viewer = napari_viewer
         self.state = TrainerState()
         self.model: TrainedModel | None = None
-        self._run: TrainingRun | None = None
+        self._run: TrainingRun | None = None  # set once the worker has built it
+        self._inbox: Inbox | None = None
+        self._preset_name = ""
         self._worker: Any = None
         self._worker_failed = False
         self._labels_source: Labels | None = None
@@ -130,7 +144,7 @@ class UNetTrainerWidget(QWidget):
         self._label_axes = ""
         self._axes = ""
         self._placement: dict = {}
-        # (run, worker) pairs, shared with the deletion hook below.
+        # (inbox or None, worker) pairs, shared with the deletion hook below.
         self._active: list = []
         self._strokes_autosave = StrokeAutosave(self, lambda: bool(self.autosave.value))
         self._offered_restore: set = set()  # session folders already offered
@@ -294,7 +308,9 @@ class UNetTrainerWidget(QWidget):
             b.setEnabled(not busy and self.model is not None)
         self.reset_button.setEnabled(not busy and self.model is not None)
         self.load_button.setEnabled(not busy)
-        if s.status == "training":
+        if s.status == "training" and self._run is None:
+            self.status.setText("setting up: reading the strokes, building the model…")
+        elif s.status == "training":
             self.status.setText(f"training · step {s.step} · loss {s.loss:.4f} · "
                                 f"{s.steps_per_s:.1f} steps/s ({s.samples_per_s:.0f} "
                                 f"patches/s) · {s.device}")
@@ -569,6 +585,8 @@ class UNetTrainerWidget(QWidget):
                                  "('New annotation layer' makes one)")
             image, axes = self._image_array(image_layers)
             labels = np.array(labels_layer.data, copy=True)
+            # Shapes only, so cheap enough for the GUI thread; outputs are placed by it.
+            axes = pair_axes(image.shape, labels.shape, axes)
             preset = self._preset()
             config = replace(preset.train, max_steps=None, max_seconds=None,
                              # leave a core for the GUI: painting must stay fluid
@@ -577,8 +595,11 @@ class UNetTrainerWidget(QWidget):
             names = self._class_names(max(painted_max, 2),
                                       self.model.num_classes if self.model else None)
             mode = MODES[self.mode.value] if self.model is None else None
-            run = TrainingRun(
-                image, labels, config, axes=axes, mode=mode, init=self.model,
+            # Built in the worker: for a large image, normalising and indexing the strokes
+            # takes seconds. Its errors (one class painted, shapes that differ) come back
+            # through the worker as notifications.
+            build_run = functools.partial(
+                TrainingRun, image, labels, config, axes=axes, mode=mode, init=self.model,
                 class_names=names,
                 model_config=replace(preset.model, num_classes=len(names),
                                      anisotropy=float(self.anisotropy.value)),
@@ -593,8 +614,10 @@ class UNetTrainerWidget(QWidget):
                 checkpoint = saver_for(image_layers[0]).save_model
             except NapariUnetError as err:
                 show_warning(f"the model will not be autosaved: {err}")
+        inbox = Inbox()
         worker = live_training_worker(
-            run, refresh_s=self.refresh.value, region=self._region_in_view(), tiles=preset.tile,
+            build_run, inbox, refresh_s=self.refresh.value, region=self._region_in_view(),
+            tiles=preset.tile,
             with_confidence=self.show_confidence.value,
             final_test_time_augmentation=self.test_time_augmentation.value,
             instances=self._instance_config(), checkpoint=checkpoint,
@@ -603,26 +626,32 @@ class UNetTrainerWidget(QWidget):
         worker.returned.connect(self._on_trained)
         worker.errored.connect(self._on_worker_error)
         worker.finished.connect(self._on_training_finished)
-        self._run, self._worker, self._worker_failed = run, worker, False
+        self._run, self._inbox, self._worker, self._worker_failed = None, inbox, worker, False
         self._labels_source = labels_layer
         labels_layer.events.paint.connect(self._on_labels_changed)
         labels_layer.events.data.connect(self._on_labels_changed)
-        self._active.append((run, worker))
+        self._active.append((inbox, worker))
+        self._preset_name = preset.name
         self.state.step = 0
         self.state.labels_version = 0
+        self.state.status = "training"
+        worker.start()
+
+    def _on_run_started(self, run: TrainingRun) -> None:
+        self._run = run
         kind = "2D over slices" if run.mode == "2d" and run.stack.num_samples > 1 else \
             run.mode.upper()
         self.state.model_summary = (
             f"continuing the model ({self.model.metadata.get('steps', 0)} steps so far)"
-            if self.model is not None else f"training a new {kind} {preset.name} model"
+            if self.model is not None else f"training a new {kind} {self._preset_name} model"
         )
-        self.state.status = "training"
-        worker.start()
+        self._render_state()
 
     def stop(self) -> None:
         """Stop training after the current step; the model is kept."""
-        if self._run is not None and self.state.status == "training":
-            self._run.stop()
+        if self._inbox is not None and self.state.status == "training":
+            # Before the run is built this cancels it; after, training ends after this step.
+            self._inbox.request_stop()
             self.state.status = "stopping"
 
     def _on_labels_changed(self, event: Any = None) -> None:
@@ -632,10 +661,10 @@ class UNetTrainerWidget(QWidget):
         self._view_timer.start()
 
     def _send_labels(self) -> None:
-        if self._worker is None or self._labels_source is None or self.state.status != "training":
+        if self._inbox is None or self._labels_source is None or self.state.status != "training":
             return
         # Copied here, on the main thread, so the worker never reads a layer being painted.
-        self._worker.send(LabelUpdate(np.array(self._labels_source.data, copy=True)))
+        self._inbox.put(LabelUpdate(np.array(self._labels_source.data, copy=True)))
 
     def _region_in_view(self) -> tuple[slice, ...] | None:
         """Return the part of the labels to predict first: the slice/frame and field in view.
@@ -656,6 +685,8 @@ class UNetTrainerWidget(QWidget):
         per_layer = self._axes[1:] if len(layers) > 1 else self._axes
         if layer.rgb:
             per_layer = per_layer.replace("C", "")
+        if len(per_layer) != layer.ndim:
+            return None
         position = np.asarray(layer.world_to_data(self._viewer.dims.point))
         corners = np.asarray(layer.corner_pixels)
         offset = self._viewer.dims.ndim - layer.ndim
@@ -677,14 +708,16 @@ class UNetTrainerWidget(QWidget):
         return tuple(region)
 
     def _send_region(self) -> None:
-        if self._worker is None or self.state.status != "training" or not self._image_sources:
+        if self._inbox is None or self.state.status != "training" or not self._image_sources:
             return
         region = self._region_in_view()
         if region is not None:
-            self._worker.send(RegionUpdate(region))
+            self._inbox.put(RegionUpdate(region))
 
-    def _on_training_yielded(self, event: TrainProgress | PredictionUpdate) -> None:
-        if isinstance(event, TrainProgress):
+    def _on_training_yielded(self, event: Any) -> None:
+        if isinstance(event, RunStarted):
+            self._on_run_started(event.run)
+        elif isinstance(event, TrainProgress):
             self.loss_plot.append(event.loss)
             self.state.step = event.step
             self.state.loss = event.loss
@@ -710,6 +743,9 @@ class UNetTrainerWidget(QWidget):
         # its notifying mixin is never initialised (it sits after QRunnable in the MRO), so
         # we relay ourselves; the notification keeps the traceback ("View traceback").
         self._worker_failed = True
+        if isinstance(error, NapariUnetError):
+            show_error(str(error))  # bad input, found while setting up: the message says it all
+            return
         notification_manager.receive_error(type(error), error, error.__traceback__)
 
     def _on_training_finished(self) -> None:
@@ -720,7 +756,7 @@ class UNetTrainerWidget(QWidget):
             self._labels_source.events.paint.disconnect(self._on_labels_changed)
             self._labels_source.events.data.disconnect(self._on_labels_changed)
         self._forget_worker()
-        self._run = None
+        self._run = self._inbox = None
         self._labels_timer.stop()
         self._describe_model()
         self.state.status = "idle"

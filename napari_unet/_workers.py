@@ -2,13 +2,22 @@
 
 Workers get numpy arrays and core objects and yield core records; they never touch layers
 or the viewer. ``napari.qt.threading.create_worker`` lists the job, with a cancel button,
-in the activity dock. Errors reach the widget through ``errored``, which shows them as
-notifications; ``_ignore_errors=True`` stops superqt from also re-raising them on the
-main thread.
+in the activity dock. The training run itself is built inside the worker: for a large
+image, fitting the normalisation and indexing the strokes take seconds, and so does
+torch's first optimiser import; none of that may happen on the GUI thread.
+
+Messages to a running training go through an :class:`Inbox` rather than
+``worker.send``: superqt keeps a single pending value, so new strokes sent just after a
+view change would be dropped, and anything sent while the run is still being built would
+be lost at the worker's first ``yield``.
+
+Errors reach the widget through ``errored``, which shows them as notifications;
+``_ignore_errors=True`` stops superqt from also re-raising them on the main thread.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,9 +29,9 @@ from napari_unet.core.axes import label_axes
 from napari_unet.core.config import TileConfig
 from napari_unet.core.inference import Prediction, iter_predict
 from napari_unet.core.instances import InstanceConfig, instances_from_classes
-from napari_unet.core.live import Region, live_training
+from napari_unet.core.live import LiveMessage, Region, RegionUpdate, live_training
 from napari_unet.core.model import TrainedModel
-from napari_unet.core.training import TrainingRun
+from napari_unet.core.training import LabelUpdate, TrainingRun, TrainResult
 
 _Y = TypeVar("_Y")
 _S = TypeVar("_S")
@@ -53,8 +62,75 @@ class Segmentation:
     instances: np.ndarray | None
 
 
-def _live_training_job(*args: Any, **kwargs: Any) -> Generator:
-    return (yield from _reported(live_training(*args, **kwargs)))
+@dataclass(frozen=True)
+class RunStarted:
+    """First thing a training worker yields: the run, built and about to take its first step."""
+
+    run: TrainingRun
+
+
+class Inbox:
+    """Thread-safe messages from the widget to a training worker.
+
+    Keeps only the newest strokes and the newest view region (each replaces the one before:
+    strokes are whole snapshots), and a stop request that may come before the run exists.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._labels: LabelUpdate | None = None
+        self._region: RegionUpdate | None = None
+        self._stop = threading.Event()
+
+    def put(self, message: LabelUpdate | RegionUpdate) -> None:
+        with self._lock:
+            if isinstance(message, LabelUpdate):
+                self._labels = message
+            else:
+                self._region = message
+
+    def take(self) -> LiveMessage:
+        """Return the next message (strokes first) or ``None``."""
+        with self._lock:
+            message: LiveMessage = self._labels or self._region
+            if message is self._labels:
+                self._labels = None
+            else:
+                self._region = None
+            return message
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+
+def _live_training_job(
+    build_run: Callable[[], TrainingRun], inbox: Inbox, **kwargs: Any
+) -> Generator[Any, None, TrainResult | None]:
+    return (yield from _reported(_build_and_train(build_run, inbox, **kwargs)))
+
+
+def _build_and_train(
+    build_run: Callable[[], TrainingRun], inbox: Inbox, **kwargs: Any
+) -> Generator[Any, None, TrainResult | None]:
+    run = build_run()
+    if inbox.stop_requested:  # stopped while the run was being built: nothing to keep
+        return None
+    yield RunStarted(run)
+    live = live_training(run, **kwargs)
+    message: LiveMessage = None
+    while True:
+        if inbox.stop_requested:
+            run.stop()  # idempotent; training ends after the current step
+        try:
+            out = live.send(message)
+        except StopIteration as finished:
+            return finished.value
+        yield out
+        message = inbox.take()
 
 
 def _segmentation_job(
@@ -74,7 +150,8 @@ def _segmentation_job(
 
 
 def live_training_worker(
-    run: TrainingRun,
+    build_run: Callable[[], TrainingRun],
+    inbox: Inbox,
     *,
     refresh_s: float,
     region: Region | None,
@@ -84,9 +161,14 @@ def live_training_worker(
     instances: InstanceConfig | None,
     checkpoint: Callable[[TrainedModel], object] | None = None,
 ) -> GeneratorWorker:
-    """Return a (not yet started) worker that trains, yielding progress and overlays."""
+    """Return a (not yet started) worker that builds a run and trains it.
+
+    It yields :class:`RunStarted`, then the records of
+    :func:`~napari_unet.core.live.live_training`; errors while building the run (bad
+    strokes, a mismatched model) arrive through ``errored`` like any other.
+    """
     return create_worker(
-        _live_training_job, run, refresh_s=refresh_s, region=region, tiles=tiles,
+        _live_training_job, build_run, inbox, refresh_s=refresh_s, region=region, tiles=tiles,
         with_confidence=with_confidence,
         final_test_time_augmentation=final_test_time_augmentation, instances=instances,
         checkpoint=checkpoint,

@@ -117,6 +117,7 @@ def test_rgb_image_and_bad_axes(trainer, qtbot, monkeypatch):
     monkeypatch.setattr(_widget, "show_error", shown.append)
     widget.axes.value = "ZYX"  # wrong: 3 letters for an RGB layer with 3 dimensions + C
     widget.train()
+    _wait_idle(qtbot, widget)  # some checks run as the worker builds the run
     assert "C" in shown[-1] or "do not fit" in shown[-1] or "same pixels" in shown[-1]
     widget.axes.value = "QYX"
     widget.train()
@@ -140,8 +141,8 @@ def test_3d_sample_trains_a_3d_model_from_three_slices(make_napari_viewer, qtbot
         widget.test_time_augmentation.value = False
         widget.mode.value = "3D"
         qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
-        assert widget._run.mode == "3d"
         qtbot.waitUntil(lambda: widget.state.overlay_updates >= 1, timeout=TRAIN_TIMEOUT_MS)
+        assert widget._run.mode == "3d" and "3D" in widget.state.model_summary
         widget.stop()
         _wait_idle(qtbot, widget)
         assert widget.model.config.spatial_dims == 3

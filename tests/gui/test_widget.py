@@ -219,13 +219,14 @@ def test_bad_input_is_a_notification_not_a_crash(viewer_and_widget, qtbot, monke
     monkeypatch.setattr(_widget, "show_error", shown.append)
     viewer.layers["strokes"].data = np.zeros_like(viewer.layers["strokes"].data)
     qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
-    assert widget.state.status == "idle"
+    _wait_idle(qtbot, widget)  # the strokes are checked in the worker, as the run is built
     assert "no painted pixels" in shown[-1]
     viewer.add_labels(np.zeros((5, 5), np.uint8), name="tiny")
     widget.labels_picker.value = viewer.layers["tiny"]
     qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
     assert "must cover the same pixels" in shown[-1]
-    assert widget.state.status == "idle"
+    assert widget.model is None and "prediction" not in viewer.layers
 
 
 def test_new_annotation_layer(viewer_and_widget):
@@ -370,14 +371,16 @@ def test_more_bad_input_is_refused_with_a_message(viewer_and_widget, qtbot, monk
     original = strokes.data.copy()
     strokes.data = np.where(original > 0, 1, 0).astype(original.dtype)
     qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
-    assert "only one class" in shown[-1] and widget.state.status == "idle"
+    _wait_idle(qtbot, widget)
+    assert "only one class" in shown[-1]
     # an image of NaNs only
     viewer.add_image(np.full(original.shape, np.nan, np.float32), name="empty")
     widget.image_picker.value = [viewer.layers["empty"]]
     strokes.data = original
     widget.labels_picker.value = strokes
     qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
-    assert "no finite" in shown[-1] and widget.state.status == "idle"
+    _wait_idle(qtbot, widget)
+    assert "no finite" in shown[-1]
     assert widget.model is None and "prediction" not in viewer.layers
 
 
@@ -425,3 +428,43 @@ def test_closing_the_viewer_while_predicting_ends_the_worker(make_napari_viewer,
     viewer.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
     assert QThreadPool.globalInstance().waitForDone(10_000)
+
+
+def test_setting_up_a_run_happens_off_the_gui_thread(viewer_and_widget, qtbot, monkeypatch):
+    """A slow setup (a huge image's normalisation, stroke indexing) never freezes the window;
+    Stop during setup cancels it without a model, and strokes painted meanwhile are used."""
+    viewer, widget = viewer_and_widget
+    original = TrainingRun.__init__
+    release = {"go": False}
+
+    def slow_init(self, *args, **kwargs):
+        deadline = time.monotonic() + 20
+        while not release["go"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingRun, "__init__", slow_init)
+    heartbeat = Heartbeat()
+    heartbeat.start()
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    assert widget.state.status == "training" and "setting up" in widget.status.text()
+    qtbot.wait(1500)
+    assert heartbeat.stop() < 500  # the GUI kept ticking while the run was being built
+    qtbot.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
+    release["go"] = True
+    _wait_idle(qtbot, widget)
+    assert widget.model is None and "prediction" not in viewer.layers
+
+    # Strokes painted while the run is set up reach it once it starts.
+    release["go"] = False
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    strokes = viewer.layers["strokes"]
+    data = strokes.data.copy()
+    data[:3, :3] = 2
+    strokes.data = data
+    qtbot.wait(_widget._LABELS_QUIET_MS + 300)  # the strokes have been sent by now
+    release["go"] = True
+    qtbot.waitUntil(lambda: widget.state.labels_version >= 1, timeout=TRAIN_TIMEOUT_MS)
+    widget.stop()
+    _wait_idle(qtbot, widget)
+    assert widget.model is not None
