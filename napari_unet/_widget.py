@@ -330,7 +330,11 @@ class UNetTrainerWidget(QWidget):
         if not layers:
             return
         layer = layers[0]
-        axes = layer_axes(layer)
+        try:
+            axes = layer_axes(layer)
+        except InputError as err:  # e.g. 6 dimensions: say so now, refuse at Train
+            show_warning(f"'{layer.name}': {err}")
+            axes = ""
         self.axes.value = axes
         spatial = [a for a in axes if a != "C"] if not layer.rgb else list(axes[:-1])
         scale = list(layer.scale)
@@ -422,8 +426,14 @@ class UNetTrainerWidget(QWidget):
         InputError
             If the axes do not fit the data or channel layers differ.
         """
-        axes = parse_axes(self.axes.value)
         first = layers[0]
+        shape = tuple(first.data.shape)
+        if len(layers) > 1:
+            shape = (len(layers), *shape)
+        if len(shape) > 5:
+            raise InputError(f"'{first.name}' has {len(shape)} dimensions (shape {shape}); "
+                             f"up to 5 are supported: T, Z, C, Y, X")
+        axes = parse_axes(self.axes.value)
         if len(layers) > 1:
             if "C" in axes or any(layer.rgb for layer in layers):
                 raise InputError("several layers are used as channels: each must be a "
@@ -433,9 +443,6 @@ class UNetTrainerWidget(QWidget):
                 raise InputError(f"layers used as channels must have the same shape, got "
                                  f"{', '.join(map(str, sorted(shapes)))}")
             axes = "C" + axes
-        shape = tuple(first.data.shape)
-        if len(layers) > 1:
-            shape = (len(layers), *shape)
         if len(axes) != len(shape):
             raise InputError(f"axes {axes} do not fit '{first.name}' (shape "
                              f"{tuple(first.data.shape)}); correct the axes field")

@@ -1,4 +1,3 @@
-import os
 import pickle
 import zipfile
 
@@ -6,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.core.checkpoint import FORMAT_VERSION, load_model, save_model, to_dict
+from napari_unet.core.checkpoint import load_model, save_model
 from napari_unet.core.config import ModelConfig, TrainConfig
 from napari_unet.core.errors import CheckpointError
 from napari_unet.core.inference import predict
 from napari_unet.core.training import TrainingRun
+from tests.bad_files import RunsCode, crafted_checkpoint, newer_checkpoint
 
 
 @pytest.fixture
@@ -36,19 +36,9 @@ def test_round_trip_keeps_everything(model, blobs, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_checkpoint_crafted_to_run_code_is_refused(model, tmp_path):
     marker = tmp_path / "pwned"
-    evil = _RunsCode()
-    evil.marker = marker
-    data = to_dict(model)
-    data["metadata"]["payload"] = evil
-    path = tmp_path / "evil.pt"
-    torch.save(data, path)  # a plain (unsafe) pickle inside the usual zip container
+    path = crafted_checkpoint(model, tmp_path / "evil.pt", marker)
     with pytest.raises(CheckpointError, match="refused"):
         load_model(path)
     assert not marker.exists()
@@ -56,18 +46,14 @@ def test_checkpoint_crafted_to_run_code_is_refused(model, tmp_path):
 
 def test_raw_pickle_is_refused(tmp_path):
     path = tmp_path / "raw.pt"
-    evil = _RunsCode()
-    evil.marker = tmp_path / "pwned"
-    path.write_bytes(pickle.dumps(evil))
+    path.write_bytes(pickle.dumps(RunsCode(tmp_path / "pwned")))
     with pytest.raises(CheckpointError):
         load_model(path)
     assert not (tmp_path / "pwned").exists()
 
 
 def test_newer_format_is_refused_with_advice(model, tmp_path):
-    data = to_dict(model)
-    data["format_version"] = FORMAT_VERSION + 1
-    torch.save(data, tmp_path / "new.pt")
+    newer_checkpoint(model, tmp_path / "new.pt")
     with pytest.raises(CheckpointError, match="upgrade"):
         load_model(tmp_path / "new.pt")
 
