@@ -36,6 +36,7 @@ from napari_unet.core.device import autocast, autocast_dtype
 from napari_unet.core.errors import InputError
 from napari_unet.core.generators import run_to_end
 from napari_unet.core.model import TrainedModel
+from napari_unet.core.normalization import Normalization
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,38 @@ def _pad_to_multiple(image: np.ndarray, multiples: tuple[int, ...]) -> np.ndarra
     return np.pad(image, pads, mode=mode)
 
 
+class _TileSource:
+    """A sample's normalised, padded ``(C, *spatial)`` view, made one tile at a time.
+
+    Equal, tile for tile, to ``_pad_to_multiple(normalization.apply(raw), multiples)``
+    (normalisation is per pixel; the padding's reflection is reproduced by index), but
+    never holds more than a tile in float32: an 8k x 8k plane would otherwise need 256 MiB
+    for the normalised copy and as much again padded, before the first tile ran.
+    """
+
+    def __init__(self, raw: np.ndarray, normalization: Normalization,
+                 multiples: tuple[int, ...]) -> None:
+        self._raw = raw
+        self._normalization = normalization
+        spatial = raw.shape[1:]
+        self.shape = (raw.shape[0], *(_round_up(s, m) for s, m in zip(spatial, multiples)))
+        # np.pad's "reflect" mirrors without repeating the edge, "symmetric" repeats it.
+        self._mirror = 2 * np.array(spatial) - (2 if all(s > 1 for s in spatial) else 1)
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        windows = key[1:]
+        sizes = self._raw.shape[1:]
+        if all(w.stop <= s for w, s in zip(windows, sizes)):
+            tile = self._raw[(slice(None), *windows)]
+        else:
+            index = []
+            for w, size, mirror in zip(windows, sizes, self._mirror):
+                i = np.arange(w.start, w.stop)
+                index.append(np.clip(np.where(i < size, i, mirror - i), 0, size - 1))
+            tile = self._raw[(slice(None), *np.ix_(*index))]
+        return self._normalization.apply(np.asarray(tile))
+
+
 def model_axes(model: TrainedModel, shape: tuple[int, ...], axes: str | None = None) -> str:
     """Return the axes of an image to predict: ``axes`` checked, or a guess for the model.
 
@@ -309,11 +342,16 @@ def iter_predict(
     done = 0
     for index, _ in samples:
         crop = stack.sample(index)[(slice(None), *context)]
-        padded = _pad_to_multiple(model.normalization.apply(np.asarray(crop)), multiples)
+        padded: np.ndarray | _TileSource
+        if need_probabilities:
+            # Whole-sample arrays are needed anyway (documented: memory grows with the image).
+            padded = _pad_to_multiple(model.normalization.apply(np.asarray(crop)), multiples)
+        else:
+            padded = _TileSource(crop, model.normalization, multiples)
         summed = np.zeros((k, *padded.shape[1:]), np.float32) if need_probabilities else None
         ids = None
         for transform, windows in zip(passes, plans):
-            view = _apply(padded, transform)
+            view = padded if transform == _D4[0] else _apply(padded, transform)
             out = yield from _predict_windows(
                 runner, view, windows, tiles.batch_size, need_probabilities, id_dtype, done,
                 total,
@@ -350,7 +388,7 @@ def _position_in_region(
 
 def _predict_windows(
     runner: _Runner,
-    view: np.ndarray,
+    view: np.ndarray | _TileSource,
     windows: list[_Window],
     batch_size: int,
     probabilities: bool,

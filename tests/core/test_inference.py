@@ -123,3 +123,21 @@ def test_test_time_augmentation_is_exact_under_tiling_and_averages_orientations(
             by_hand += np.rot90(p, -k, axes=(1, 2))
     np.testing.assert_allclose(whole.probabilities, by_hand / 8, atol=1e-5)
     assert predict(model, image, test_time_augmentation=True).class_map.shape == (72, 88)
+
+
+@pytest.mark.parametrize(("spatial_dims", "shape", "tiles"), [
+    (2, (300, 215), TileConfig(tile_size=64)),  # many tiles, odd sizes: padding by reflection
+    (2, (3, 5), TileConfig(tile_size=64)),  # smaller than the network's grid
+    (3, (9, 40, 27), TileConfig(tile_size_3d=(16, 32, 32))),
+])
+def test_tile_by_tile_normalisation_equals_the_whole_image_path(spatial_dims, shape, tiles):
+    """The class-map path normalises and pads each tile on its own (memory bounded by the
+    tile); it must give exactly what normalising the whole image first gives."""
+    torch.manual_seed(0)
+    network = build_unet(ModelConfig(depth=2, base_channels=8, spatial_dims=spatial_dims))
+    model = TrainedModel(network, Normalization(low=(10.0,), high=(200.0,)), ("a", "b"), {})
+    image = np.random.default_rng(1).normal(100, 40, shape).astype(np.float32)
+    image.flat[0] = np.nan
+    tile_by_tile = predict(model, image, tiles).class_map
+    whole = predict(model, image, tiles, return_probabilities=True)  # normalises up front
+    np.testing.assert_array_equal(tile_by_tile, whole.class_map)
