@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -59,8 +60,9 @@ def main() -> int:
     from _docs import write_block
     from bench_core import machine
 
-    os.environ.setdefault("NAPARI_UNET_DATA_DIR", str(Path.home() / ".cache" /
-                                                      "napari-unet-soak"))
+    # A fresh autosave folder: with an old one, the widget would (rightly) open a modal
+    # "restore the last session?" dialog and wait for a click that never comes.
+    os.environ["NAPARI_UNET_DATA_DIR"] = tempfile.mkdtemp(prefix="napari-unet-soak-")
     torch.set_num_threads(1)
     viewer = napari.Viewer(show=True)
     viewer.open_sample("napari-unet", "nuclei_with_strokes")

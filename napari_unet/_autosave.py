@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import QObject, QTimer
+from superqt.utils import create_worker
 
 from napari_unet.core.autosave import Autosaver, session_dir
 from napari_unet.core.errors import NapariUnetError
@@ -109,6 +109,9 @@ class StrokeAutosave(QObject):
         if not labels.any():
             return  # an empty layer is no work to keep (and must not replace saved work)
         axes = self._axes if self._axes and len(self._axes) == labels.ndim else None
+        # superqt's worker, not napari's wrapper: napari 0.9 files every worker it makes
+        # in the window's task list for good, with its arguments (here, a copy of the
+        # strokes): one leaked copy per save, found by the soak run.
         worker = create_worker(_write_strokes, saver, labels, axes, _start_thread=False,
                                _ignore_errors=True)
         worker.returned.connect(self._saved)
