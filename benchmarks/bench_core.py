@@ -22,6 +22,7 @@ import platform
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from napari_unet.core.unet import build_unet
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _docs import write_block  # noqa: E402
+from _flops import forward_flops, peak_flops, training_step_flops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
@@ -69,6 +71,7 @@ def training_throughput(device: torch.device, preset_name: str, steps: int) -> d
     _sync(device)
     ours = steps * bs / (time.perf_counter() - t0)
     gen.close()
+    step_flops = training_step_flops(build_unet(run.model.config).to(device), bs, ps)
 
     # Plain PyTorch: same network shape, pre-made tensors, CE with ignore_index, AdamW.
     torch.manual_seed(0)
@@ -88,7 +91,7 @@ def training_throughput(device: torch.device, preset_name: str, steps: int) -> d
         opt.step()
     _sync(device)
     plain = steps * bs / (time.perf_counter() - t0)
-    return {"ours": ours, "plain": plain}
+    return {"ours": ours, "plain": plain, "flops_per_sample": step_flops / bs}
 
 
 def inference_throughput(device: torch.device, preset_name: str, side: int) -> dict[str, float]:
@@ -127,8 +130,11 @@ def inference_throughput(device: torch.device, preset_name: str, side: int) -> d
         with torch.inference_mode():
             net(torch.from_numpy(padded)[None].to(device)).argmax(1).cpu()
 
+    # Counted on the tiles actually run (halo included), per megapixel of output.
+    shapes = Counter(tuple(sl.stop - sl.start for sl in w.window) for w in windows)
+    tile_flops = sum(n * forward_flops(net, (1, 1, *shape)) for shape, n in shapes.items())
     return {"ours": ours, "plain_tiles": timed(plain_tiles), "plain_whole": timed(plain_whole),
-            "tiles": len(windows), "side": side}
+            "tiles": len(windows), "side": side, "flops_per_mp": tile_flops / megapixels}
 
 
 def random_forest_iou(
@@ -202,6 +208,22 @@ def main() -> int:
         f"{inf['ours']:.2f} | {inf['plain_whole']:.2f} | "
         f"{inf['ours'] / inf['plain_whole']:.2f} |",
         "",
+    ]
+    peak, how = peak_flops(device)
+    train_flops = tr["ours"] * tr["flops_per_sample"]
+    infer_flops = inf["ours"] * inf["flops_per_mp"]
+
+    def share(achieved: float) -> str:
+        return f"{achieved / peak:.0%}" if peak else "peak unknown"
+
+    lines += [
+        "| FLOPs counted with `torch.utils.flop_counter` | achieved | share of peak |",
+        "|---|---|---|",
+        f"| training ({tr['flops_per_sample'] / 1e9:.2f} GFLOP per patch, forward + backward)"
+        f" | {train_flops / 1e9:.1f} GFLOP/s | {share(train_flops)} |",
+        f"| prediction ({inf['flops_per_mp'] / 1e9:.1f} GFLOP per megapixel, halo included) | "
+        f"{infer_flops / 1e9:.1f} GFLOP/s | {share(infer_flops)} |",
+        "", f"Peak: {how}.", "",
     ]
     print("\n".join(lines), flush=True)
 
