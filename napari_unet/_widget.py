@@ -53,6 +53,8 @@ from napari_unet._workers import (
     Segmentation,
     live_training_worker,
     prediction_worker,
+    start_warm_up,
+    wait_for_warm_up,
 )
 from napari_unet.core.autosave import SavedSession, load_session
 from napari_unet.core.axes import (
@@ -121,6 +123,7 @@ def _stop_workers(workers: list) -> None:
     for _, worker in list(workers):
         worker.await_workers(msecs=10_000)
     workers.clear()
+    wait_for_warm_up()  # never leave torch work running into interpreter shutdown
 
 
 class UNetTrainerWidget(QWidget):
@@ -170,6 +173,7 @@ class UNetTrainerWidget(QWidget):
         napari_viewer.dims.events.ndisplay.connect(self._on_view_changed)
         self._render_state()
         self._on_image_chosen()  # layers that were there before the widget
+        start_warm_up()  # while the user paints: the first Train then starts sooner
 
     # -- UI --------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ Errors reach the widget through ``errored``, which shows them as notifications;
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from napari_unet.core.inference import Prediction, iter_predict
 from napari_unet.core.instances import InstanceConfig, instances_from_classes
 from napari_unet.core.live import LiveMessage, Region, RegionUpdate, live_training
 from napari_unet.core.model import TrainedModel
-from napari_unet.core.training import LabelUpdate, TrainingRun, TrainResult
+from napari_unet.core.training import LabelUpdate, TrainingRun, TrainResult, warm_up
 
 _Y = TypeVar("_Y")
 _S = TypeVar("_S")
@@ -188,3 +189,32 @@ def prediction_worker(
         test_time_augmentation, instances, spacing,
         _progress={"desc": "U-Net prediction"}, _start_thread=False, _ignore_errors=True,
     )
+
+
+_warm_up: threading.Thread | None = None
+
+
+def start_warm_up() -> None:
+    """Once per process, warm torch up in a background thread (see ``core.training.warm_up``).
+
+    A plain daemon thread rather than a Qt worker: it is not a job the user started (no
+    entry in napari's activity dock), and it must not hold Qt objects that may be deleted
+    under it when the window closes first. A failure only costs the time it would save.
+    """
+    global _warm_up
+    if _warm_up is not None:
+        return
+
+    def run() -> None:
+        # An optimisation only: training reports real errors itself.
+        with contextlib.suppress(Exception):
+            warm_up()
+
+    _warm_up = threading.Thread(target=run, name="napari-unet warm-up", daemon=True)
+    _warm_up.start()
+
+
+def wait_for_warm_up(timeout_s: float = 30.0) -> None:
+    """Let a running warm-up finish (on shutdown, so no torch work is cut off mid-way)."""
+    if _warm_up is not None:
+        _warm_up.join(timeout_s)

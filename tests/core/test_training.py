@@ -174,3 +174,13 @@ def test_fine_tuning_refuses_other_channels(blobs):
                         model_config=TINY_MODEL).run_to_end().model
     with pytest.raises(InputError, match="channel"):
         TrainingRun(np.stack([image, image]), strokes, FAST, init=model)
+
+
+def test_warm_up_pays_torchs_one_off_import_in_advance():
+    import sys
+
+    from napari_unet.core.training import warm_up
+
+    warm_up()
+    # The optimiser's lazy import of torch._dynamo is what made the first Train slow.
+    assert "torch._dynamo" in sys.modules
