@@ -17,8 +17,10 @@ With ``--screenshots`` it also saves PNGs of the window for the README.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +44,9 @@ def main() -> int:
     from _docs import write_block
     from bench_core import machine
 
+    # Autosaves go to a throwaway folder: a benchmark must not leave sessions in the user's
+    # folder (the next demo would offer to restore them), nor find old ones (a dialog).
+    os.environ["NAPARI_UNET_DATA_DIR"] = tempfile.mkdtemp(prefix="napari-unet-bench-")
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1500, 950)
     viewer.open_sample("napari-unet", "nuclei_with_strokes")
