@@ -93,11 +93,11 @@ class Inbox:
     def take(self) -> LiveMessage:
         """Return the next message (strokes first) or ``None``."""
         with self._lock:
-            message: LiveMessage = self._labels or self._region
-            if message is self._labels:
+            if self._labels is not None:
+                message: LiveMessage = self._labels
                 self._labels = None
             else:
-                self._region = None
+                message, self._region = self._region, None
             return message
 
     def request_stop(self) -> None:
