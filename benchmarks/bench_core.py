@@ -42,6 +42,7 @@ from napari_unet.core.unet import build_unet
 sys.path.insert(0, str(Path(__file__).parent))
 from _docs import write_block  # noqa: E402
 from _flops import forward_flops, peak_flops, training_step_flops  # noqa: E402
+from _forest import random_forest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
@@ -140,17 +141,8 @@ def inference_throughput(device: torch.device, preset_name: str, side: int) -> d
 def random_forest_iou(
     image: np.ndarray, strokes: np.ndarray, truth: np.ndarray
 ) -> tuple[float, float]:
-    from skimage.feature import multiscale_basic_features
-    from sklearn.ensemble import RandomForestClassifier
-
-    t0 = time.perf_counter()
-    features = multiscale_basic_features(image.astype(np.float32), sigma_min=0.7, sigma_max=16)
-    painted = strokes > 0
-    forest = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=0)
-    forest.fit(features[painted], strokes[painted])
-    pred = forest.predict(features.reshape(-1, features.shape[-1])).reshape(strokes.shape)
-    seconds = time.perf_counter() - t0
-    return foreground_iou(pred, truth, ~painted), seconds
+    class_map, seconds = random_forest(image, strokes)
+    return foreground_iou(class_map, truth, strokes == 0), seconds
 
 
 def unet_iou(image, strokes, truth, device, seconds: float, seed: int) -> dict[str, float]:

@@ -54,6 +54,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "sample_data"))
 from _docs import write_block  # noqa: E402
+from _forest import random_forest  # noqa: E402
 from bench_core import machine  # noqa: E402
 from bench_volumes import wheel_path  # noqa: E402
 from make_sample import paint_strokes  # noqa: E402
@@ -141,18 +142,9 @@ def unet_over_time(data: Dataset, labels: np.ndarray, budgets: list[float], seed
 
 def forest(data: Dataset, strokes: np.ndarray) -> dict[str, float]:
     """ilastik-style pixel classifier on the same strokes: filter features + random forest."""
-    from skimage.feature import multiscale_basic_features
-    from sklearn.ensemble import RandomForestClassifier
-
-    t0 = time.perf_counter()
-    features = multiscale_basic_features(data.image.astype(np.float32), sigma_min=0.7,
-                                         sigma_max=16 if data.image.ndim == 2 else 8)
-    painted = strokes > 0
-    model = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=0)
-    model.fit(features[painted], strokes[painted])
-    flat = features.reshape(-1, features.shape[-1])
-    class_map = model.predict(flat).reshape(strokes.shape)
-    return {**data.score(class_map[data.evaluate]), "seconds": time.perf_counter() - t0}
+    class_map, seconds = random_forest(data.image, strokes,
+                                       sigma_max=16 if data.image.ndim == 2 else 8)
+    return {**data.score(class_map[data.evaluate]), "seconds": seconds}
 
 
 def run_dataset(name: str, efforts: list[int], budgets: list[float], seeds: int,

@@ -42,6 +42,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "sample_data"))
 from _docs import write_block  # noqa: E402
+from _forest import random_forest  # noqa: E402
 from bench_core import machine  # noqa: E402
 from make_sample3d import paint_slices, read_wheel  # noqa: E402
 
@@ -79,17 +80,8 @@ def volume_run(image, strokes, truth, mode: str, seconds: float, device) -> dict
 
 def forest_run(image, strokes, truth) -> dict:
     """The ilastik-style baseline: a random forest on 3D multiscale filter features."""
-    from skimage.feature import multiscale_basic_features
-    from sklearn.ensemble import RandomForestClassifier
-
-    t0 = time.perf_counter()
-    features = multiscale_basic_features(image.astype(np.float32), sigma_min=0.7,
-                                         sigma_max=8)
+    class_map, seconds = random_forest(image, strokes, sigma_max=8)
     painted = strokes > 0
-    forest = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=0)
-    forest.fit(features[painted], strokes[painted])
-    class_map = forest.predict(features.reshape(-1, features.shape[-1])).reshape(image.shape)
-    seconds = time.perf_counter() - t0
     unpainted_slices = np.ones(image.shape[0], bool)
     unpainted_slices[list(PAINTED)] = False
     objects = instances_from_classes(class_map.astype(np.uint8), "ZYX")
