@@ -19,3 +19,10 @@ def write_block(path: Path, name: str, text: str) -> None:
     else:
         doc += "\n" + block + "\n"
     path.write_text(doc)
+
+
+def publish(text: str, path: Path | None, name: str) -> None:
+    """Print a benchmark's report, and put it in ``path``'s block ``name`` when given."""
+    print(text)
+    if path:
+        write_block(path, name, text)

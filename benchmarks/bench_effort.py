@@ -53,7 +53,7 @@ from napari_unet.core.training import TrainingRun
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "sample_data"))
-from _docs import write_block  # noqa: E402
+from _docs import publish  # noqa: E402
 from _forest import random_forest  # noqa: E402
 from bench_core import machine  # noqa: E402
 from bench_volumes import wheel_path  # noqa: E402
@@ -282,9 +282,7 @@ def main() -> int:
                    f"--device {device.type}")
         plot(results, FIGURES / f"effort_{name}.png")
         text = report(results, seeds, command)
-        print(text)
-        if args.write:
-            write_block(args.write, f"bench_effort_{name}", text)
+        publish(text, args.write, f"bench_effort_{name}")
     return 0
 
 

@@ -41,7 +41,7 @@ def main() -> int:
     from qtpy.QtWidgets import QApplication
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from _docs import write_block
+    from _docs import publish
     from bench_core import machine
 
     # Autosaves go to a throwaway folder: a benchmark must not leave sessions in the user's
@@ -119,9 +119,7 @@ def main() -> int:
         f"| training steps in {args.seconds:.0f} s with the GUI running | {steps} |",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.write:
-        write_block(args.write, "bench_gui", text)
+    publish(text, args.write, "bench_gui")
     widget.shutdown()
     viewer.close()
     return 0

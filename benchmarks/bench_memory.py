@@ -92,7 +92,7 @@ def main() -> int:
         return 0
 
     sys.path.insert(0, str(HERE))
-    from _docs import write_block
+    from _docs import publish
     from bench_core import machine
 
     cases = [("2d", (s, s)) for s in args.sizes]
@@ -112,9 +112,7 @@ def main() -> int:
         f"Measured on: {machine()}, {time.strftime('%Y-%m-%d')}, with `python "
         "benchmarks/bench_memory.py` (preset cpu-small, untrained weights: speed and memory "
         "do not depend on them; class map only, no test-time augmentation).", "", *rows])
-    print(text)
-    if args.write:
-        write_block(args.write, "bench_memory", text)
+    publish(text, args.write, "bench_memory")
     return 0
 
 

@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "sample_data"))
-from _docs import write_block  # noqa: E402
+from _docs import publish  # noqa: E402
 from _forest import random_forest  # noqa: E402
 from bench_core import machine  # noqa: E402
 from make_sample3d import paint_slices, read_wheel  # noqa: E402
@@ -152,9 +152,7 @@ def main() -> int:
               "125):", ""]
     lines += instances_2d(device, args.instances_seconds)
     text = "\n".join(lines)
-    print(text)
-    if args.write:
-        write_block(args.write, "bench_volumes", text)
+    publish(text, args.write, "bench_volumes")
     return 0
 
 

@@ -57,7 +57,7 @@ def main() -> int:
     from qtpy.QtWidgets import QApplication
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from _docs import write_block
+    from _docs import publish
     from bench_core import machine
 
     # A fresh autosave folder: with an old one, the widget would (rightly) open a modal
@@ -105,9 +105,7 @@ def main() -> int:
         f"Measured on: {machine()}, {time.strftime('%Y-%m-%d')}, with `xvfb-run python "
         f"benchmarks/soak_gui.py --cycles {args.cycles}` ({args.steps} training steps per "
         f"cycle, shown window, {time.perf_counter() - started:.0f} s in all).", "", *rows])
-    print(text)
-    if args.write:
-        write_block(args.write, "soak_gui", text)
+    publish(text, args.write, "soak_gui")
     viewer.close()
     return 0
 
