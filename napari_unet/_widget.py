@@ -53,6 +53,7 @@ from napari_unet._workers import (
     Segmentation,
     live_training_worker,
     prediction_worker,
+    release_freed_memory_soon,
     start_warm_up,
     wait_for_warm_up,
 )
@@ -771,6 +772,7 @@ class UNetTrainerWidget(QWidget):
         self._labels_timer.stop()
         self._describe_model()
         self.state.status = "idle"
+        release_freed_memory_soon()
 
     def _describe_model(self) -> None:
         m = self.model
@@ -849,6 +851,7 @@ class UNetTrainerWidget(QWidget):
         self._forget_worker()
         self.progress.setValue(0)
         self.state.status = "idle"
+        release_freed_memory_soon()
 
     # -- model management --------------------------------------------------------------------
 

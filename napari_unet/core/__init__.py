@@ -13,4 +13,12 @@ Modules, one job each:
 - :mod:`~napari_unet.core.checkpoint` one safe model file
 - :mod:`~napari_unet.core.io`         TIFF reading and writing
 - :mod:`~napari_unet.core.metrics`    IoU and friends
+- :mod:`~napari_unet.core.axes`       what an image's axes mean; the model's two views of it
+- :mod:`~napari_unet.core.model`      a trained model: network plus what it needs on new images
+- :mod:`~napari_unet.core.live`       training interleaved with predictions for an overlay
+- :mod:`~napari_unet.core.instances`  one id per object, from a class map
+- :mod:`~napari_unet.core.autosave`   strokes and model kept on disk so nothing is lost
+- :mod:`~napari_unet.core.host_memory` freed memory handed back to the operating system
+- :mod:`~napari_unet.core.generators` helpers for the generator-shaped jobs
+- :mod:`~napari_unet.core.errors`     "we cannot use what the user gave us"
 """

@@ -2,14 +2,15 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
-CORE_MODULES = [
-    "napari_unet.core.config", "napari_unet.core.labels", "napari_unet.core.normalization",
-    "napari_unet.core.unet", "napari_unet.core.device", "napari_unet.core.sampling",
-    "napari_unet.core.training", "napari_unet.core.inference", "napari_unet.core.checkpoint",
-    "napari_unet.core.io", "napari_unet.core.metrics", "napari_unet.core.live",
-    "napari_unet.core.generators", "napari_unet.cli",
-]
+import napari_unet.core as core
+
+# Every core module, found on disk so that a new one cannot be forgotten here.
+CORE_MODULES = sorted(
+    f"napari_unet.core.{path.stem}" for path in (Path(core.__file__).parent).glob("*.py")
+    if path.stem != "__init__"
+) + ["napari_unet.cli"]
 GUI_MODULES = ["napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt", "magicgui",
                "vispy"]
 

@@ -468,3 +468,19 @@ def test_setting_up_a_run_happens_off_the_gui_thread(viewer_and_widget, qtbot, m
     widget.stop()
     _wait_idle(qtbot, widget)
     assert widget.model is not None
+
+
+def test_memory_is_handed_back_after_each_job_once_it_is_dropped(
+    viewer_and_widget, qtbot, monkeypatch
+):
+    _, widget = viewer_and_widget
+    trims = []
+    # Record what the widget still holds when it asks for the trim: trimming while the run
+    # or the worker is still referenced would give nothing back.
+    monkeypatch.setattr(_widget, "release_freed_memory_soon",
+                        lambda: trims.append((widget._run, widget._worker, widget._inbox)))
+    _train_until(qtbot, widget, lambda: widget.state.step >= 2)
+    assert trims == [(None, None, None)]
+    qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
+    assert trims == [(None, None, None)] * 2
