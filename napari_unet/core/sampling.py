@@ -63,7 +63,9 @@ class PatchSampler:
     rng
         Source of randomness; seed it for reproducible training.
     augment
-        Random flips, 90 degree rotations (in the last two axes) and intensity scale/shift.
+        Random flips and 90 degree rotations (in the last two axes).
+    intensity_jitter
+        With ``augment``, also scale and shift each patch's intensities at random.
     normalization
         Applied to each patch as it is cut (so the image is never converted to float as a
         whole); ``None`` for an already normalised image.
@@ -77,6 +79,7 @@ class PatchSampler:
         rng: np.random.Generator,
         augment: bool = True,
         normalization: Normalization | None = None,
+        intensity_jitter: bool = True,
     ) -> None:
         spatial_dims = labels.ndim - 1
         if isinstance(patch_shape, int):
@@ -90,6 +93,7 @@ class PatchSampler:
         self._shape = tuple(labels.shape)
         self._rng = rng
         self._augment = augment
+        self._intensity_jitter = intensity_jitter
         self._normalization = normalization
         self.set_labels(labels)
 
@@ -182,6 +186,8 @@ class PatchSampler:
         if k:
             img = np.rot90(img, k, axes=(-2, -1))
             lab = np.rot90(lab, k, axes=(-2, -1))
+        if not self._intensity_jitter:
+            return img, lab
         # Per-channel contrast and brightness jitter: stains and exposure vary across images.
         n_ch = img.shape[0]
         shape = (n_ch,) + (1,) * n_spatial

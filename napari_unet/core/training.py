@@ -294,10 +294,13 @@ class TrainingRun:
         averaged = copy.deepcopy(network) if config.ema_decay is not None else network
         self.model = TrainedModel(averaged, normalization, names, {})
         self._pair_average()
+        self.intensity_jitter = config.intensity_jitter == "on" or (
+            config.intensity_jitter == "auto" and "Z" not in self.axes
+        )
         self._sampler = PatchSampler(
             self.stack, label_samples, patch_shape(network.config, config,
                                                    self.stack.sample_shape),
-            self._rng, config.augment, normalization,
+            self._rng, config.augment, normalization, self.intensity_jitter,
         )
         self._weights = self._class_weights()
         # foreach: one multi-tensor kernel per update instead of a Python loop over tensors

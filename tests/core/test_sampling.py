@@ -72,3 +72,16 @@ def test_3d_patches():
     labels[4, 3:8, 3:8], labels[6, 20:25, 20:25] = 1, 2
     batch = _sampler(labels, patch=8, augment=True).sample(2)
     assert batch.images.shape == (2, 1, 8, 8, 8)
+
+
+@pytest.mark.parametrize("jitter", [False, True])
+def test_intensity_jitter_only_when_asked(jitter):
+    # Values from a small set: without jitter a patch holds only image values (flipped and
+    # rotated), with jitter they are scaled and shifted away from them.
+    labels = np.ones((32, 32), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 5, (1, 32, 32)).astype(np.float32)
+    sampler = PatchSampler(image[np.newaxis], labels[np.newaxis], 16,
+                           np.random.default_rng(0), augment=True, intensity_jitter=jitter)
+    values = np.unique(sampler.sample(8).images)
+    only_image_values = set(values.tolist()) <= {0.0, 1.0, 2.0, 3.0, 4.0}
+    assert only_image_values is not jitter

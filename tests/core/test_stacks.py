@@ -166,3 +166,20 @@ def test_real_3d_nuclei_from_three_painted_slices():
     print(f"3D nuclei crop, 2D over slices, 150 steps: IoU {score:.3f} "
           f"(all foreground: {everything:.3f})")
     assert score > everything + 0.15  # measured ~0.52 against ~0.3
+
+
+@pytest.mark.parametrize(("axes", "setting", "expected"), [
+    ("ZYX", "auto", False), ("TYX", "auto", True), ("ZYX", "on", True), ("TYX", "off", False),
+])
+def test_intensity_jitter_is_off_for_z_stacks_unless_asked(axes, setting, expected):
+    # Along Z, brightness says what is in focus: jitter would teach that dim is foreground.
+    image, _, strokes = _stack(3)
+    config = replace(FAST, intensity_jitter=setting)
+    run = TrainingRun(image, strokes, config, axes=axes, model_config=TINY_MODEL)
+    assert run.intensity_jitter is expected
+    assert run._sampler._intensity_jitter is expected
+
+
+def test_unknown_intensity_jitter_setting_is_refused():
+    with pytest.raises(InputError, match="intensity_jitter"):
+        replace(FAST, intensity_jitter="sometimes")
