@@ -41,6 +41,17 @@ def os_threads() -> int:
         return threading.active_count()
 
 
+def growth_line(memory: dict[int, float], every: int) -> str:
+    """Growth per cycle after the first ``every`` cycles (the warm-up: caches, first layers)."""
+    cycles = sorted(c for c in memory if c >= every)
+    if len(cycles) < 2:
+        return "Too few cycles for a growth figure."
+    first, last = cycles[0], cycles[-1]
+    per_cycle = (memory[last] - memory[first]) / (last - first)
+    return (f"Resident memory from cycle {first} to {last}: {memory[first]:.0f} -> "
+            f"{memory[last]:.0f} MiB, {per_cycle * 1024:.0f} KiB per cycle.")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=200)
@@ -81,8 +92,14 @@ def main() -> int:
             app.processEvents()
             time.sleep(0.005)
 
-    rows = ["| cycle | resident memory (MiB) | OS threads | seconds per cycle |",
-            "|---|---|---|---|"]
+    def napari_task_entries() -> int:
+        # napari 0.9 files each create_worker job here and never removes it (upstream).
+        manager = getattr(viewer.window, "_task_status_manager", None)
+        return len(getattr(manager, "_tasks", ()))
+
+    rows = ["| cycle | resident memory (MiB) | OS threads | napari task entries | "
+            "seconds per cycle |", "|---|---|---|---|---|"]
+    memory: dict[int, float] = {}
     started = time.perf_counter()
     last = started
     for cycle in range(1, args.cycles + 1):
@@ -98,13 +115,21 @@ def main() -> int:
             now = time.perf_counter()
             per_cycle = (now - last) / (1 if cycle == 1 else args.every)
             last = now
-            rows.append(f"| {cycle} | {rss_mib():.0f} | {os_threads()} | {per_cycle:.1f} |")
+            # The widget hands freed memory back in a background thread after each job;
+            # read once it is done, as a person's next click would come later anyway.
+            for thread in threading.enumerate():
+                if thread.name == "napari-unet memory trim":
+                    thread.join(5.0)
+            memory[cycle] = rss_mib()
+            rows.append(f"| {cycle} | {memory[cycle]:.0f} | {os_threads()} | "
+                        f"{napari_task_entries()} | {per_cycle:.1f} |")
             print(rows[-1], flush=True)
     widget.shutdown()
     text = "\n".join([
         f"Measured on: {machine()}, {time.strftime('%Y-%m-%d')}, with `xvfb-run python "
         f"benchmarks/soak_gui.py --cycles {args.cycles}` ({args.steps} training steps per "
-        f"cycle, shown window, {time.perf_counter() - started:.0f} s in all).", "", *rows])
+        f"cycle, shown window, {time.perf_counter() - started:.0f} s in all).", "", *rows,
+        "", growth_line(memory, args.every)])
     publish(text, args.write, "soak_gui")
     viewer.close()
     return 0
