@@ -294,6 +294,8 @@ class TrainingRun:
         averaged = copy.deepcopy(network) if config.ema_decay is not None else network
         self.model = TrainedModel(averaged, normalization, names, {})
         self._pair_average()
+        # Whether patches get random contrast/brightness; "auto" spares Z stacks, whose
+        # brightness along Z tells in-focus objects from out-of-focus ones (TrainConfig).
         self.intensity_jitter = config.intensity_jitter == "on" or (
             config.intensity_jitter == "auto" and "Z" not in self.axes
         )
