@@ -17,10 +17,8 @@ With ``--screenshots`` it also saves PNGs of the window for the README.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,33 +33,16 @@ def main() -> int:
     parser.add_argument("--screenshots", type=Path)
     args = parser.parse_args()
 
-    import napari
     from qtpy.QtCore import QElapsedTimer, Qt, QTimer
     from qtpy.QtTest import QTest
-    from qtpy.QtWidgets import QApplication
 
     sys.path.insert(0, str(Path(__file__).parent))
     from _docs import publish
+    from _gui import open_trainer_window, pump_events
     from bench_core import machine
 
-    # Autosaves go to a throwaway folder: a benchmark must not leave sessions in the user's
-    # folder (the next demo would offer to restore them), nor find old ones (a dialog).
-    os.environ["NAPARI_UNET_DATA_DIR"] = tempfile.mkdtemp(prefix="napari-unet-bench-")
-    viewer = napari.Viewer(show=True)
-    viewer.window.resize(1500, 950)
-    viewer.open_sample("napari-unet", "nuclei_with_strokes")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
-    widget.class_names.value = "background, nucleus"
-    widget.refresh.value = args.refresh
-    app = QApplication.instance()
-
-    def pump(seconds: float) -> None:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.002)
-
-    pump(1.0)
+    viewer, widget = open_trainer_window("bench", args.refresh)
+    pump_events(1.0)
     if args.screenshots:
         args.screenshots.mkdir(parents=True, exist_ok=True)
         viewer.screenshot(str(args.screenshots / "1-strokes.png"), canvas_only=False,
@@ -80,7 +61,7 @@ def main() -> int:
     pressed = time.perf_counter()
     QTest.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
     while time.perf_counter() - pressed < args.seconds:
-        pump(0.05)
+        pump_events(0.05)
         if args.screenshots and time.perf_counter() - pressed > 0.7 * args.seconds and not (
             args.screenshots / "2-training.png"
         ).exists():
@@ -89,10 +70,10 @@ def main() -> int:
     heartbeat.stop()
     QTest.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
     while widget.state.busy:
-        pump(0.05)
+        pump_events(0.05)
     if args.screenshots:
         viewer.layers["strokes"].visible = False
-        pump(0.5)
+        pump_events(0.5)
         viewer.screenshot(str(args.screenshots / "3-prediction.png"), canvas_only=False,
                           flash=False)
 

@@ -16,7 +16,6 @@ import argparse
 import collections
 import os
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -29,18 +28,13 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=8)
     args = parser.parse_args()
 
-    import napari
     from qtpy.QtCore import Qt, QTimer
     from qtpy.QtTest import QTest
-    from qtpy.QtWidgets import QApplication
 
-    os.environ["NAPARI_UNET_DATA_DIR"] = tempfile.mkdtemp(prefix="napari-unet-stalls-")
-    viewer = napari.Viewer(show=True)
-    viewer.window.resize(1500, 950)
-    viewer.open_sample("napari-unet", "nuclei_with_strokes")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
-    widget.refresh.value = args.refresh
-    app = QApplication.instance()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _gui import open_trainer_window, pump_events
+
+    viewer, widget = open_trainer_window("stalls", args.refresh)
 
     last_tick = [time.perf_counter()]
     heartbeat = QTimer()
@@ -61,19 +55,13 @@ def main() -> int:
                 seen[" <- ".join(f"{os.path.basename(f.filename)}:{f.name}"
                                  for f in reversed(stack))] += 1
 
-    def pump(seconds: float) -> None:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.002)
-
-    pump(1.0)
+    pump_events(1.0)
     threading.Thread(target=watch, daemon=True).start()
     QTest.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
-    pump(args.seconds)
+    pump_events(args.seconds)
     QTest.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
     while widget.state.busy:
-        pump(0.05)
+        pump_events(0.05)
     watching.clear()
     print(f"stalled samples: {sum(seen.values())} x 10 ms in {args.seconds:.0f} s of training")
     for stack, count in seen.most_common(args.top):
