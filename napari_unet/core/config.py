@@ -162,9 +162,10 @@ class TrainConfig:
         Random contrast scale and brightness shift of each patch: ``"on"``, ``"off"`` or
         ``"auto"``, which is on for 2D images and time-lapses and off for Z stacks. In a
         stack, brightness along Z says what is in focus: out-of-focus nuclei are dim and
-        not foreground, and jitter taught the model to call them foreground (on the 3D
-        nuclei benchmark, turning it off raised IoU from 0.39 to 0.62 on average after
-        the same 300 steps; docs/benchmarks.md).
+        not foreground, and jitter teaches the model to call them foreground. Off is not
+        better with every set of strokes (with some, the model then draws in-focus
+        nuclei too small); over the stroke sets measured the two tie, and off keeps the
+        out-of-focus slices clean (docs/benchmarks.md, "Stacks").
     seed
         Seeds patch sampling, augmentation and weight initialisation. ``None`` for fresh
         randomness.

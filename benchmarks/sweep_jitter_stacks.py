@@ -1,0 +1,115 @@
+"""Intensity jitter on Z stacks: does it help the 2D-over-slices model? (step-matched sweep)
+
+    python benchmarks/sweep_jitter_stacks.py [--steps 300 700] [--variants on off contrast mild]
+
+A diagnosis sweep, not in ``run_all.sh`` (about 50 minutes for the four variants on 2 CPU
+cores). It trains the default 2D-over-slices model on the nuclei stack for a fixed number
+of steps (so a busy machine changes the time, not the result) and prints foreground IoU
+for two stroke sets:
+
+- ``volumes``: the strokes of ``bench_volumes.py`` (3 objects and 4 background strokes on
+  each of slices 28, 38, 48), seeds 0-2, IoU on every unpainted slice, trained with a step
+  budget (cosine learning-rate decay to the last checkpoint);
+- ``effort``: ``bench_effort.py``'s 3D strokes (3, 10, 20 objects on slices 20, 30, 40 of
+  the top half), seeds 0-1, IoU on the bottom half, trained open-ended (constant rate, as
+  the widget trains) and scored at each checkpoint.
+
+Variants: ``on`` and ``off`` are ``TrainConfig.intensity_jitter``; ``contrast`` (contrast
+scale only, no brightness shift) and ``mild`` (contrast exp(±0.15), brightness ±0.03)
+change the sampler's jitter magnitudes for this process only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import napari_unet.core.sampling as sampling
+from napari_unet.core.config import get_preset
+from napari_unet.core.inference import predict
+from napari_unet.core.metrics import foreground_iou
+from napari_unet.core.training import TrainingRun
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "sample_data"))
+from bench_effort import load  # noqa: E402
+from bench_volumes import PAINTED, wheel_path  # noqa: E402
+from make_sample3d import paint_slices, read_wheel  # noqa: E402
+
+# variant -> (TrainConfig.intensity_jitter, contrast jitter, brightness jitter)
+VARIANTS = {
+    "on": ("on", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER),
+    "off": ("off", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER),
+    "contrast": ("on", sampling.CONTRAST_JITTER, 0.0),
+    "mild": ("on", 0.15, 0.03),
+}
+
+
+def volumes_strokes(mode: str, steps: int) -> list[float]:
+    """IoU on the unpainted slices after ``steps`` steps, seeds 0-2."""
+    preset = get_preset("auto", "cpu")
+    image, truth = read_wheel(str(wheel_path()))
+    strokes = paint_slices(truth, PAINTED, seed=5)
+    unpainted = np.ones(image.shape[0], bool)
+    unpainted[list(PAINTED)] = False
+    scores = []
+    for seed in (0, 1, 2):
+        cfg = replace(preset.train, max_seconds=None, max_steps=steps, seed=seed,
+                      device="cpu", intensity_jitter=mode)
+        model = TrainingRun(image, strokes, cfg, axes="ZYX", mode="2d",
+                            model_config=preset.model).run_to_end().model
+        class_map = predict(model, image, preset.tile, axes="ZYX").class_map
+        scores.append(foreground_iou(class_map[unpainted], truth[unpainted]))
+    return scores
+
+
+def effort_strokes(mode: str, checkpoints: list[int]) -> dict[int, list[float]]:
+    """IoU on the evaluation half at each checkpoint, 2 seeds x 3/10/20 objects."""
+    preset = get_preset("auto", "cpu")
+    data = load("3d")
+    scores: dict[int, list[float]] = {step: [] for step in checkpoints}
+    for seed in (0, 1):
+        for objects in (3, 10, 20):
+            cfg = replace(preset.train, max_seconds=None, max_steps=None, seed=seed,
+                          device="cpu", intensity_jitter=mode)
+            run = TrainingRun(data.image, data.strokes(objects, seed), cfg, axes=data.axes,
+                              model_config=preset.model)
+            steps, done = run.steps(), 0
+            for checkpoint in checkpoints:
+                while done < checkpoint:
+                    done = next(steps).step
+                class_map = predict(run.model, data.image, preset.tile, axes=data.axes,
+                                    region=data.evaluate).class_map
+                scores[checkpoint].append(data.score(class_map)["iou"])
+            steps.close()
+    return scores
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, nargs="+", default=[300, 700])
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS),
+                        default=["on", "off", "contrast", "mild"])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    checkpoints = sorted(args.steps)
+    for name in args.variants:
+        mode, sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER = VARIANTS[name]
+        volumes = volumes_strokes(mode, checkpoints[-1])
+        print(f"{name:8s} volumes strokes, {checkpoints[-1]} steps: mean "
+              f"{np.mean(volumes):.3f} ({' '.join(f'{v:.3f}' for v in volumes)})", flush=True)
+        for step, values in effort_strokes(mode, checkpoints).items():
+            print(f"{name:8s} effort strokes, {step} steps: mean {np.mean(values):.3f} "
+                  f"({' '.join(f'{v:.3f}' for v in values)})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
