@@ -49,6 +49,11 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mode", default="auto", choices=["auto", "2d", "3d"],
                        help="for Z stacks: a 2D model over slices or a true 3D model "
                             "(default auto: 2D over slices, measured better on the CPU)")
+    train.add_argument("--intensity-jitter", default="auto", choices=["auto", "on", "off"],
+                       help="random contrast/brightness of training patches (default auto: "
+                            "on for 2D images and time-lapses, off for Z stacks, where "
+                            "brightness tells in-focus objects from out-of-focus blur; try "
+                            "'on' if a stack's objects come out too small)")
     train.add_argument("--anisotropy", type=float,
                        help="Z spacing / XY pixel size (default: from ImageJ metadata, else 1)")
     _add_common(train)
@@ -141,7 +146,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     anisotropy = args.anisotropy or image.anisotropy or 1.0
     seconds = args.seconds if args.seconds is not None or args.steps else 60.0
     config = replace(preset.train, max_seconds=seconds, max_steps=args.steps, seed=args.seed,
-                     device=args.device)
+                     device=args.device, intensity_jitter=args.intensity_jitter)
     with _explaining_axes(args, _axes_note(image, axes, how)):
         run = TrainingRun(
             image.data, labels, config, axes=axes,

@@ -32,10 +32,11 @@ def files(tmp_path):
 def test_train_then_predict_round_trip(files):
     out = run_cli("train", "--image", files / "img.tif", "--labels", files / "strokes.tif",
                   "--out", files / "m.pt", "--steps", "5", "--device", "cpu", "--seed", "3",
-                  check=True)
+                  "--intensity-jitter", "off", check=True)
     assert "trained 5 steps" in out.stderr
     model = load_model(files / "m.pt")
     assert model.metadata["steps"] == 5 and model.metadata["seed"] == 3
+    assert model.metadata["train_config"]["intensity_jitter"] == "off"
     out = run_cli("predict", "--model", files / "m.pt", "--image", files / "img.tif",
                   "--out", files / "mask.tif", "--probabilities", files / "p.tif", check=True)
     assert "wrote" in out.stderr
