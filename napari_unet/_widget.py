@@ -193,8 +193,16 @@ class UNetTrainerWidget(QWidget):
         )
         self.mode = ComboBox(
             choices=list(MODES), value="auto", label="3D stacks",
-            tooltip="2D over slices: fast, good for coarse Z (auto picks it; measured "
-                    "better from strokes on a few slices). 3D: a 3D U-Net on 3D patches.",
+            tooltip="2D over slices: fast, good for coarse Z (auto picks it: ahead after "
+                    "a minute of CPU training on strokes on a few slices). 3D: a 3D U-Net "
+                    "on 3D patches, slower per step.",
+        )
+        self.intensity_jitter = ComboBox(
+            choices=["auto", "on", "off"], value="auto", label="vary brightness",
+            tooltip="Random contrast and brightness of training patches. auto: on for 2D "
+                    "images and time-lapses, off for Z stacks, where brightness tells "
+                    "in-focus objects from out-of-focus blur. Try 'on' if a stack's "
+                    "objects come out smaller than they are.",
         )
         self.anisotropy = FloatSpinBox(
             value=1.0, min=0.1, max=100.0, step=0.1, label="Z spacing / pixel",
@@ -235,7 +243,8 @@ class UNetTrainerWidget(QWidget):
                     "data folder. Reopening the image offers to restore them.",
         )
         self.form = Container(widgets=[
-            self.image_picker, self.axes, self.mode, self.anisotropy, self.labels_picker,
+            self.image_picker, self.axes, self.mode, self.intensity_jitter, self.anisotropy,
+            self.labels_picker,
             self.class_names, self.preset, self.refresh, self.show_confidence,
             self.show_instances, self.test_time_augmentation, self.autosave,
         ])
@@ -602,7 +611,8 @@ class UNetTrainerWidget(QWidget):
             preset = self._preset()
             config = replace(preset.train, max_steps=None, max_seconds=None,
                              # leave a core for the GUI: painting must stay fluid
-                             num_threads=max(1, (os.cpu_count() or 2) - 1))
+                             num_threads=max(1, (os.cpu_count() or 2) - 1),
+                             intensity_jitter=self.intensity_jitter.value)
             painted_max = int(labels.max()) if labels.size else 0
             names = self._class_names(max(painted_max, 2),
                                       self.model.num_classes if self.model else None)
