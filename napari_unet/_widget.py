@@ -66,7 +66,7 @@ from napari_unet.core.axes import (
     shape_without_channels,
 )
 from napari_unet.core.checkpoint import load_model, save_model
-from napari_unet.core.config import PRESETS, Preset, get_preset
+from napari_unet.core.config import INTENSITY_JITTER_CHOICES, PRESETS, Preset, get_preset
 from napari_unet.core.device import resolve_device
 from napari_unet.core.errors import InputError, NapariUnetError
 from napari_unet.core.inference import TileProgress, model_axes
@@ -198,7 +198,7 @@ class UNetTrainerWidget(QWidget):
                     "on 3D patches, slower per step.",
         )
         self.intensity_jitter = ComboBox(
-            choices=["auto", "on", "off"], value="auto", label="vary brightness",
+            choices=list(INTENSITY_JITTER_CHOICES), value="auto", label="vary brightness",
             tooltip="Random contrast and brightness of training patches. auto: on for 2D "
                     "images and time-lapses, off for Z stacks, where brightness tells "
                     "in-focus objects from out-of-focus blur. Try 'on' if a stack's "

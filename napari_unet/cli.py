@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet import __version__
-from napari_unet.core.config import PRESETS, get_preset
+from napari_unet.core.config import INTENSITY_JITTER_CHOICES, PRESETS, get_preset
 from napari_unet.core.errors import InputError, NapariUnetError
 from napari_unet.core.io import ImageData
 
@@ -49,7 +49,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mode", default="auto", choices=["auto", "2d", "3d"],
                        help="for Z stacks: a 2D model over slices or a true 3D model "
                             "(default auto: 2D over slices, ~8x the steps per second on a CPU)")
-    train.add_argument("--intensity-jitter", default="auto", choices=["auto", "on", "off"],
+    train.add_argument("--intensity-jitter", default="auto", choices=INTENSITY_JITTER_CHOICES,
                        help="random contrast/brightness of training patches (default auto: "
                             "on for 2D images and time-lapses, off for Z stacks, where "
                             "brightness tells in-focus objects from out-of-focus blur; try "

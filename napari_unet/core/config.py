@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from napari_unet.core.errors import InputError
 
 NormName = Literal["layer", "group", "batch", "none"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+IntensityJitter = Literal["auto", "on", "off"]
+INTENSITY_JITTER_CHOICES: tuple[str, ...] = get_args(IntensityJitter)
+"""What ``TrainConfig.intensity_jitter`` accepts (the CLI and the widget offer the same)."""
 
 _T = TypeVar("_T")
 
@@ -190,7 +193,7 @@ class TrainConfig:
     class_balance: bool = True
     ema_decay: float | None = 0.995
     augment: bool = True
-    intensity_jitter: Literal["auto", "on", "off"] = "auto"
+    intensity_jitter: IntensityJitter = "auto"
     seed: int | None = 0
     device: DeviceName = "auto"
     mixed_precision: bool = True
@@ -211,9 +214,10 @@ class TrainConfig:
             raise InputError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise InputError(f"max_seconds must be > 0, got {self.max_seconds}")
-        if self.intensity_jitter not in ("auto", "on", "off"):
+        if self.intensity_jitter not in INTENSITY_JITTER_CHOICES:
             raise InputError(
-                f"intensity_jitter must be auto, on or off, got {self.intensity_jitter!r}"
+                f"intensity_jitter must be one of {', '.join(INTENSITY_JITTER_CHOICES)}, "
+                f"got {self.intensity_jitter!r}"
             )
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise InputError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
