@@ -38,7 +38,7 @@ from napari_unet.core.training import TrainingRun
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "sample_data"))
-from bench_effort import load  # noqa: E402
+from bench_effort import Dataset, load  # noqa: E402
 from bench_volumes import PAINTED, wheel_path  # noqa: E402
 from make_sample3d import paint_slices, read_wheel  # noqa: E402
 
@@ -51,10 +51,10 @@ VARIANTS = {
 }
 
 
-def volumes_strokes(mode: str, steps: int) -> list[float]:
+def volumes_strokes(image: np.ndarray, truth: np.ndarray, mode: str,
+                    steps: int) -> list[float]:
     """IoU on the unpainted slices after ``steps`` steps, seeds 0-2."""
     preset = get_preset("auto", "cpu")
-    image, truth = read_wheel(str(wheel_path()))
     strokes = paint_slices(truth, PAINTED, seed=5)
     unpainted = np.ones(image.shape[0], bool)
     unpainted[list(PAINTED)] = False
@@ -69,10 +69,10 @@ def volumes_strokes(mode: str, steps: int) -> list[float]:
     return scores
 
 
-def effort_strokes(mode: str, checkpoints: list[int]) -> dict[int, list[float]]:
+def effort_strokes(data: Dataset, mode: str,
+                   checkpoints: list[int]) -> dict[int, list[float]]:
     """IoU on the evaluation half at each checkpoint, 2 seeds x 3/10/20 objects."""
     preset = get_preset("auto", "cpu")
-    data = load("3d")
     scores: dict[int, list[float]] = {step: [] for step in checkpoints}
     for seed in (0, 1):
         for objects in (3, 10, 20):
@@ -100,12 +100,14 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     checkpoints = sorted(args.steps)
+    image, truth = read_wheel(str(wheel_path()))  # read once: each read decompresses the stack
+    effort_data = load("3d")
     for name in args.variants:
         mode, sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER = VARIANTS[name]
-        volumes = volumes_strokes(mode, checkpoints[-1])
+        volumes = volumes_strokes(image, truth, mode, checkpoints[-1])
         print(f"{name:8s} volumes strokes, {checkpoints[-1]} steps: mean "
               f"{np.mean(volumes):.3f} ({' '.join(f'{v:.3f}' for v in volumes)})", flush=True)
-        for step, values in effort_strokes(mode, checkpoints).items():
+        for step, values in effort_strokes(effort_data, mode, checkpoints).items():
             print(f"{name:8s} effort strokes, {step} steps: mean {np.mean(values):.3f} "
                   f"({' '.join(f'{v:.3f}' for v in values)})", flush=True)
     return 0
