@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet import __version__
-from napari_unet.core.config import INTENSITY_JITTER_CHOICES, PRESETS, get_preset
+from napari_unet.core.config import (
+    INTENSITY_JITTER_CHOICES,
+    MAX_Z_CONTEXT,
+    PRESETS,
+    get_preset,
+)
 from napari_unet.core.errors import InputError, NapariUnetError
 from napari_unet.core.io import ImageData
 
@@ -54,6 +59,10 @@ def _build_parser() -> argparse.ArgumentParser:
                             "on for 2D images and time-lapses, off for Z stacks, where "
                             "brightness tells in-focus objects from out-of-focus blur; try "
                             "'on' if a stack's objects come out too small)")
+    train.add_argument("--z-context", type=int, choices=range(MAX_Z_CONTEXT + 1),
+                       metavar=f"0..{MAX_Z_CONTEXT}",
+                       help="for Z stacks in 2D mode: neighbouring slices on each side the "
+                            "model sees with each slice (default 1)")
     train.add_argument("--anisotropy", type=float,
                        help="Z spacing / XY pixel size (default: from ImageJ metadata, else 1)")
     _add_common(train)
@@ -143,6 +152,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             axes = image.axes
             labels = read_labels(args.labels, shape_without_channels(image.data.shape, axes))
     init = load_model(args.init) if args.init else None
+    if init is not None and args.z_context not in (None, init.config.z_context or 0):
+        raise InputError(f"--z-context {args.z_context}: the model to fine-tune sees "
+                         f"{init.config.z_context or 0} neighbouring slice(s) on each side; "
+                         "leave --z-context out, or train a new model")
     anisotropy = args.anisotropy or image.anisotropy or 1.0
     seconds = args.seconds if args.seconds is not None or args.steps else 60.0
     config = replace(preset.train, max_seconds=seconds, max_steps=args.steps, seed=args.seed,
@@ -151,7 +164,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run = TrainingRun(
             image.data, labels, config, axes=axes,
             mode=None if args.mode == "auto" else args.mode,
-            model_config=replace(preset.model, anisotropy=anisotropy), init=init,
+            model_config=replace(preset.model, anisotropy=anisotropy,
+                                 z_context=args.z_context),
+            init=init,
         )
     _announce_axes(args, image, axes, how)
     where = ""

@@ -50,6 +50,23 @@ def test_train_then_predict_round_trip(files):
     np.testing.assert_array_equal(probs.argmax(0) + 1, mask)
 
 
+def test_fine_tuning_keeps_the_models_z_context(tmp_path):
+    image, truth = make_blobs((40, 48))
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([image] * 4))
+    strokes = np.zeros((4, 40, 48), np.uint8)
+    strokes[1] = strokes_from_truth(truth)
+    tifffile.imwrite(tmp_path / "strokes.tif", strokes)
+    common = ["--image", tmp_path / "stack.tif", "--labels", tmp_path / "strokes.tif",
+              "--steps", "2", "--axes", "ZYX"]
+    run_cli("train", *common, "--out", tmp_path / "a.pt", "--z-context", "2", check=True)
+    line = _error_of(run_cli("train", *common, "--out", tmp_path / "b.pt", "--init",
+                             tmp_path / "a.pt", "--z-context", "1"))
+    assert "sees 2 neighbouring slice(s)" in line and not (tmp_path / "b.pt").exists()
+    run_cli("train", *common, "--out", tmp_path / "b.pt", "--init", tmp_path / "a.pt",
+            check=True)
+    assert load_model(tmp_path / "b.pt").config.z_context == 2
+
+
 def test_fine_tune_and_quiet(files):
     run_cli("train", "--image", files / "img.tif", "--labels", files / "strokes.tif",
             "--out", files / "a.pt", "--steps", "2", check=True)
@@ -147,10 +164,11 @@ def test_each_layout_trains_and_predicts(tmp_path, axes, written, given, mode):
         kwargs = {"imagej": True, "metadata": {"axes": data_axes}} if imagej else {}
         tifffile.imwrite(tmp_path / name, data, **kwargs)
     axes_args = ["--axes", given] if given else []
+    z_args = ["--z-context", "2"] if axes == "ZCYX" else []
 
     out = run_cli("train", "--image", tmp_path / "img.tif", "--labels",
                   tmp_path / "strokes.tif", "--out", tmp_path / "m.pt", "--steps", "3",
-                  "--mode", mode, *axes_args, check=True)
+                  "--mode", mode, *axes_args, *z_args, check=True)
     if len(axes) > 2:
         assert f"axes {axes}" in out.stderr
     if written == "plain" and not given:
@@ -158,6 +176,8 @@ def test_each_layout_trains_and_predicts(tmp_path, axes, written, given, mode):
     model = load_model(tmp_path / "m.pt")
     assert model.metadata["axes"] == axes
     assert model.in_channels == (2 if "C" in axes else 1)
+    two_d_stack = "Z" in axes and model.config.spatial_dims == 2
+    assert model.config.z_context == (2 if z_args else 1 if two_d_stack else 0)
     run_cli("predict", "--model", tmp_path / "m.pt", "--image", tmp_path / "img.tif",
             "--out", tmp_path / "mask.tif", "--instances", tmp_path / "objects.tif",
             "--no-tta", *axes_args, check=True)

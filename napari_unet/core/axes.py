@@ -8,10 +8,12 @@ Internally every image is brought to the canonical order ``(T, C, Z, Y, X)`` (mi
 get length 1) and every label array to ``(T, Z, Y, X)``. A :class:`SampleStack` then presents
 it as independent *samples* for a 2D or a 3D model:
 
-- ``mode="2d"``: every ``(t, z)`` plane is a sample of shape ``(C, Y, X)``;
+- ``mode="2d"``: every ``(t, z)`` plane is a sample of shape ``(C, Y, X)``, or, with Z
+  context ``k``, ``(C * (2k + 1), Y, X)``: the plane and its ``k`` neighbours on each side;
 - ``mode="3d"``: every frame ``t`` is a sample of shape ``(C, Z, Y, X)``.
 
-Samples are views, never copies, so a large time-lapse is not duplicated in memory.
+Samples are views, never copies, so a large time-lapse is not duplicated in memory (with
+Z context, a sample is a copy of its ``2k + 1`` planes).
 """
 
 from __future__ import annotations
@@ -188,21 +190,33 @@ class SampleStack:
         Canonical ``(T, C, Z, Y, X)`` image.
     mode
         ``"2d"``: one sample per ``(t, z)`` plane; ``"3d"``: one sample per frame.
+    z_context
+        In 2D mode, neighbouring planes on each side added to each sample as channels
+        (channel ``c``'s planes ``z - k .. z + k`` become channels ``c * (2k + 1) ..``);
+        planes beyond the ends of the stack repeat the end plane.
     """
 
     image: np.ndarray
     mode: Mode
+    z_context: int = 0
 
     def __post_init__(self) -> None:
         if self.image.ndim != 5:
             raise InputError("a SampleStack needs a canonical (T, C, Z, Y, X) image")
         if self.mode not in ("2d", "3d"):
             raise InputError(f"mode must be '2d' or '3d', got {self.mode!r}")
+        if self.z_context < 0 or (self.z_context and self.mode == "3d"):
+            raise InputError("Z context is a number >= 0, for 2D mode only")
 
     @property
     def num_channels(self) -> int:
-        """Channels per sample."""
+        """Channels of the image (a sample has this times :attr:`planes_per_sample`)."""
         return int(self.image.shape[1])
+
+    @property
+    def planes_per_sample(self) -> int:
+        """Planes stacked per image channel in each sample: 1, or ``2k + 1`` with Z context."""
+        return 2 * self.z_context + 1
 
     @property
     def label_shape(self) -> tuple[int, int, int, int]:
@@ -227,11 +241,32 @@ class SampleStack:
         return t * z if self.mode == "2d" else t
 
     def sample(self, index: int) -> np.ndarray:
-        """Return the ``(C, *sample_shape)`` view of sample ``index``."""
+        """Return sample ``index`` with all its channels.
+
+        A ``(C, *sample_shape)`` view, or with Z context a ``(C * planes_per_sample, Y, X)``
+        array.
+        """
         t, z = self.sample_position(index)
-        if self.mode == "2d":
+        if self.mode == "3d":
+            return self.image[t]
+        if not self.z_context:
             return self.image[t, :, z]
-        return self.image[t]
+        return self.read(index, (slice(None), slice(None)))
+
+    def read(self, index: int, window: tuple[slice, ...]) -> np.ndarray:
+        """Return ``window`` (spatial slices) of sample ``index``, all its channels.
+
+        Equal to ``sample(index)[(slice(None), *window)]``, but with Z context only the
+        window of each plane is copied, not whole planes.
+        """
+        t, z = self.sample_position(index)
+        if self.mode == "3d" or not self.z_context:
+            return self.sample(index)[(slice(None), *window)]
+        depth = self.image.shape[2]
+        planes = np.clip(np.arange(z - self.z_context, z + self.z_context + 1), 0, depth - 1)
+        # (C, planes, *window), channel-major like Normalization.per_plane
+        stacked = self.image[t][(slice(None), planes, *window)]
+        return stacked.reshape((-1, *stacked.shape[2:]))
 
     def __len__(self) -> int:
         return self.num_samples
@@ -313,11 +348,12 @@ def pair_axes(image_shape: tuple[int, ...], labels_shape: tuple[int, ...],
 def default_mode(label_shape: tuple[int, int, int, int], anisotropy: float = 1.0) -> Mode:
     """Choose the mode when the user does not: a 2D model over slices.
 
-    Measured (docs/benchmarks.md, 3D nuclei stack, strokes on 3 slices, 2 CPU cores): the 2D
-    model reached foreground IoU 0.62 after 60 s and 0.82 after 300 s, the 3D model 0.49 and
-    0.55: it trains ~7x fewer steps per second and its 3D patches hold few painted voxels.
-    3D stays one click away for data where context across slices decides. The arguments
-    are kept for a rule that may use them once GPU figures exist.
+    Measured (docs/benchmarks.md, "Stacks", 3D nuclei stack, strokes on 3 slices, 2 CPU
+    cores, one seed): after 60 s, the time scale of interactive use, the 2D model is ahead
+    (foreground IoU 0.49 vs 0.35: the 3D model trains ~8x fewer steps per second); after
+    300 s the 3D model is (0.57 vs 0.45). 3D stays one click away for data where context
+    across many slices decides. The arguments are kept for a rule that may use them once
+    GPU figures exist.
     """
     del label_shape, anisotropy
     return "2d"

@@ -28,7 +28,8 @@ from napari_unet.core.normalization import Normalization
 from napari_unet.core.unet import build_unet
 
 FORMAT_NAME = "napari-unet-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2 added ModelConfig.z_context and absolute_intensity; version 1 files load as neither."""
 
 
 def to_dict(model: TrainedModel) -> dict[str, Any]:

@@ -18,6 +18,9 @@ IntensityJitter = Literal["auto", "on", "off"]
 INTENSITY_JITTER_CHOICES: tuple[str, ...] = get_args(IntensityJitter)
 """What ``TrainConfig.intensity_jitter`` accepts (the CLI and the widget offer the same)."""
 
+MAX_Z_CONTEXT = 3
+"""Most neighbouring slices per side a 2D model may read (``ModelConfig.z_context``)."""
+
 _T = TypeVar("_T")
 
 
@@ -59,6 +62,21 @@ class ModelConfig:
         For 3D models: Z spacing divided by XY spacing (e.g. 0.5 um / 0.1 um = 5). The
         network then pools along Z only once the in-plane resolution has come down to about
         the Z resolution, so coarse Z sampling is not thrown away early.
+    z_context
+        For 2D models on Z stacks: how many neighbouring slices on each side the network
+        sees with each slice, as extra input channels (slices beyond the stack's ends
+        repeat the end slice). A 2D model that sees one slice can tell an in-focus nucleus
+        from its out-of-focus blur only by brightness; the neighbours show which of the
+        two is sharpest. ``None`` (automatic): 1 for a Z stack in 2D mode; always 0 for
+        3D models and images without Z. Training resolves it; a model file holds a number.
+    absolute_intensity
+        Give the first convolution a bias, so the network sees how bright a region is and
+        not only its contrast (``layer`` normalisation divides out the scale of what the
+        first convolution sees; see :class:`~napari_unet.core.unet.ConvBlock`). In a Z
+        stack, brightness is what separates in-focus objects from out-of-focus blur; in 2D
+        images of objects of varied brightness, contrast alone generalised better from a
+        few strokes (docs/benchmarks.md). ``None`` (automatic): on for Z stacks, off
+        otherwise. Training resolves it; a model file holds a boolean.
     """
 
     in_channels: int = 1
@@ -69,6 +87,8 @@ class ModelConfig:
     norm: NormName = "layer"
     spatial_dims: int = 2
     anisotropy: float = 1.0
+    z_context: int | None = None
+    absolute_intensity: bool | None = None
 
     def __post_init__(self) -> None:
         if self.in_channels < 1:
@@ -85,6 +105,27 @@ class ModelConfig:
             raise InputError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
         if not 0.1 <= self.anisotropy <= 100:
             raise InputError(f"anisotropy must be between 0.1 and 100, got {self.anisotropy}")
+        if self.z_context is not None and not 0 <= self.z_context <= MAX_Z_CONTEXT:
+            raise InputError(
+                f"z_context must be between 0 and {MAX_Z_CONTEXT}, got {self.z_context}"
+            )
+        if self.z_context and self.spatial_dims == 3:
+            raise InputError("z_context is for 2D models; a 3D model sees Z itself")
+
+    @property
+    def planes_per_sample(self) -> int:
+        """Slices the network sees per sample: the slice and ``z_context`` on each side."""
+        return 2 * (self.z_context or 0) + 1
+
+    @property
+    def sees_absolute_intensity(self) -> bool:
+        """Whether the first convolution has a bias (``absolute_intensity``; unset: no)."""
+        return bool(self.absolute_intensity)
+
+    @property
+    def network_in_channels(self) -> int:
+        """Input channels of the first convolution: image channels x planes per sample."""
+        return self.in_channels * self.planes_per_sample
 
     @property
     def pool_factors(self) -> tuple[tuple[int, ...], ...]:

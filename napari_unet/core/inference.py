@@ -304,7 +304,9 @@ def iter_predict(
     axes = model_axes(model, image.shape, axes)
     lab_axes = label_axes(axes)
     stack = SampleStack(to_canonical(image, axes),
-                        mode_for_spatial_dims(model.config.spatial_dims))
+                        mode_for_spatial_dims(model.config.spatial_dims),
+                        model.config.z_context or 0)
+    normalization = model.normalization.per_plane(stack.planes_per_sample)
     canonical_region = region_to_canonical(region, lab_axes, stack.label_shape)
     samples = list(stack.samples_in(canonical_region))
     multiples = model.config.size_multiples
@@ -341,13 +343,13 @@ def iter_predict(
     runner = _Runner(network, device, autocast_dtype(device, mixed_precision))
     done = 0
     for index, _ in samples:
-        crop = stack.sample(index)[(slice(None), *context)]
+        crop = stack.read(index, context)
         padded: np.ndarray | _TileSource
         if need_probabilities:
             # Whole-sample arrays are needed anyway (documented: memory grows with the image).
-            padded = _pad_to_multiple(model.normalization.apply(np.asarray(crop)), multiples)
+            padded = _pad_to_multiple(normalization.apply(np.asarray(crop)), multiples)
         else:
-            padded = _TileSource(crop, model.normalization, multiples)
+            padded = _TileSource(crop, normalization, multiples)
         summed = np.zeros((k, *padded.shape[1:]), np.float32) if need_probabilities else None
         ids = None
         for transform, windows in zip(passes, plans):

@@ -76,6 +76,18 @@ class Normalization:
             highs.append(float(high))
         return cls(tuple(lows), tuple(highs))
 
+    def per_plane(self, planes: int) -> Normalization:
+        """Return this map for samples that stack ``planes`` slices per image channel.
+
+        A 2D model with Z context reads each channel's neighbouring slices as channels
+        ``c * planes .. c * planes + planes - 1`` (see
+        :class:`~napari_unet.core.axes.SampleStack`); they share channel ``c``'s values.
+        """
+        if planes == 1:
+            return self
+        return Normalization(tuple(np.repeat(self.low, planes).tolist()),
+                             tuple(np.repeat(self.high, planes).tolist()))
+
     def apply(self, image: np.ndarray) -> np.ndarray:
         """Normalise a channel-first image to float32; non-finite pixels become 0.
 

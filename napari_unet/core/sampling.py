@@ -53,7 +53,8 @@ class PatchSampler:
     images
         ``(N, C, *spatial)``: anything indexable by sample number that returns a
         ``(C, *spatial)`` array, e.g. a numpy array or a
-        :class:`~napari_unet.core.axes.SampleStack`. Samples are read, never copied whole.
+        :class:`~napari_unet.core.axes.SampleStack` (whose ``read`` is then used to cut
+        just the patch). Samples are read, never copied whole.
     labels
         Painted labels ``(N, *spatial)``; 0 = unpainted. Only samples with painted pixels
         ever contribute a patch.
@@ -66,9 +67,13 @@ class PatchSampler:
         Random flips and 90 degree rotations (in the last two axes).
     intensity_jitter
         With ``augment``, also scale and shift each patch's intensities at random.
+    planes_per_channel
+        Consecutive sample channels that are planes of one image channel (Z context):
+        they get the same jitter, so their brightness relative to each other is kept.
     normalization
         Applied to each patch as it is cut (so the image is never converted to float as a
-        whole); ``None`` for an already normalised image.
+        whole); ``None`` for an already normalised image. With Z context it must cover
+        every plane of a sample (:meth:`~napari_unet.core.normalization.Normalization.per_plane`).
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class PatchSampler:
         augment: bool = True,
         normalization: Normalization | None = None,
         intensity_jitter: bool = True,
+        planes_per_channel: int = 1,
     ) -> None:
         spatial_dims = labels.ndim - 1
         if isinstance(patch_shape, int):
@@ -95,6 +101,7 @@ class PatchSampler:
         self._augment = augment
         self._intensity_jitter = intensity_jitter
         self._normalization = normalization
+        self._planes = planes_per_channel
         self.set_labels(labels)
 
     @property
@@ -160,7 +167,7 @@ class PatchSampler:
             stop = min(start + p, s)
             window.append(slice(start, stop))
             pads.append((0, p - (stop - start)))
-        img = np.asarray(self._images[index][(slice(None), *window)])
+        img = np.asarray(self._read(int(index), tuple(window)))
         if self._normalization is not None:
             img = self._normalization.apply(img)
         lab = self._labels[index][tuple(window)].astype(np.int64) - 1  # unpainted -> -1
@@ -171,6 +178,13 @@ class PatchSampler:
         if self._augment:
             img, lab = self._augment_pair(img, lab)
         return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(lab)
+
+    def _read(self, index: int, window: tuple[slice, ...]) -> np.ndarray:
+        # A SampleStack reads just the window (with Z context, of every plane it stacks).
+        reader = getattr(self._images, "read", None)
+        if reader is not None:
+            return reader(index, window)
+        return self._images[index][(slice(None), *window)]
 
     def _augment_pair(
         self, img: np.ndarray, lab: np.ndarray
@@ -189,10 +203,10 @@ class PatchSampler:
         if not self._intensity_jitter:
             return img, lab
         # Per-channel contrast and brightness jitter: stains and exposure vary across images.
-        n_ch = img.shape[0]
+        n_ch = img.shape[0] // self._planes
         shape = (n_ch,) + (1,) * n_spatial
         scale = np.exp(rng.uniform(-CONTRAST_JITTER, CONTRAST_JITTER, size=shape))
-        scale = scale.astype(np.float32)
+        scale = np.repeat(scale.astype(np.float32), self._planes, axis=0)
         shift = rng.uniform(-BRIGHTNESS_JITTER, BRIGHTNESS_JITTER, size=shape)
-        shift = shift.astype(np.float32)
+        shift = np.repeat(shift.astype(np.float32), self._planes, axis=0)
         return img * scale + shift, lab

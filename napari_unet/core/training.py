@@ -240,7 +240,15 @@ class TrainingRun:
             raise InputError(f"3D mode needs a Z axis; the image's axes are {self.axes}")
         self.image = image
         self.anisotropy = base.anisotropy if init is None else init.config.anisotropy
-        self.stack = SampleStack(to_canonical(image, self.axes), mode)
+        canonical_image = to_canonical(image, self.axes)
+        is_z_stack = canonical_image.shape[2] > 1
+        if init is not None:
+            z_context = init.config.z_context or 0
+        elif mode == "2d" and is_z_stack:  # neighbouring slices exist only here
+            z_context = 1 if base.z_context is None else base.z_context
+        else:
+            z_context = 0
+        self.stack = SampleStack(canonical_image, mode, z_context)
         self._canonical_labels_shape = canonical_labels.shape
         label_samples = self.stack.label_samples(canonical_labels)
         num_painted_classes = check_training_labels(label_samples, label_samples.shape)
@@ -270,6 +278,9 @@ class TrainingRun:
                 spatial_dims=self.stack.spatial_dims,
                 anisotropy=base.anisotropy if mode == "3d" else 1.0,
                 in_channels=channels,
+                z_context=z_context,
+                absolute_intensity=(is_z_stack if base.absolute_intensity is None
+                                    else base.absolute_intensity),
                 num_classes=max(num_painted_classes, base.num_classes),
             )
             network = build_unet(base)
@@ -302,7 +313,8 @@ class TrainingRun:
         self._sampler = PatchSampler(
             self.stack, label_samples, patch_shape(network.config, config,
                                                    self.stack.sample_shape),
-            self._rng, config.augment, normalization, self.intensity_jitter,
+            self._rng, config.augment, normalization.per_plane(self.stack.planes_per_sample),
+            self.intensity_jitter, self.stack.planes_per_sample,
         )
         self._weights = self._class_weights()
         # foreach: one multi-tensor kernel per update instead of a Python loop over tensors

@@ -56,15 +56,23 @@ def _conv(spatial_dims: int) -> type[nn.Conv2d] | type[nn.Conv3d]:
 
 
 class ConvBlock(nn.Module):
-    """Two 3x3 convolutions, each followed by normalisation and ReLU; optionally residual."""
+    """Two 3x3 convolutions, each followed by normalisation and ReLU; optionally residual.
+
+    Convolutions before a normalisation have no bias, except the very first of the network
+    when ``first_bias`` is set: layer normalisation across channels at each pixel divides
+    out the scale of ``conv(x)``, so without a bias the first layer sees the contrast of a
+    3x3 neighbourhood but not its brightness (a flat dim patch looks like a flat bright
+    one). The bias is what lets brightness through (``ModelConfig.absolute_intensity``).
+    """
 
     def __init__(
-        self, in_ch: int, out_ch: int, *, norm: str, spatial_dims: int, residual: bool
+        self, in_ch: int, out_ch: int, *, norm: str, spatial_dims: int, residual: bool,
+        first_bias: bool = False,
     ) -> None:
         super().__init__()
         conv = _conv(spatial_dims)
         bias = norm == "none"
-        self.conv1 = conv(in_ch, out_ch, 3, padding=1, bias=bias)
+        self.conv1 = conv(in_ch, out_ch, 3, padding=1, bias=bias or first_bias)
         self.norm1 = _norm(norm, out_ch, spatial_dims)
         self.conv2 = conv(out_ch, out_ch, 3, padding=1, bias=bias)
         self.norm2 = _norm(norm, out_ch, spatial_dims)
@@ -81,7 +89,10 @@ class ConvBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """U-Net mapping ``(N, in_channels, *spatial)`` to ``(N, num_classes, *spatial)`` logits.
+    """U-Net mapping ``(N, C, *spatial)`` to ``(N, num_classes, *spatial)`` logits.
+
+    ``C`` is ``config.network_in_channels``: the image's channels, times the slices per
+    sample for a 2D model with Z context.
 
     Build it with :func:`build_unet`. Logit channel ``k`` belongs to label id ``k + 1``
     (see :mod:`napari_unet.core.labels`).
@@ -93,9 +104,12 @@ class UNet(nn.Module):
         sd, norm, res = config.spatial_dims, config.norm, config.residual
         widths = [config.base_channels * 2**level for level in range(config.depth + 1)]
         self.encoders = nn.ModuleList()
-        in_ch = config.in_channels
-        for w in widths[:-1]:
-            self.encoders.append(ConvBlock(in_ch, w, norm=norm, spatial_dims=sd, residual=res))
+        in_ch = config.network_in_channels
+        for level, w in enumerate(widths[:-1]):
+            self.encoders.append(ConvBlock(
+                in_ch, w, norm=norm, spatial_dims=sd, residual=res,
+                first_bias=level == 0 and config.sees_absolute_intensity,
+            ))
             in_ch = w
         pool = nn.MaxPool2d if sd == 2 else nn.MaxPool3d
         factors = config.pool_factors
@@ -143,10 +157,10 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict class logits for a batch; input of any spatial size."""
         cfg = self.config
-        if x.ndim != 2 + cfg.spatial_dims or x.shape[1] != cfg.in_channels:
+        if x.ndim != 2 + cfg.spatial_dims or x.shape[1] != cfg.network_in_channels:
             expected = "(N, C, Y, X)" if cfg.spatial_dims == 2 else "(N, C, Z, Y, X)"
             raise InputError(
-                f"the U-Net expects input {expected} with C={cfg.in_channels}, "
+                f"the U-Net expects input {expected} with C={cfg.network_in_channels}, "
                 f"got shape {tuple(x.shape)}"
             )
         spatial = x.shape[2:]

@@ -10,6 +10,7 @@ from napari_unet.core.errors import InputError
 from napari_unet.core.inference import predict
 from napari_unet.core.metrics import foreground_iou
 from napari_unet.core.training import LabelUpdate, TrainingRun, sparse_loss, train
+from tests.conftest import strokes_from_truth
 
 TINY_MODEL = ModelConfig(depth=2, base_channels=8)
 FAST = TrainConfig(patch_size=32, batch_size=4, learning_rate=5e-3, warmup_steps=5, seed=0,
@@ -184,3 +185,32 @@ def test_warm_up_pays_torchs_one_off_import_in_advance():
     warm_up()
     # The optimiser's lazy import of torch._dynamo is what made the first Train slow.
     assert "torch._dynamo" in sys.modules
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_absolute_intensity_lets_the_network_tell_dim_from_bright(absolute):
+    """Dim squares are background, bright ones objects; nothing else differs.
+
+    Layer normalisation divides out the scale of the first convolution's output, so a
+    network without the first bias sees a dim square and a bright one alike (noise aside):
+    only ``absolute_intensity`` can learn this.
+    """
+    rng = np.random.default_rng(0)
+    image = np.full((64, 64), 10.0, np.float32)
+    truth = np.zeros((64, 64), np.uint8)
+    for i, (y, x) in enumerate((y, x) for y in range(4, 60, 14) for x in range(4, 60, 14)):
+        bright = (i + y // 14) % 2 == 0
+        image[y : y + 8, x : x + 8] = 200.0 if bright else 60.0
+        truth[y : y + 8, x : x + 8] = bright
+    image += rng.normal(0, 0.5, image.shape).astype(np.float32)
+    strokes = np.zeros_like(truth)
+    strokes[:32] = strokes_from_truth(truth[:32], every=3)  # paint the top half only
+    model_config = replace(TINY_MODEL, absolute_intensity=absolute)
+    model = TrainingRun(image, strokes, replace(FAST, max_steps=150), axes="YX",
+                        model_config=model_config).run_to_end().model
+    score = foreground_iou(predict(model, image).class_map[32:], truth[32:])
+    print(f"absolute intensity {absolute}: IoU on the unpainted half {score:.3f}")
+    if absolute:
+        assert score > 0.9
+    else:
+        assert score < 0.75  # dim squares called objects too (all squares: 0.5)

@@ -1,11 +1,11 @@
-"""Intensity jitter on Z stacks: does it help the 2D-over-slices model? (step-matched sweep)
+"""2D-over-slices model on Z stacks: intensity jitter and Z context (step-matched sweep)
 
-    python benchmarks/sweep_jitter_stacks.py [--steps 300 700] [--variants on off contrast mild]
+    python benchmarks/sweep_stacks.py [--steps 300 700] [--variants on off z1 z1-on]
 
-A diagnosis sweep, not in ``run_all.sh`` (about 50 minutes for the four variants on 2 CPU
-cores). It trains the default 2D-over-slices model on the nuclei stack for a fixed number
-of steps (so a busy machine changes the time, not the result) and prints foreground IoU
-for two stroke sets:
+A diagnosis sweep, not in ``run_all.sh`` (about 12 minutes per variant on 2 CPU cores).
+It trains the default 2D-over-slices model on the nuclei stack for a fixed number of
+steps (so a busy machine changes the time, not the result) and prints foreground IoU for
+two stroke sets:
 
 - ``volumes``: the strokes of ``bench_volumes.py`` (3 objects and 4 background strokes on
   each of slices 28, 38, 48), seeds 0-2, IoU on every unpainted slice, trained with a step
@@ -16,7 +16,9 @@ for two stroke sets:
 
 Variants: ``on`` and ``off`` are ``TrainConfig.intensity_jitter``; ``contrast`` (contrast
 scale only, no brightness shift) and ``mild`` (contrast exp(±0.15), brightness ±0.03)
-change the sampler's jitter magnitudes for this process only.
+change the sampler's jitter magnitudes for this process only; ``z1``/``z2`` give the model
+1/2 neighbouring slices on each side (``ModelConfig.z_context``) with jitter off, ``z1-on``
+with jitter on, and ``z0`` forces no Z context whatever the default is.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 import napari_unet.core.sampling as sampling
-from napari_unet.core.config import get_preset
+from napari_unet.core.config import ModelConfig, get_preset
 from napari_unet.core.inference import predict
 from napari_unet.core.metrics import foreground_iou
 from napari_unet.core.training import TrainingRun
@@ -42,16 +44,27 @@ from bench_effort import Dataset, load  # noqa: E402
 from bench_volumes import PAINTED, wheel_path  # noqa: E402
 from make_sample3d import paint_slices, read_wheel  # noqa: E402
 
-# variant -> (TrainConfig.intensity_jitter, contrast jitter, brightness jitter)
-VARIANTS = {
-    "on": ("on", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER),
-    "off": ("off", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER),
-    "contrast": ("on", sampling.CONTRAST_JITTER, 0.0),
-    "mild": ("on", 0.15, 0.03),
+# variant -> (TrainConfig.intensity_jitter, contrast jitter, brightness jitter, Z context);
+# Z context None keeps the preset's.
+VARIANTS: dict[str, tuple[str, float, float, int | None]] = {
+    "on": ("on", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, None),
+    "off": ("off", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, None),
+    "contrast": ("on", sampling.CONTRAST_JITTER, 0.0, None),
+    "mild": ("on", 0.15, 0.03, None),
+    "z0": ("off", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, 0),
+    "z1": ("off", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, 1),
+    "z2": ("off", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, 2),
+    "z1-on": ("on", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, 1),
 }
 
 
-def volumes_strokes(image: np.ndarray, truth: np.ndarray, mode: str,
+def model_config(z_context: int | None) -> ModelConfig:
+    """The CPU preset's model, with ``z_context`` slices of context unless ``None``."""
+    base = get_preset("auto", "cpu").model
+    return base if z_context is None else replace(base, z_context=z_context)
+
+
+def volumes_strokes(image: np.ndarray, truth: np.ndarray, mode: str, z_context: int | None,
                     steps: int) -> list[float]:
     """IoU on the unpainted slices after ``steps`` steps, seeds 0-2."""
     preset = get_preset("auto", "cpu")
@@ -63,13 +76,13 @@ def volumes_strokes(image: np.ndarray, truth: np.ndarray, mode: str,
         cfg = replace(preset.train, max_seconds=None, max_steps=steps, seed=seed,
                       device="cpu", intensity_jitter=mode)
         model = TrainingRun(image, strokes, cfg, axes="ZYX", mode="2d",
-                            model_config=preset.model).run_to_end().model
+                            model_config=model_config(z_context)).run_to_end().model
         class_map = predict(model, image, preset.tile, axes="ZYX").class_map
         scores.append(foreground_iou(class_map[unpainted], truth[unpainted]))
     return scores
 
 
-def effort_strokes(data: Dataset, mode: str,
+def effort_strokes(data: Dataset, mode: str, z_context: int | None,
                    checkpoints: list[int]) -> dict[int, list[float]]:
     """IoU on the evaluation half at each checkpoint, 2 seeds x 3/10/20 objects."""
     preset = get_preset("auto", "cpu")
@@ -79,7 +92,7 @@ def effort_strokes(data: Dataset, mode: str,
             cfg = replace(preset.train, max_seconds=None, max_steps=None, seed=seed,
                           device="cpu", intensity_jitter=mode)
             run = TrainingRun(data.image, data.strokes(objects, seed), cfg, axes=data.axes,
-                              model_config=preset.model)
+                              model_config=model_config(z_context))
             steps, done = run.steps(), 0
             for checkpoint in checkpoints:
                 while done < checkpoint:
@@ -103,11 +116,12 @@ def main() -> int:
     image, truth = read_wheel(str(wheel_path()))  # read once: each read decompresses the stack
     effort_data = load("3d")
     for name in args.variants:
-        mode, sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER = VARIANTS[name]
-        volumes = volumes_strokes(image, truth, mode, checkpoints[-1])
+        mode, sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, z_context = VARIANTS[name]
+        volumes = volumes_strokes(image, truth, mode, z_context, checkpoints[-1])
         print(f"{name:8s} volumes strokes, {checkpoints[-1]} steps: mean "
               f"{np.mean(volumes):.3f} ({' '.join(f'{v:.3f}' for v in volumes)})", flush=True)
-        for step, values in effort_strokes(effort_data, mode, checkpoints).items():
+        for step, values in effort_strokes(effort_data, mode, z_context,
+                                           checkpoints).items():
             print(f"{name:8s} effort strokes, {step} steps: mean {np.mean(values):.3f} "
                   f"({' '.join(f'{v:.3f}' for v in values)})", flush=True)
     return 0
