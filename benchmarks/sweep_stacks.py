@@ -1,6 +1,6 @@
 """2D-over-slices model on Z stacks: intensity jitter and Z context (step-matched sweep)
 
-    python benchmarks/sweep_stacks.py [--steps 300 700] [--variants on off z1 z1-on]
+    python benchmarks/sweep_stacks.py [--steps 300 700] [--variants off z1 abs z1-abs]
 
 A diagnosis sweep, not in ``run_all.sh`` (about 12 minutes per variant on 2 CPU cores).
 It trains the default 2D-over-slices model on the nuclei stack for a fixed number of
@@ -14,11 +14,13 @@ two stroke sets:
   the top half), seeds 0-1, IoU on the bottom half, trained open-ended (constant rate, as
   the widget trains) and scored at each checkpoint.
 
-Variants: ``on`` and ``off`` are ``TrainConfig.intensity_jitter``; ``contrast`` (contrast
-scale only, no brightness shift) and ``mild`` (contrast exp(±0.15), brightness ±0.03)
-change the sampler's jitter magnitudes for this process only; ``z1``/``z2`` give the model
-1/2 neighbouring slices on each side (``ModelConfig.z_context``) with jitter off, ``z1-on``
-with jitter on, and ``z0`` forces no Z context whatever the default is.
+Variants (see ``VARIANTS``): ``on`` and ``off`` are ``TrainConfig.intensity_jitter``;
+``contrast`` (contrast scale only, no brightness shift) and ``mild`` (contrast
+exp(±0.15), brightness ±0.03) change the sampler's jitter magnitudes for this process
+only. These four use the network as it was before ``ModelConfig.z_context`` and
+``absolute_intensity`` existed (neither). ``z1``/``z2`` add 1/2 neighbouring slices on
+each side with jitter off, ``z1-on`` with jitter on; ``abs`` adds absolute intensity,
+``z1-abs`` both; ``default`` is whatever the defaults are now.
 """
 
 from __future__ import annotations
@@ -44,27 +46,31 @@ from bench_effort import Dataset, load  # noqa: E402
 from bench_volumes import PAINTED, wheel_path  # noqa: E402
 from make_sample3d import paint_slices, read_wheel  # noqa: E402
 
-# variant -> (TrainConfig.intensity_jitter, contrast jitter, brightness jitter, Z context);
-# Z context None keeps the preset's.
-VARIANTS: dict[str, tuple[str, float, float, int | None]] = {
-    "on": ("on", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, None),
-    "off": ("off", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, None),
-    "contrast": ("on", sampling.CONTRAST_JITTER, 0.0, None),
-    "mild": ("on", 0.15, 0.03, None),
-    "z0": ("off", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, 0),
-    "z1": ("off", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, 1),
-    "z2": ("off", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, 2),
-    "z1-on": ("on", sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, 1),
+# variant -> (TrainConfig.intensity_jitter, contrast jitter, brightness jitter,
+#             ModelConfig.z_context, ModelConfig.absolute_intensity); None: the default.
+# The first four are the network before Z context and absolute intensity existed.
+C, B = sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER
+VARIANTS: dict[str, tuple[str, float, float, int | None, bool | None]] = {
+    "on": ("on", C, B, 0, False),
+    "off": ("off", C, B, 0, False),
+    "contrast": ("on", C, 0.0, 0, False),
+    "mild": ("on", 0.15, 0.03, 0, False),
+    "z1": ("off", C, B, 1, False),
+    "z2": ("off", C, B, 2, False),
+    "z1-on": ("on", C, B, 1, False),
+    "abs": ("off", C, B, 0, True),
+    "z1-abs": ("off", C, B, 1, True),
+    "default": ("auto", C, B, None, None),
 }
 
 
-def model_config(z_context: int | None) -> ModelConfig:
-    """The CPU preset's model, with ``z_context`` slices of context unless ``None``."""
-    base = get_preset("auto", "cpu").model
-    return base if z_context is None else replace(base, z_context=z_context)
+def model_config(z_context: int | None, absolute: bool | None) -> ModelConfig:
+    """The CPU preset's model with these settings (``None``: automatic)."""
+    return replace(get_preset("auto", "cpu").model, z_context=z_context,
+                   absolute_intensity=absolute)
 
 
-def volumes_strokes(image: np.ndarray, truth: np.ndarray, mode: str, z_context: int | None,
+def volumes_strokes(image: np.ndarray, truth: np.ndarray, mode: str, model: ModelConfig,
                     steps: int) -> list[float]:
     """IoU on the unpainted slices after ``steps`` steps, seeds 0-2."""
     preset = get_preset("auto", "cpu")
@@ -76,13 +82,13 @@ def volumes_strokes(image: np.ndarray, truth: np.ndarray, mode: str, z_context: 
         cfg = replace(preset.train, max_seconds=None, max_steps=steps, seed=seed,
                       device="cpu", intensity_jitter=mode)
         model = TrainingRun(image, strokes, cfg, axes="ZYX", mode="2d",
-                            model_config=model_config(z_context)).run_to_end().model
+                            model_config=model).run_to_end().model
         class_map = predict(model, image, preset.tile, axes="ZYX").class_map
         scores.append(foreground_iou(class_map[unpainted], truth[unpainted]))
     return scores
 
 
-def effort_strokes(data: Dataset, mode: str, z_context: int | None,
+def effort_strokes(data: Dataset, mode: str, model: ModelConfig,
                    checkpoints: list[int]) -> dict[int, list[float]]:
     """IoU on the evaluation half at each checkpoint, 2 seeds x 3/10/20 objects."""
     preset = get_preset("auto", "cpu")
@@ -92,7 +98,7 @@ def effort_strokes(data: Dataset, mode: str, z_context: int | None,
             cfg = replace(preset.train, max_seconds=None, max_steps=None, seed=seed,
                           device="cpu", intensity_jitter=mode)
             run = TrainingRun(data.image, data.strokes(objects, seed), cfg, axes=data.axes,
-                              model_config=model_config(z_context))
+                              model_config=model)
             steps, done = run.steps(), 0
             for checkpoint in checkpoints:
                 while done < checkpoint:
@@ -116,12 +122,12 @@ def main() -> int:
     image, truth = read_wheel(str(wheel_path()))  # read once: each read decompresses the stack
     effort_data = load("3d")
     for name in args.variants:
-        mode, sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, z_context = VARIANTS[name]
-        volumes = volumes_strokes(image, truth, mode, z_context, checkpoints[-1])
+        mode, sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, z, absolute = VARIANTS[name]
+        model = model_config(z, absolute)
+        volumes = volumes_strokes(image, truth, mode, model, checkpoints[-1])
         print(f"{name:8s} volumes strokes, {checkpoints[-1]} steps: mean "
               f"{np.mean(volumes):.3f} ({' '.join(f'{v:.3f}' for v in volumes)})", flush=True)
-        for step, values in effort_strokes(effort_data, mode, z_context,
-                                           checkpoints).items():
+        for step, values in effort_strokes(effort_data, mode, model, checkpoints).items():
             print(f"{name:8s} effort strokes, {step} steps: mean {np.mean(values):.3f} "
                   f"({' '.join(f'{v:.3f}' for v in values)})", flush=True)
     return 0
