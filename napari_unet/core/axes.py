@@ -246,22 +246,19 @@ class SampleStack:
         A ``(C, *sample_shape)`` view, or with Z context a ``(C * planes_per_sample, Y, X)``
         array.
         """
-        t, z = self.sample_position(index)
-        if self.mode == "3d":
-            return self.image[t]
-        if not self.z_context:
-            return self.image[t, :, z]
-        return self.read(index, (slice(None), slice(None)))
+        return self.read(index, (slice(None),) * self.spatial_dims)
 
     def read(self, index: int, window: tuple[slice, ...]) -> np.ndarray:
         """Return ``window`` (spatial slices) of sample ``index``, all its channels.
 
-        Equal to ``sample(index)[(slice(None), *window)]``, but with Z context only the
-        window of each plane is copied, not whole planes.
+        A view without Z context; with it, only the window of each stacked plane is
+        copied, not whole planes.
         """
         t, z = self.sample_position(index)
-        if self.mode == "3d" or not self.z_context:
-            return self.sample(index)[(slice(None), *window)]
+        if self.mode == "3d":
+            return self.image[t][(slice(None), *window)]
+        if not self.z_context:
+            return self.image[t, :, z][(slice(None), *window)]
         depth = self.image.shape[2]
         planes = np.clip(np.arange(z - self.z_context, z + self.z_context + 1), 0, depth - 1)
         # (C, planes, *window), channel-major like Normalization.per_plane
