@@ -113,9 +113,14 @@ class ModelConfig:
             raise InputError("z_context is for 2D models; a 3D model sees Z itself")
 
     @property
+    def context_slices(self) -> int:
+        """``z_context`` as a number: neighbouring slices per side (unset: none)."""
+        return self.z_context or 0
+
+    @property
     def planes_per_sample(self) -> int:
         """Slices the network sees per sample: the slice and ``z_context`` on each side."""
-        return 2 * (self.z_context or 0) + 1
+        return 2 * self.context_slices + 1
 
     @property
     def sees_absolute_intensity(self) -> bool:

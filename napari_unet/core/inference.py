@@ -305,7 +305,7 @@ def iter_predict(
     lab_axes = label_axes(axes)
     stack = SampleStack(to_canonical(image, axes),
                         mode_for_spatial_dims(model.config.spatial_dims),
-                        model.config.z_context or 0)
+                        model.config.context_slices)
     normalization = model.normalization.per_plane(stack.planes_per_sample)
     canonical_region = region_to_canonical(region, lab_axes, stack.label_shape)
     samples = list(stack.samples_in(canonical_region))

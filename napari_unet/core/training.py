@@ -243,7 +243,7 @@ class TrainingRun:
         canonical_image = to_canonical(image, self.axes)
         is_z_stack = canonical_image.shape[2] > 1
         if init is not None:
-            z_context = init.config.z_context or 0
+            z_context = init.config.context_slices
         elif mode == "2d" and is_z_stack:  # neighbouring slices exist only here
             z_context = 1 if base.z_context is None else base.z_context
         else:
