@@ -20,6 +20,7 @@ from napari_unet.core.config import (
     INTENSITY_JITTER_CHOICES,
     MAX_Z_CONTEXT,
     PRESETS,
+    ModelConfig,
     get_preset,
 )
 from napari_unet.core.errors import InputError, NapariUnetError
@@ -63,6 +64,10 @@ def _build_parser() -> argparse.ArgumentParser:
                        metavar=f"0..{MAX_Z_CONTEXT}",
                        help="for Z stacks in 2D mode: neighbouring slices on each side the "
                             "model sees with each slice (default 1)")
+    train.add_argument("--absolute-intensity", default="auto", choices=["auto", "on", "off"],
+                       help="let the model see how bright a region is, not only its "
+                            "contrast (default auto: on for Z stacks, where brightness tells "
+                            "in-focus objects from blur; off for 2D images)")
     train.add_argument("--anisotropy", type=float,
                        help="Z spacing / XY pixel size (default: from ImageJ metadata, else 1)")
     _add_common(train)
@@ -128,6 +133,20 @@ def _announce_axes(args: argparse.Namespace, image: ImageData, axes: str, how: s
         _say(args, f"{args.image.name}: {_axes_note(image, axes, how)}; use --axes to change")
 
 
+def _check_init_agrees(config: ModelConfig, z_context: int | None,
+                       absolute: bool | None) -> None:
+    """Refuse input settings a model being fine-tuned cannot change (its first layer)."""
+    if z_context not in (None, config.context_slices):
+        raise InputError(f"--z-context {z_context}: the model to fine-tune sees "
+                         f"{config.context_slices} neighbouring slice(s) on each side; "
+                         "leave --z-context out, or train a new model")
+    if absolute not in (None, config.sees_absolute_intensity):
+        raise InputError(f"--absolute-intensity {'on' if absolute else 'off'}: the model to "
+                         f"fine-tune was trained with it "
+                         f"{'on' if config.sees_absolute_intensity else 'off'}; leave "
+                         "--absolute-intensity out, or train a new model")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -152,10 +171,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             axes = image.axes
             labels = read_labels(args.labels, shape_without_channels(image.data.shape, axes))
     init = load_model(args.init) if args.init else None
-    if init is not None and args.z_context not in (None, init.config.z_context or 0):
-        raise InputError(f"--z-context {args.z_context}: the model to fine-tune sees "
-                         f"{init.config.z_context or 0} neighbouring slice(s) on each side; "
-                         "leave --z-context out, or train a new model")
+    absolute = {"auto": None, "on": True, "off": False}[args.absolute_intensity]
+    if init is not None:
+        _check_init_agrees(init.config, args.z_context, absolute)
     anisotropy = args.anisotropy or image.anisotropy or 1.0
     seconds = args.seconds if args.seconds is not None or args.steps else 60.0
     config = replace(preset.train, max_seconds=seconds, max_steps=args.steps, seed=args.seed,
@@ -165,7 +183,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             image.data, labels, config, axes=axes,
             mode=None if args.mode == "auto" else args.mode,
             model_config=replace(preset.model, anisotropy=anisotropy,
-                                 z_context=args.z_context),
+                                 z_context=args.z_context, absolute_intensity=absolute),
             init=init,
         )
     _announce_axes(args, image, axes, how)

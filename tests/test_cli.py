@@ -65,6 +65,23 @@ def test_fine_tuning_keeps_the_models_z_context(tmp_path):
     run_cli("train", *common, "--out", tmp_path / "b.pt", "--init", tmp_path / "a.pt",
             check=True)
     assert load_model(tmp_path / "b.pt").config.z_context == 2
+    line = _error_of(run_cli("train", *common, "--out", tmp_path / "b.pt", "--overwrite",
+                             "--init", tmp_path / "a.pt", "--absolute-intensity", "off"))
+    assert "trained with it on" in line
+    assert load_model(tmp_path / "b.pt").config.sees_absolute_intensity
+
+
+def test_absolute_intensity_can_be_chosen_for_a_2d_image(tmp_path):
+    image, truth = make_blobs((40, 48))
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "strokes.tif", strokes_from_truth(truth))
+    common = ["--image", tmp_path / "image.tif", "--labels", tmp_path / "strokes.tif",
+              "--steps", "2"]
+    run_cli("train", *common, "--out", tmp_path / "auto.pt", check=True)
+    run_cli("train", *common, "--out", tmp_path / "on.pt", "--absolute-intensity", "on",
+            check=True)
+    assert not load_model(tmp_path / "auto.pt").config.sees_absolute_intensity
+    assert load_model(tmp_path / "on.pt").config.sees_absolute_intensity
 
 
 def test_fine_tune_and_quiet(files):
