@@ -201,8 +201,7 @@ class UNetTrainerWidget(QWidget):
             choices=list(INTENSITY_JITTER_CHOICES), value="auto", label="vary brightness",
             tooltip="Random contrast and brightness of training patches. auto: on for 2D "
                     "images and time-lapses, off for Z stacks, where brightness tells "
-                    "in-focus objects from out-of-focus blur. Try 'on' if a stack's "
-                    "objects come out smaller than they are.",
+                    "in-focus objects from out-of-focus blur.",
         )
         self.anisotropy = FloatSpinBox(
             value=1.0, min=0.1, max=100.0, step=0.1, label="Z spacing / pixel",

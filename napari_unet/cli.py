@@ -58,8 +58,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--intensity-jitter", default="auto", choices=INTENSITY_JITTER_CHOICES,
                        help="random contrast/brightness of training patches (default auto: "
                             "on for 2D images and time-lapses, off for Z stacks, where "
-                            "brightness tells in-focus objects from out-of-focus blur; try "
-                            "'on' if a stack's objects come out too small)")
+                            "brightness tells in-focus objects from out-of-focus blur)")
     train.add_argument("--z-context", type=int, choices=range(MAX_Z_CONTEXT + 1),
                        metavar=f"0..{MAX_Z_CONTEXT}",
                        help="for Z stacks in 2D mode: neighbouring slices on each side the "

@@ -211,10 +211,10 @@ class TrainConfig:
         Random contrast scale and brightness shift of each patch: ``"on"``, ``"off"`` or
         ``"auto"``, which is on for 2D images and time-lapses and off for Z stacks. In a
         stack, brightness along Z says what is in focus: out-of-focus nuclei are dim and
-        not foreground, and jitter teaches the model to call them foreground. Off is not
-        better with every set of strokes (with some, the model then draws in-focus
-        nuclei too small); over the stroke sets measured the two tie, and off keeps the
-        out-of-focus slices clean (docs/benchmarks.md, "Stacks").
+        not foreground, and jitter teaches the model to call them foreground. (Measured
+        before stack models saw absolute intensity and Z context: over the stroke sets
+        measured, on and off tied, and off kept the out-of-focus slices clean;
+        docs/benchmarks.md, "Stacks".)
     seed
         Seeds patch sampling, augmentation and weight initialisation. ``None`` for fresh
         randomness.
