@@ -1,6 +1,7 @@
 """2D-over-slices model on Z stacks: intensity jitter and Z context (step-matched sweep)
 
     python benchmarks/sweep_stacks.py [--steps 300 700] [--variants off z1 abs z1-abs]
+        [--strokes volumes effort] [--mode 2d|3d] [--grad-clip-norm 1.0|none]
 
 A diagnosis sweep, not in ``run_all.sh`` (about 12 minutes per variant on 2 CPU cores).
 It trains the default 2D-over-slices model on the nuclei stack for a fixed number of
@@ -21,6 +22,9 @@ only. These four use the network as it was before ``ModelConfig.z_context`` and
 ``absolute_intensity`` existed (neither). ``z1``/``z2`` add 1/2 neighbouring slices on
 each side with jitter off, ``z1-on`` with jitter on; ``abs`` adds absolute intensity,
 ``z1-abs`` both; ``default`` is whatever the defaults are now.
+
+``--grad-clip-norm`` sets ``TrainConfig.grad_clip_norm`` for every variant (default: the
+preset's); ``--mode 3d`` trains the 3D model instead (Z context does not apply to it).
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def model_config(z_context: int | None, absolute: bool | None) -> ModelConfig:
 
 
 def volumes_strokes(image: np.ndarray, truth: np.ndarray, mode: str, model: ModelConfig,
-                    steps: int) -> list[float]:
+                    steps: int, train: dict, train_mode: str) -> list[float]:
     """IoU on the unpainted slices after ``steps`` steps, seeds 0-2."""
     preset = get_preset("auto", "cpu")
     strokes = paint_slices(truth, PAINTED, seed=5)
@@ -80,25 +84,26 @@ def volumes_strokes(image: np.ndarray, truth: np.ndarray, mode: str, model: Mode
     scores = []
     for seed in (0, 1, 2):
         cfg = replace(preset.train, max_seconds=None, max_steps=steps, seed=seed,
-                      device="cpu", intensity_jitter=mode)
-        model = TrainingRun(image, strokes, cfg, axes="ZYX", mode="2d",
-                            model_config=model).run_to_end().model
-        class_map = predict(model, image, preset.tile, axes="ZYX").class_map
+                      device="cpu", intensity_jitter=mode, **train)
+        trained = TrainingRun(image, strokes, cfg, axes="ZYX", mode=train_mode,
+                              model_config=model).run_to_end().model
+        class_map = predict(trained, image, preset.tile, axes="ZYX").class_map
         scores.append(foreground_iou(class_map[unpainted], truth[unpainted]))
     return scores
 
 
 def effort_strokes(data: Dataset, mode: str, model: ModelConfig,
-                   checkpoints: list[int]) -> dict[int, list[float]]:
+                   checkpoints: list[int], train: dict,
+                   train_mode: str) -> dict[int, list[float]]:
     """IoU on the evaluation half at each checkpoint, 2 seeds x 3/10/20 objects."""
     preset = get_preset("auto", "cpu")
     scores: dict[int, list[float]] = {step: [] for step in checkpoints}
     for seed in (0, 1):
         for objects in (3, 10, 20):
             cfg = replace(preset.train, max_seconds=None, max_steps=None, seed=seed,
-                          device="cpu", intensity_jitter=mode)
+                          device="cpu", intensity_jitter=mode, **train)
             run = TrainingRun(data.image, data.strokes(objects, seed), cfg, axes=data.axes,
-                              model_config=model)
+                              mode=train_mode, model_config=model)
             steps, done = run.steps(), 0
             for checkpoint in checkpoints:
                 while done < checkpoint:
@@ -116,18 +121,33 @@ def main() -> int:
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS),
                         default=["on", "off", "contrast", "mild"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--strokes", nargs="+", choices=["volumes", "effort"],
+                        default=["volumes", "effort"])
+    parser.add_argument("--mode", choices=["2d", "3d"], default="2d")
+    parser.add_argument("--grad-clip-norm", default=None,
+                        help="a number, or 'none' for no clipping (default: the preset's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    train: dict = {}
+    if args.grad_clip_norm is not None:
+        clip = args.grad_clip_norm
+        train["grad_clip_norm"] = None if clip.lower() == "none" else float(clip)
     checkpoints = sorted(args.steps)
     image, truth = read_wheel(str(wheel_path()))  # read once: each read decompresses the stack
     effort_data = load("3d")
     for name in args.variants:
         mode, sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, z, absolute = VARIANTS[name]
         model = model_config(z, absolute)
-        volumes = volumes_strokes(image, truth, mode, model, checkpoints[-1])
-        print(f"{name:8s} volumes strokes, {checkpoints[-1]} steps: mean "
-              f"{np.mean(volumes):.3f} ({' '.join(f'{v:.3f}' for v in volumes)})", flush=True)
-        for step, values in effort_strokes(effort_data, mode, model, checkpoints).items():
+        if "volumes" in args.strokes:
+            volumes = volumes_strokes(image, truth, mode, model, checkpoints[-1], train,
+                                      args.mode)
+            print(f"{name:8s} volumes strokes, {checkpoints[-1]} steps: mean "
+                  f"{np.mean(volumes):.3f} ({' '.join(f'{v:.3f}' for v in volumes)})",
+                  flush=True)
+        if "effort" not in args.strokes:
+            continue
+        for step, values in effort_strokes(effort_data, mode, model, checkpoints,
+                                           train, args.mode).items():
             print(f"{name:8s} effort strokes, {step} steps: mean {np.mean(values):.3f} "
                   f"({' '.join(f'{v:.3f}' for v in values)})", flush=True)
     return 0

@@ -204,6 +204,14 @@ class TrainConfig:
         trained weights with this decay (``None``: the raw weights). With a handful of
         strokes, single steps swing the weights a lot; the average is steadier and
         generalises better.
+    grad_clip_norm
+        Scale each step's gradient down to at most this total norm (``None``: never).
+        Gradient norms on sparse strokes range over two orders of magnitude from batch to
+        batch (2D DSB, 10 objects: median 3-7, peaks of 35-120); unclipped, one such batch
+        early on could throw the network into predicting only background for a hundred
+        steps (an empty first overlay). At 1.0 nearly every step is scaled to norm 1 and
+        AdamW's per-weight scaling does the rest; measured in docs/benchmarks.md
+        ("What changed the defaults").
     augment
         Flips and 90 degree rotations, plus intensity jitter where ``intensity_jitter``
         allows it.
@@ -238,6 +246,7 @@ class TrainConfig:
     dice_weight: float = 0.0
     class_balance: bool = True
     ema_decay: float | None = 0.995
+    grad_clip_norm: float | None = 1.0
     augment: bool = True
     intensity_jitter: IntensityJitter = "auto"
     seed: int | None = 0
@@ -256,6 +265,8 @@ class TrainConfig:
             raise InputError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
+            raise InputError(f"grad_clip_norm must be > 0 or None, got {self.grad_clip_norm}")
         if self.max_steps is not None and self.max_steps < 1:
             raise InputError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.max_seconds is not None and not self.max_seconds > 0:

@@ -511,6 +511,12 @@ class TrainingRun:
             logits = self._network(images)
         loss = sparse_loss(logits, targets, self._weights, self.config.dice_weight)
         self._scaler.scale(loss).backward()
+        if self.config.grad_clip_norm is not None:
+            # The norm must be of the true gradients, not the fp16 loss-scaled ones; the
+            # scaler then skips its own unscaling in step().
+            self._scaler.unscale_(self._optimizer)
+            torch.nn.utils.clip_grad_norm_(self._network.parameters(),
+                                           self.config.grad_clip_norm, foreach=True)
         self._scaler.step(self._optimizer)
         self._scaler.update()
         return float(loss.detach())

@@ -140,6 +140,25 @@ def test_reproducible_with_a_seed(blobs):
     assert [p.loss for p in other.steps()] != losses[0]
 
 
+def test_each_steps_gradient_is_clipped_to_the_configured_norm(blobs):
+    """grad_clip_norm bounds the gradient the optimiser steps with; None leaves it."""
+    image, strokes, _ = blobs
+
+    def gradient_norm_after_one_step(clip: float | None) -> float:
+        run = TrainingRun(image, strokes, replace(FAST, max_steps=1, grad_clip_norm=clip),
+                          model_config=TINY_MODEL)
+        run.run_to_end()
+        # The gradients stay on the trained network until the next step zeroes them.
+        grads = [p.grad for p in run._network.parameters() if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+
+    unclipped = gradient_norm_after_one_step(None)
+    assert unclipped > 0.05  # so that the bound below is a real cut
+    assert gradient_norm_after_one_step(0.01) <= 0.01 * (1 + 1e-4)
+    with pytest.raises(InputError, match="grad_clip_norm"):
+        TrainConfig(grad_clip_norm=0.0)
+
+
 def test_multichannel_and_more_classes():
     rng = np.random.default_rng(0)
     image = rng.random((3, 40, 40)).astype(np.float32)
