@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet import __version__
+from napari_unet.core.axes import MODE_CHOICES
 from napari_unet.core.config import (
+    DEVICE_CHOICES,
     INTENSITY_JITTER_CHOICES,
     MAX_Z_CONTEXT,
     PRESETS,
@@ -52,7 +54,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="auto", choices=["auto", *PRESETS],
                        help="model/training size (default: auto, by device)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    train.add_argument("--mode", default="auto", choices=["auto", "2d", "3d"],
+    train.add_argument("--mode", default="auto", choices=["auto", *MODE_CHOICES],
                        help="for Z stacks: a 2D model over slices or a true 3D model "
                             "(default auto: 2D over slices, ~8x the steps per second on a CPU)")
     train.add_argument("--intensity-jitter", default="auto", choices=INTENSITY_JITTER_CHOICES,
@@ -98,7 +100,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--axes", help="axes of the image from T, C, Z, Y, X, e.g. ZYX, TYX, CYX, "
                                   "YXC (default: from the file, else guessed and reported)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="where to compute (default auto: CUDA, then MPS, then CPU)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")

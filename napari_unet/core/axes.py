@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 from napari_unet.core.errors import InputError
 
 Mode = Literal["2d", "3d"]
+MODE_CHOICES: tuple[str, ...] = get_args(Mode)
 CANONICAL_IMAGE = "TCZYX"
 CANONICAL_LABELS = "TZYX"
 # Letters other tools write for the same meaning (tifffile: S = RGB samples, Q/I = unknown).
@@ -203,7 +204,7 @@ class SampleStack:
     def __post_init__(self) -> None:
         if self.image.ndim != 5:
             raise InputError("a SampleStack needs a canonical (T, C, Z, Y, X) image")
-        if self.mode not in ("2d", "3d"):
+        if self.mode not in MODE_CHOICES:
             raise InputError(f"mode must be '2d' or '3d', got {self.mode!r}")
         if self.z_context < 0 or (self.z_context and self.mode == "3d"):
             raise InputError("Z context is a number >= 0, for 2D mode only")

@@ -14,6 +14,7 @@ from napari_unet.core.errors import InputError
 
 NormName = Literal["layer", "group", "batch", "none"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+DEVICE_CHOICES: tuple[str, ...] = get_args(DeviceName)
 IntensityJitter = Literal["auto", "on", "off"]
 INTENSITY_JITTER_CHOICES: tuple[str, ...] = get_args(IntensityJitter)
 """What ``TrainConfig.intensity_jitter`` accepts (the CLI and the widget offer the same)."""
@@ -276,8 +277,9 @@ class TrainConfig:
                 f"intensity_jitter must be one of {', '.join(INTENSITY_JITTER_CHOICES)}, "
                 f"got {self.intensity_jitter!r}"
             )
-        if self.device not in ("auto", "cpu", "cuda", "mps"):
-            raise InputError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+        if self.device not in DEVICE_CHOICES:
+            raise InputError(f"device must be one of {', '.join(DEVICE_CHOICES)}, "
+                             f"got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for checkpoints and JSON."""
