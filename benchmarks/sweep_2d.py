@@ -33,6 +33,7 @@ from napari_unet.core.training import TrainingRun
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "sample_data"))
+from _options import add_grad_clip_option, train_overrides  # noqa: E402
 from bench_effort import load  # noqa: E402
 
 
@@ -59,15 +60,11 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--objects", type=int, nargs="+", default=[3, 10, 20])
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[50, 100, 300, 600])
-    parser.add_argument("--grad-clip-norm", default=None,
-                        help="a number, or 'none' for no clipping (default: the preset's)")
+    add_grad_clip_option(parser)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    train: dict = {}
-    if args.grad_clip_norm is not None:
-        clip = args.grad_clip_norm
-        train["grad_clip_norm"] = None if clip.lower() == "none" else float(clip)
+    train = train_overrides(args)
     checkpoints = sorted(args.checkpoints)
     data = load("2d")
     table: dict[int, list[float]] = {step: [] for step in checkpoints}

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 import napari_unet.core.sampling as sampling
+from napari_unet.core.axes import MODE_CHOICES
 from napari_unet.core.config import ModelConfig, get_preset
 from napari_unet.core.inference import predict
 from napari_unet.core.metrics import foreground_iou
@@ -46,6 +47,7 @@ from napari_unet.core.training import TrainingRun
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "sample_data"))
+from _options import add_grad_clip_option, train_overrides  # noqa: E402
 from bench_effort import Dataset, load  # noqa: E402
 from bench_volumes import PAINTED, wheel_path  # noqa: E402
 from make_sample3d import paint_slices, read_wheel  # noqa: E402
@@ -123,15 +125,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--strokes", nargs="+", choices=["volumes", "effort"],
                         default=["volumes", "effort"])
-    parser.add_argument("--mode", choices=["2d", "3d"], default="2d")
-    parser.add_argument("--grad-clip-norm", default=None,
-                        help="a number, or 'none' for no clipping (default: the preset's)")
+    parser.add_argument("--mode", choices=MODE_CHOICES, default="2d")
+    add_grad_clip_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    train: dict = {}
-    if args.grad_clip_norm is not None:
-        clip = args.grad_clip_norm
-        train["grad_clip_norm"] = None if clip.lower() == "none" else float(clip)
+    train = train_overrides(args)
     checkpoints = sorted(args.steps)
     image, truth = read_wheel(str(wheel_path()))  # read once: each read decompresses the stack
     effort_data = load("3d")
