@@ -328,6 +328,7 @@ class TrainingRun:
             "cuda", enabled=self._amp_dtype == torch.float16
         )
         self._batch_size = config.batch_size  # lowered if the GPU runs out of memory
+        self._prefetched: PatchBatch | None = None  # the next batch, drawn during a GPU step
         self._notice = ""
         self._stop = threading.Event()
         self._steps_done = 0
@@ -382,6 +383,7 @@ class TrainingRun:
         check_training_labels(samples, samples.shape)
         self._check_classes(labels, self.model.num_classes)
         self._sampler.set_labels(samples)
+        self._prefetched = None  # drawn from the old strokes
         self._weights = self._class_weights()
         self._labels_version += 1
 
@@ -453,9 +455,18 @@ class TrainingRun:
         memory on the CPU itself is not recoverable here and is raised.
         """
         while True:
+            batch = self._prefetched or self._sampler.sample(self._batch_size)
+            self._prefetched = None
             try:
-                loss = self._train_step(self._sampler.sample(self._batch_size))
+                loss = self._train_step(batch)
+                if self.device.type != "cpu":
+                    # The GPU runs the step's queued kernels while the CPU draws the next
+                    # batch; reading the loss below waits for both. Drawing after the wait
+                    # cost a quarter of the step (bench_gpu.py: 0.73 of a plain loop).
+                    self._prefetched = self._sampler.sample(self._batch_size)
+                value = float(loss)
             except torch.OutOfMemoryError:
+                self._prefetched = None
                 self._optimizer.zero_grad(set_to_none=True)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -472,8 +483,8 @@ class TrainingRun:
                 else:
                     raise
                 continue
-            self._samples += self._batch_size
-            return loss
+            self._samples += len(batch.images)
+            return value
 
     def _move_to_cpu(self) -> None:
         cpu = torch.device("cpu")
@@ -501,7 +512,7 @@ class TrainingRun:
                                [t for a, t in pairs if t.dtype.is_floating_point])
         self._average_other = [(a, t) for a, t in pairs if not t.dtype.is_floating_point]
 
-    def _train_step(self, batch: PatchBatch) -> float:
+    def _train_step(self, batch: PatchBatch) -> torch.Tensor:
         images = torch.from_numpy(batch.images).to(self.device, non_blocking=True)
         targets = torch.from_numpy(batch.targets).to(self.device, non_blocking=True)
         if self._channels_last:
@@ -519,7 +530,7 @@ class TrainingRun:
                                            self.config.grad_clip_norm, foreach=True)
         self._scaler.step(self._optimizer)
         self._scaler.update()
-        return float(loss.detach())
+        return loss.detach()  # not read here: on a GPU that would wait for the step
 
     @torch.no_grad()
     def _update_average(self) -> None:
@@ -590,17 +601,31 @@ class TrainingRun:
         }
 
 
-def warm_up() -> None:
-    """Pay torch's one-off start-up costs with one tiny training step on the CPU.
+def warm_up(device: str = "auto") -> None:
+    """Pay torch's one-off start-up costs with one tiny training step, CPU and ``device``.
 
     The first optimiser a process makes imports ``torch._dynamo`` (1.5 s on 2 CPU cores,
-    measured) and the first convolutions choose their kernels. Run in a worker thread
-    while the user paints, this takes those seconds off the wait for the first overlay.
+    measured) and the first convolutions choose their kernels. On a GPU, the first step
+    also starts CUDA and its cuDNN/cuBLAS handles: 5 s of a cold 6.9 s wait for the first
+    overlay on an H100, and 1.5 s -> 0.9 s even after the CPU warm-up
+    (benchmarks/bench_gpu.py). Run in a worker thread while the user paints, this takes
+    those seconds off the wait for the first overlay.
+
+    Parameters
+    ----------
+    device
+        The device training will use (as :func:`~napari_unet.core.device.resolve_device`
+        takes it); its step runs under the same mixed precision training uses.
     """
-    network = build_unet(ModelConfig(depth=1, base_channels=4))
-    optimizer = torch.optim.AdamW(network.parameters(), foreach=True)
-    network(torch.zeros(1, 1, 16, 16)).mean().backward()
-    optimizer.step()
+    for target in dict.fromkeys([torch.device("cpu"), resolve_device(device)]):
+        network = build_unet(ModelConfig(depth=1, base_channels=4)).to(target)
+        optimizer = torch.optim.AdamW(network.parameters(), foreach=True)
+        with autocast(target, autocast_dtype(target)):
+            logits = network(torch.zeros(1, 1, 16, 16, device=target))
+        logits.float().mean().backward()
+        optimizer.step()
+        if target.type == "cuda":
+            torch.cuda.synchronize(target)
 
 
 def patch_shape(

@@ -196,6 +196,68 @@ def test_fine_tuning_refuses_other_channels(blobs):
         TrainingRun(np.stack([image, image]), strokes, FAST, init=model)
 
 
+def test_on_a_gpu_the_next_batch_is_drawn_during_the_step_and_redrawn_after_new_strokes(
+    blobs, monkeypatch
+):
+    """Overlapping sampling with the GPU's work must not train on stale or skipped batches."""
+    image, strokes, _ = blobs
+    run = TrainingRun(image, strokes, replace(FAST, max_steps=6), model_config=TINY_MODEL)
+    events: list[tuple[str, int]] = []
+    real_sample, real_set_labels, real_step = (run._sampler.sample, run._sampler.set_labels,
+                                               run._train_step)
+
+    kept = []  # keeps every batch alive, so no two share an id()
+
+    def sample(n):
+        batch = real_sample(n)
+        kept.append(batch)
+        events.append(("draw", id(batch)))
+        return batch
+
+    def set_labels(samples):
+        events.append(("new strokes", 0))
+        real_set_labels(samples)
+
+    def on_cpu(method):
+        # Pretend to be a GPU run (the prefetch path) while computing on the CPU; the
+        # OOM tests pretend the same way.
+        def call(*args):
+            run.device = torch.device("cpu")
+            try:
+                return method(*args)
+            finally:
+                run.device = torch.device("mps")
+        return call
+
+    def step(batch):
+        events.append(("train", id(batch)))
+        return on_cpu(real_step)(batch)
+
+    monkeypatch.setattr(run._sampler, "sample", sample)
+    monkeypatch.setattr(run._sampler, "set_labels", set_labels)
+    monkeypatch.setattr(run, "_train_step", step)
+    monkeypatch.setattr(run, "_class_weights", on_cpu(run._class_weights))
+    run.device = torch.device("mps")
+    gen = run.steps()
+    for _ in range(3):
+        next(gen)
+    inverted = np.where(strokes > 0, 3 - strokes, 0).astype(np.uint8)
+    gen.send(LabelUpdate(inverted))
+    list(gen)
+
+    kinds = [kind for kind, _ in events]
+    # Each step after the first trains on the batch drawn during the step before it.
+    assert kinds[:5] == ["draw", "train", "draw", "train", "draw"]
+    trained = [i for kind, i in events if kind == "train"]
+    drawn = [i for kind, i in events if kind == "draw"]
+    assert len(trained) == 6 and len(set(trained)) == 6
+    assert set(trained) <= set(drawn)
+    # After new strokes arrive, the first step trains on a batch drawn from them.
+    update = kinds.index("new strokes")
+    first_after = next(i for kind, i in events[update:] if kind == "train")
+    assert ("draw", first_after) in events[update:]
+
+
 def test_warm_up_pays_torchs_one_off_import_in_advance():
     import sys
 
