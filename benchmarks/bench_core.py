@@ -184,7 +184,8 @@ def main() -> int:
     device = resolve_device(args.device)
     preset = get_preset("auto", device.type).name
     lines = [f"Measured on: {machine()}, device `{device.type}`, preset `{preset}`,",
-             f"{time.strftime('%Y-%m-%d')}, with `python benchmarks/bench_core.py`.", ""]
+             f"{time.strftime('%Y-%m-%d')}, with `python benchmarks/bench_core.py "
+             f"--device {device.type} --seeds {args.seeds}`.", ""]
 
     tr = training_throughput(device, preset, steps=10 if args.quick else 150)
     inf = inference_throughput(device, preset, side=1024 if args.quick else 2048)
@@ -255,7 +256,9 @@ def main() -> int:
     text = "\n".join(lines)
     print("\n".join(rows))
     if args.write:
-        write_block(args.write, "bench_core", text)
+        # CPU figures keep the historic block; a GPU's go into their own beside it.
+        suffix = "" if device.type == "cpu" else f"_{device.type}"
+        write_block(args.write, f"bench_core{suffix}", text)
     return 0
 
 
