@@ -218,6 +218,7 @@ def plot(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     budgets = results["budgets"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
@@ -233,6 +234,7 @@ def plot(results: dict, path: Path) -> None:
         ax.axhline(dense, color="black", linestyle="--", linewidth=1, label="dense labels")
         ax.set_xscale("log")
         ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # only the budgets
         ax.set_xlabel("training time (s)")
         where = results["dataset"] + ("" if results.get("device", "cpu") == "cpu"
                                       else f", {results['device']}")
