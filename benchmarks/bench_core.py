@@ -53,6 +53,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def loop_throughput(run: TrainingRun, batch: int, steps: int, device: torch.device,
+                    warm_up_steps: int = 5) -> float:
+    """Patches/s of ``run``'s own training loop over ``steps`` steps, after a warm-up."""
+    gen = run.steps()
+    for _ in range(warm_up_steps):
+        next(gen)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        next(gen)
+    _sync(device)
+    rate = steps * batch / (time.perf_counter() - t0)
+    gen.close()
+    return rate
+
+
 def training_throughput(device: torch.device, preset_name: str, steps: int) -> dict[str, float]:
     preset = PRESETS[preset_name]
     image = tifffile.imread(SAMPLE / "nuclei2d.tif")
@@ -62,16 +78,7 @@ def training_throughput(device: torch.device, preset_name: str, steps: int) -> d
 
     # Ours: the full loop (sampling, augmentation, loss on painted pixels, schedule).
     run = TrainingRun(image, strokes, cfg, model_config=preset.model)
-    gen = run.steps()
-    for _ in range(5):  # warm-up
-        next(gen)
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        next(gen)
-    _sync(device)
-    ours = steps * bs / (time.perf_counter() - t0)
-    gen.close()
+    ours = loop_throughput(run, bs, steps, device)
     step_flops = training_step_flops(build_unet(run.model.config).to(device), bs, ps)
 
     # Plain PyTorch: same network shape, pre-made tensors, CE with ignore_index, AdamW.

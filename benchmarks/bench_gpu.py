@@ -48,15 +48,10 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from _docs import publish  # noqa: E402
 from _flops import peak_flops, training_step_flops  # noqa: E402
-from bench_core import machine  # noqa: E402
+from bench_core import _sync, loop_throughput, machine  # noqa: E402
 
 SAMPLE = HERE.parent / "sample_data"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 # -- 1. first overlay --------------------------------------------------------------------
@@ -266,17 +261,8 @@ def loop_overhead(device: torch.device, smoke: bool) -> list[dict]:
         cfg = replace(preset.train, max_steps=None, max_seconds=None, device=device.type,
                       seed=0, batch_size=batch, patch_size=patch)
         run = TrainingRun(image, strokes, cfg, model_config=preset.model)
-        gen = run.steps()
-        for _ in range(3):
-            next(gen)
-        _sync(device)
         steps = 2 if smoke else 20
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            next(gen)
-        _sync(device)
-        ours = steps * batch / (time.perf_counter() - t0)
-        gen.close()
+        ours = loop_throughput(run, batch, steps, device, warm_up_steps=3)
         # The CPU side alone: drawing and augmenting the patches.
         t0 = time.perf_counter()
         for _ in range(steps):
