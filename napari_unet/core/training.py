@@ -455,8 +455,10 @@ class TrainingRun:
         memory on the CPU itself is not recoverable here and is raised.
         """
         while True:
-            batch = self._prefetched or self._sampler.sample(self._batch_size)
+            batch = self._prefetched
             self._prefetched = None
+            if batch is None:
+                batch = self._sampler.sample(self._batch_size)
             try:
                 loss = self._train_step(batch)
                 if self.device.type != "cpu":
