@@ -26,3 +26,9 @@ def publish(text: str, path: Path | None, name: str) -> None:
     print(text)
     if path:
         write_block(path, name, text)
+
+
+def device_suffix(device_type: str) -> str:
+    """Suffix of a device's result files and doc blocks: CPU figures keep the historic
+    names (no suffix), another device's go beside them (``_cuda``)."""
+    return "" if device_type == "cpu" else f"_{device_type}"

@@ -40,7 +40,7 @@ from napari_unet.core.training import TrainingRun
 from napari_unet.core.unet import build_unet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _docs import write_block  # noqa: E402
+from _docs import device_suffix, write_block  # noqa: E402
 from _flops import forward_flops, peak_flops, training_step_flops  # noqa: E402
 from _forest import random_forest  # noqa: E402
 
@@ -263,9 +263,7 @@ def main() -> int:
     text = "\n".join(lines)
     print("\n".join(rows))
     if args.write:
-        # CPU figures keep the historic block; a GPU's go into their own beside it.
-        suffix = "" if device.type == "cpu" else f"_{device.type}"
-        write_block(args.write, f"bench_core{suffix}", text)
+        write_block(args.write, f"bench_core{device_suffix(device.type)}", text)
     return 0
 
 

@@ -53,7 +53,7 @@ from napari_unet.core.training import TrainingRun
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "sample_data"))
-from _docs import publish  # noqa: E402
+from _docs import device_suffix, publish  # noqa: E402
 from _forest import random_forest  # noqa: E402
 from bench_core import machine  # noqa: E402
 from bench_volumes import wheel_path  # noqa: E402
@@ -289,8 +289,7 @@ def main() -> int:
     else:
         device = resolve_device(args.device)
         device_type = device.type
-    # CPU results keep their historic names; other devices' go beside them.
-    suffix = "" if device_type == "cpu" else f"_{device_type}"
+    suffix = device_suffix(device_type)
     for name in args.datasets:
         stored = RESULTS / f"effort_{name}{suffix}.json"
         if args.from_results:

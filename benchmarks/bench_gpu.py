@@ -8,8 +8,9 @@ script itself). Sections:
 1. Train pressed to first overlay, headless: the time from building the training run (as
    the widget's worker does) to the first prediction of
    :func:`~napari_unet.core.live.live_training`, in a fresh process each time: cold, after
-   :func:`~napari_unet.core.training.warm_up` (what the widget runs when it opens), and
-   warm (the same run a second time in one process).
+   ``warm_up("cpu")`` (the CPU only), after :func:`~napari_unet.core.training.warm_up`
+   (CPU and GPU: what the widget runs when it opens), and warm (the same run a second
+   time in one process).
 2. Training throughput of the ``gpu`` preset's network in a plain PyTorch loop (pre-made
    tensors, so the network alone is timed) across batch size, precision (bf16, fp16,
    fp32), memory layout (channels-last or not) and the channel layer norm's kernel (our
@@ -37,7 +38,7 @@ import tifffile
 import torch
 import torch.nn.functional as F
 
-from napari_unet.core.config import PRESETS, ModelConfig
+from napari_unet.core.config import PRESETS, ModelConfig, TileConfig
 from napari_unet.core.inference import predict
 from napari_unet.core.live import PredictionUpdate, live_training
 from napari_unet.core.sampling import IGNORE_INDEX
@@ -63,18 +64,10 @@ def first_overlay_child(how: str, device_name: str) -> dict[str, float]:
     image = tifffile.imread(SAMPLE / "nuclei2d.tif")
     strokes = tifffile.imread(SAMPLE / "nuclei2d_strokes.tif")
     preset = PRESETS["gpu"]
-    if how in ("warm_up", "warm_up_device", "warm"):
-        warm_up()
-    if how == "warm_up_device":
-        # What a warm-up that also started the GPU would save: CUDA's context, cuDNN and
-        # cuBLAS handles, the first autocast kernels.
-        net = build_unet(ModelConfig(depth=1, base_channels=4)).to(device)
-        opt = torch.optim.AdamW(net.parameters(), foreach=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = net(torch.zeros(1, 1, 16, 16, device=device)).float().mean()
-        loss.backward()
-        opt.step()
-        _sync(device)
+    if how == "warm_up_cpu":
+        warm_up("cpu")  # the widget's warm-up before it also started the GPU
+    elif how in ("warm_up", "warm"):
+        warm_up(device_name)
     times = []
     for _ in range(2 if how == "warm" else 1):
         _sync(device)
@@ -94,7 +87,7 @@ def first_overlay_child(how: str, device_name: str) -> dict[str, float]:
 
 def first_overlay(device: torch.device) -> dict[str, dict[str, float]]:
     out = {}
-    for how in ("cold", "warm_up", "warm_up_device", "warm"):
+    for how in ("cold", "warm_up_cpu", "warm_up", "warm"):
         proc = subprocess.run(
             [sys.executable, __file__, "--first-overlay-child", how, device.type],
             capture_output=True, text=True, check=True)
@@ -169,6 +162,7 @@ def training_sweep(device: torch.device, smoke: bool, quick: bool = False) -> li
     preset = PRESETS["gpu"]
     peak, _ = peak_flops(device)
     rows = []
+    flops_per_patch: dict[int, float] = {}
     grids = {
         2: {"model": preset.model,
             "patch": (64,) * 2 if smoke else (preset.train.patch_size,) * 2,
@@ -180,8 +174,8 @@ def training_sweep(device: torch.device, smoke: bool, quick: bool = False) -> li
     steps = 2 if smoke else 10
     for dims, grid in grids.items():
         model, patch = grid["model"], grid["patch"]
-        flops = training_step_flops(build_unet(model).to(device), 1, patch[0]) if dims == 2 \
-            else _flops_3d(model, patch, device)
+        flops = training_step_flops(build_unet(model).to(device), 1, patch[0])
+        flops_per_patch[dims] = flops
         # (precision, layout, norm kernel, cudnn.benchmark)
         variants = [(d, lay, n, False) for d in ("bf16", "fp32")
                     for lay in ("channels_last", "contiguous") for n in ("eager", "fused")]
@@ -224,8 +218,7 @@ def training_sweep(device: torch.device, smoke: bool, quick: bool = False) -> li
             except Exception as err:  # noqa: BLE001 - report and go on
                 print(f"torch.compile failed: {err!r}", flush=True)
                 continue
-            flops = training_step_flops(build_unet(preset.model).to(device), 1,
-                                        preset.train.patch_size)
+            flops = flops_per_patch[2]
             r.update(dims=2, patch=preset.train.patch_size, batch=batch, dtype="bf16",
                      layout="channels_last", norm="compiled",
                      tflops=r["patches_s"] * flops / 1e12,
@@ -235,17 +228,6 @@ def training_sweep(device: torch.device, smoke: bool, quick: bool = False) -> li
                   f"{r['tflops']:.1f} TFLOP/s, compile + 3 steps {r['first_steps_s']:.1f} s",
                   flush=True)
     return rows
-
-
-def _flops_3d(model: ModelConfig, patch: tuple[int, ...], device: torch.device) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    net = build_unet(model).to(device)
-    x = torch.randn(1, model.in_channels, *patch, device=device)
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(net(x), torch.zeros((1, *patch), dtype=torch.long,
-                                            device=device)).backward()
-    return float(counter.get_total_flops())
 
 
 # -- 3. our loop against the plain one ---------------------------------------------------
@@ -279,6 +261,21 @@ def loop_overhead(device: torch.device, smoke: bool) -> list[dict]:
 # -- 4. prediction -----------------------------------------------------------------------
 
 
+def _timed_predict(model, image: np.ndarray, warm_up_image: np.ndarray, tiles: TileConfig,
+                   device: torch.device, axes: str | None = None) -> tuple[float, float]:
+    """Seconds and peak GPU GiB of one tiled prediction, after a warm-up on a crop."""
+    predict(model, warm_up_image, tiles, axes=axes, device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    _sync(device)
+    t0 = time.perf_counter()
+    predict(model, image, tiles, axes=axes, device=device)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
+    return seconds, gib
+
+
 def prediction(device: torch.device, smoke: bool, quick: bool = False) -> list[dict]:
     preset = PRESETS["gpu"]
     rows = []
@@ -292,15 +289,7 @@ def prediction(device: torch.device, smoke: bool, quick: bool = False) -> list[d
         for tile_batch in ([1] if smoke else [1, 4] if quick else [1, 4, 8]):
             tiles = replace(preset.tile, batch_size=tile_batch,
                             tile_size=128 if smoke else preset.tile.tile_size)
-            predict(model, big[:1024, :1024], tiles, device=device)  # warm-up
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            _sync(device)
-            t0 = time.perf_counter()
-            predict(model, big, tiles, device=device)
-            _sync(device)
-            seconds = time.perf_counter() - t0
-            gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
+            seconds, gib = _timed_predict(model, big, big[:1024, :1024], tiles, device)
             rows.append({"dims": 2, "shape": f"{side} x {side}", "tile_batch": tile_batch,
                          "mega_s": big.size / 1e6 / seconds, "seconds": seconds, "gib": gib})
             print(f"predict {side}^2 tile batch {tile_batch}: {rows[-1]['mega_s']:.1f} MP/s, "
@@ -321,15 +310,7 @@ def prediction(device: torch.device, smoke: bool, quick: bool = False) -> list[d
         for tile_batch in ([1] if smoke else [1] if quick else [1, 2, 4]):
             tiles = replace(preset.tile, batch_size=tile_batch,
                             tile_size_3d=(16, 64, 64) if smoke else preset.tile.tile_size_3d)
-            predict(model_3d, vol[:16], tiles, axes="ZYX", device=device)  # warm-up
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            _sync(device)
-            t0 = time.perf_counter()
-            predict(model_3d, vol, tiles, axes="ZYX", device=device)
-            _sync(device)
-            seconds = time.perf_counter() - t0
-            gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
+            seconds, gib = _timed_predict(model_3d, vol, vol[:16], tiles, device, axes="ZYX")
             rows.append({"dims": 3, "shape": " x ".join(map(str, shape)),
                          "tile_batch": tile_batch, "mega_s": vol.size / 1e6 / seconds,
                          "seconds": seconds, "gib": gib})
@@ -350,10 +331,10 @@ def report(results: dict, device: torch.device, command: str) -> str:
              "preset `gpu`) | seconds | of which building the run |", "|---|---|---|",
              f"| fresh process (CUDA starts on the first step) | {fo['cold']['seconds']:.2f} | "
              f"{fo['cold']['build_s']:.2f} |",
-             f"| after `warm_up()` (what the widget runs when it opens) | "
+             f"| after `warm_up(\"cpu\")` (a tiny step on the CPU only) | "
+             f"{fo['warm_up_cpu']['seconds']:.2f} | {fo['warm_up_cpu']['build_s']:.2f} |",
+             f"| after `warm_up()` (CPU and GPU; what the widget runs when it opens) | "
              f"{fo['warm_up']['seconds']:.2f} | {fo['warm_up']['build_s']:.2f} |",
-             f"| after `warm_up()` and one tiny step on the GPU | "
-             f"{fo['warm_up_device']['seconds']:.2f} | {fo['warm_up_device']['build_s']:.2f} |",
              f"| second run in the same process | {fo['warm']['seconds']:.2f} | "
              f"{fo['warm']['build_s']:.2f} |", "",
              "Training, network alone (plain loop, pre-made tensors, AdamW, clipping), "
