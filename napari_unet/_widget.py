@@ -7,9 +7,11 @@ main thread. UI state lives in one evented :class:`~napari_unet._state.TrainerSt
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,28 @@ def viewer_camera(viewer: napari.viewer.Viewer) -> Any:
     """Return the camera: ``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None else viewer.camera
+
+
+@contextlib.contextmanager
+def selection_kept(viewer: napari.viewer.Viewer) -> Iterator[None]:
+    """Add layers inside this block without taking the user's selected layer away.
+
+    napari makes every added layer the only selected, active one. An overlay that appears
+    while the user paints would then receive their next brush stroke, or turn it into a
+    pan of the view, so the selection before the block is put back after it.
+    """
+    layers = viewer.layers
+    active = layers.selection.active
+    selected = list(layers.selection)
+    try:
+        yield
+    finally:
+        kept = [layer for layer in selected if layer in layers]
+        if active in layers:
+            layers.selection.active = active  # also selects it alone
+        else:
+            layers.selection.clear()
+        layers.selection.update(kept)
 
 
 def layer_axes(layer: Image) -> str:
@@ -522,8 +546,9 @@ class UNetTrainerWidget(QWidget):
                 return layer
             self._viewer.layers.remove(layer)
         dtype = np.uint8 if name == PREDICTION_LAYER else np.int32
-        layer = self._viewer.add_labels(np.zeros(shape, dtype=dtype), name=name,
-                                        opacity=0.5, **self._placement)
+        with selection_kept(self._viewer):
+            layer = self._viewer.add_labels(np.zeros(shape, dtype=dtype), name=name,
+                                            opacity=0.5, **self._placement)
         if name == PREDICTION_LAYER:
             self._match_colours(layer)
         return layer
@@ -570,11 +595,12 @@ class UNetTrainerWidget(QWidget):
             if layer.data.shape != shape:
                 self._viewer.layers.remove(layer)
         if CONFIDENCE_LAYER not in self._viewer.layers:
-            self._viewer.add_image(
-                np.zeros(shape, np.float32), name=CONFIDENCE_LAYER, colormap="inferno",
-                contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive",
-                **self._placement,
-            )
+            with selection_kept(self._viewer):
+                self._viewer.add_image(
+                    np.zeros(shape, np.float32), name=CONFIDENCE_LAYER, colormap="inferno",
+                    contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive",
+                    **self._placement,
+                )
         layer = self._viewer.layers[CONFIDENCE_LAYER]
         layer.data[update.region] = update.confidence
         layer.refresh()

@@ -102,8 +102,15 @@ def test_picks_layers_and_trains_with_a_live_overlay(viewer_and_widget, qtbot):
 def test_strokes_painted_during_training_reach_the_worker(viewer_and_widget, qtbot):
     viewer, widget = viewer_and_widget
     strokes = viewer.layers["strokes"]
+    viewer.layers.selection.active = strokes
+    strokes.mode = "paint"
     qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: widget.state.step >= 2, timeout=TRAIN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: widget.state.step >= 2 and widget.state.overlay_updates >= 1,
+                    timeout=TRAIN_TIMEOUT_MS)
+    # the overlay layer appeared without taking the brush from the user
+    assert "prediction" in viewer.layers
+    assert list(viewer.layers.selection) == [strokes]
+    assert viewer.layers.selection.active is strokes and strokes.mode == "paint"
     before = widget._run.model.metadata["painted_pixels"]["1"]
     strokes.brush_size = 5
     for x in range(100, 160, 2):  # a background stroke, through the layer's paint API
@@ -288,7 +295,9 @@ def test_cancel_from_the_activity_dock_keeps_the_model(viewer_and_widget, qtbot)
 def test_confidence_layer(viewer_and_widget, qtbot):
     viewer, widget = viewer_and_widget
     widget.show_confidence.value = True
+    viewer.layers.selection.active = viewer.layers["strokes"]
     _train_until(qtbot, widget, lambda: widget.state.step >= 3)
+    assert viewer.layers.selection.active is viewer.layers["strokes"]
     confidence = viewer.layers["confidence"].data
     assert confidence.shape == viewer.layers["nuclei"].data.shape
     assert confidence.min() >= 0.5 - 1e-6 and confidence.max() <= 1.0 + 1e-6  # 2 classes
