@@ -47,6 +47,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_unet._autosave import StrokeAutosave, saver_for
+from napari_unet._gc_pause import pause_full_collections, resume_full_collections
 from napari_unet._loss_plot import LossPlot
 from napari_unet._state import TrainerState
 from napari_unet._workers import (
@@ -682,7 +683,7 @@ class UNetTrainerWidget(QWidget):
         self.state.step = 0
         self.state.labels_version = 0
         self.state.status = "training"
-        worker.start()
+        self._start(worker)
 
     def _on_run_started(self, run: TrainingRun) -> None:
         self._run = run
@@ -860,6 +861,14 @@ class UNetTrainerWidget(QWidget):
         self._worker, self._worker_failed = worker, False
         self._active.append((None, worker))
         self.state.status = "predicting"
+        self._start(worker)
+
+    def _start(self, worker: Any) -> None:
+        # Full garbage collections would freeze the window for a quarter of a second while
+        # the job runs (see _gc_pause). Resumed by the worker's own signal, so also when
+        # this widget is gone before the job ends.
+        worker.finished.connect(resume_full_collections)
+        pause_full_collections()
         worker.start()
 
     def _on_tile(self, progress: TileProgress) -> None:

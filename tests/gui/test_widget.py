@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -165,6 +167,40 @@ def test_save_load_predict(viewer_and_widget, qtbot, tmp_path):
     prediction = viewer.layers["prediction"].data
     assert prediction.shape == viewer.layers["nuclei"].data.shape
     assert set(np.unique(prediction)) <= {1, 2} and prediction.min() >= 1
+
+
+class _Cycle:
+    """An object that only the cycle collector can free."""
+
+    def __init__(self):
+        self.me = self
+
+
+def test_full_collections_skip_older_objects_only_while_a_job_runs(viewer_and_widget, qtbot):
+    _, widget = viewer_and_widget
+    assert gc.get_freeze_count() == 0
+    garbage = _Cycle()
+    made_before = weakref.ref(garbage)
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    assert gc.get_freeze_count() > 0  # what existed at Train is set aside
+    del garbage
+    gc.collect()
+    assert made_before() is not None  # so a full collection does not walk it
+    new_garbage = _Cycle()
+    made_during = weakref.ref(new_garbage)
+    del new_garbage
+    gc.collect()
+    assert made_during() is None  # the job's own cyclic garbage is collected as usual
+    qtbot.waitUntil(lambda: widget.state.step >= 2, timeout=TRAIN_TIMEOUT_MS)
+    qtbot.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
+    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0)  # the worker's own signal
+    assert made_before() is None  # collected when the job ended: nothing leaks
+
+    qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)  # prediction too
+    assert gc.get_freeze_count() > 0
+    _wait_idle(qtbot, widget)
+    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0)
 
 
 def test_export_reads_back_and_never_overwrites_without_consent(
