@@ -76,7 +76,7 @@ def model_config(z_context: int | None, absolute: bool | None) -> ModelConfig:
                    absolute_intensity=absolute)
 
 
-def volumes_strokes(image: np.ndarray, truth: np.ndarray, mode: str, model: ModelConfig,
+def volumes_strokes(image: np.ndarray, truth: np.ndarray, jitter: str, model: ModelConfig,
                     steps: int, train: dict, train_mode: str) -> list[float]:
     """IoU on the unpainted slices after ``steps`` steps, seeds 0-2."""
     preset = get_preset("auto", "cpu")
@@ -86,7 +86,7 @@ def volumes_strokes(image: np.ndarray, truth: np.ndarray, mode: str, model: Mode
     scores = []
     for seed in (0, 1, 2):
         cfg = replace(preset.train, max_seconds=None, max_steps=steps, seed=seed,
-                      device="cpu", intensity_jitter=mode, **train)
+                      device="cpu", intensity_jitter=jitter, **train)
         trained = TrainingRun(image, strokes, cfg, axes="ZYX", mode=train_mode,
                               model_config=model).run_to_end().model
         class_map = predict(trained, image, preset.tile, axes="ZYX").class_map
@@ -94,7 +94,7 @@ def volumes_strokes(image: np.ndarray, truth: np.ndarray, mode: str, model: Mode
     return scores
 
 
-def effort_strokes(data: Dataset, mode: str, model: ModelConfig,
+def effort_strokes(data: Dataset, jitter: str, model: ModelConfig,
                    checkpoints: list[int], train: dict,
                    train_mode: str) -> dict[int, list[float]]:
     """IoU on the evaluation half at each checkpoint, 2 seeds x 3/10/20 objects."""
@@ -103,7 +103,7 @@ def effort_strokes(data: Dataset, mode: str, model: ModelConfig,
     for seed in (0, 1):
         for objects in (3, 10, 20):
             cfg = replace(preset.train, max_seconds=None, max_steps=None, seed=seed,
-                          device="cpu", intensity_jitter=mode, **train)
+                          device="cpu", intensity_jitter=jitter, **train)
             run = TrainingRun(data.image, data.strokes(objects, seed), cfg, axes=data.axes,
                               mode=train_mode, model_config=model)
             steps, done = run.steps(), 0
@@ -134,17 +134,18 @@ def main() -> int:
     image, truth = read_wheel(str(wheel_path()))  # read once: each read decompresses the stack
     effort_data = load("3d")
     for name in args.variants:
-        mode, sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, z, absolute = VARIANTS[name]
+        jitter, sampling.CONTRAST_JITTER, sampling.BRIGHTNESS_JITTER, z, absolute = (
+            VARIANTS[name])
         model = model_config(z, absolute)
         if "volumes" in args.strokes:
-            volumes = volumes_strokes(image, truth, mode, model, checkpoints[-1], train,
+            volumes = volumes_strokes(image, truth, jitter, model, checkpoints[-1], train,
                                       args.mode)
             print(f"{name:8s} volumes strokes, {checkpoints[-1]} steps: mean "
                   f"{np.mean(volumes):.3f} ({' '.join(f'{v:.3f}' for v in volumes)})",
                   flush=True)
         if "effort" not in args.strokes:
             continue
-        for step, values in effort_strokes(effort_data, mode, model, checkpoints,
+        for step, values in effort_strokes(effort_data, jitter, model, checkpoints,
                                            train, args.mode).items():
             print(f"{name:8s} effort strokes, {step} steps: mean {np.mean(values):.3f} "
                   f"({' '.join(f'{v:.3f}' for v in values)})", flush=True)
