@@ -7,11 +7,9 @@ main thread. UI state lives in one evented :class:`~napari_unet._state.TrainerSt
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,6 @@ from magicgui.widgets import (
     Select,
 )
 from napari.layers import Image, Labels
-from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import (
     notification_manager,
     show_error,
@@ -49,6 +46,14 @@ from qtpy.QtWidgets import (
 from napari_unet._autosave import StrokeAutosave, saver_for
 from napari_unet._gc_pause import pause_full_collections, resume_full_collections
 from napari_unet._loss_plot import LossPlot
+from napari_unet._outputs import (
+    CONFIDENCE_LAYER,
+    OUTPUT_LAYERS,
+    PREDICTION_LAYER,
+    OutputTarget,
+    show_instances,
+    show_prediction,
+)
 from napari_unet._state import TrainerState
 from napari_unet._workers import (
     Inbox,
@@ -86,10 +91,6 @@ from napari_unet.core.live import (
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
 
-PREDICTION_LAYER = "prediction"
-INSTANCES_LAYER = "instances"
-CONFIDENCE_LAYER = "confidence"
-OUTPUT_LAYERS = (PREDICTION_LAYER, INSTANCES_LAYER)
 MODES = {"auto": None, "2D over slices": "2d", "3D": "3d"}
 ANNOTATION_LAYER = "annotations"
 # Images up to this many pixels are predicted whole at every refresh; larger ones predict
@@ -102,28 +103,6 @@ def viewer_camera(viewer: napari.viewer.Viewer) -> Any:
     """Return the camera: ``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None else viewer.camera
-
-
-@contextlib.contextmanager
-def selection_kept(viewer: napari.viewer.Viewer) -> Iterator[None]:
-    """Add layers inside this block without taking the user's selected layer away.
-
-    napari makes every added layer the only selected, active one. An overlay that appears
-    while the user paints would then receive their next brush stroke, or turn it into a
-    pan of the view, so the selection before the block is put back after it.
-    """
-    layers = viewer.layers
-    active = layers.selection.active
-    selected = list(layers.selection)
-    try:
-        yield
-    finally:
-        kept = [layer for layer in selected if layer in layers]
-        if active in layers:
-            layers.selection.active = active  # also selects it alone
-        else:
-            layers.selection.clear()
-        layers.selection.update(kept)
 
 
 def layer_axes(layer: Image) -> str:
@@ -166,13 +145,8 @@ class UNetTrainerWidget(QWidget):
         self._worker: Any = None
         self._worker_failed = False
         self._labels_source: Labels | None = None
-        # Where outputs go: the image layers last trained on or predicted, and the labels'
-        # shape, axes and placement over them.
-        self._image_sources: list[Image] = []
-        self._label_shape: tuple[int, ...] = ()
-        self._label_axes = ""
-        self._axes = ""
-        self._placement: dict = {}
+        # Where outputs go: the image layers last trained on or predicted.
+        self._target = OutputTarget()
         # (inbox or None, worker) pairs, shared with the deletion hook below.
         self._active: list = []
         self._strokes_autosave = StrokeAutosave(self, lambda: bool(self.autosave.value))
@@ -539,78 +513,21 @@ class UNetTrainerWidget(QWidget):
         defaults = default_class_names(count)
         return tuple(typed[i] if i < len(typed) else defaults[i] for i in range(count))
 
-    def _output_layer(self, name: str, shape: tuple[int, ...]) -> Labels:
-        """Return the prediction or instances layer, (re)made to ``shape`` over the image."""
-        if name in self._viewer.layers:
-            layer = self._viewer.layers[name]
-            if isinstance(layer, Labels) and layer.data.shape == shape:
-                return layer
-            self._viewer.layers.remove(layer)
-        dtype = np.uint8 if name == PREDICTION_LAYER else np.int32
-        with selection_kept(self._viewer):
-            layer = self._viewer.add_labels(np.zeros(shape, dtype=dtype), name=name,
-                                            opacity=0.5, **self._placement)
-        if name == PREDICTION_LAYER:
-            self._match_colours(layer)
-        return layer
-
-    def _match_colours(self, layer: Labels) -> None:
-        """Colour ids as the painting does; background (1) transparent so the image shows."""
-        source = self._labels_source or self.labels_picker.value
-        num_classes = self.model.num_classes if self.model else 8
-        reference = source.colormap if source is not None else layer.colormap
-        colours: dict[int | None, Any] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (0, 0, 0, 0)}
-        ids = np.arange(2, max(num_classes, 8) + 1)
-        for k, rgba in zip(ids, np.asarray(reference.map(ids))):
-            colours[int(k)] = rgba
-        layer.colormap = DirectLabelColormap(color_dict=colours)
-
-    def _sources_present(self) -> bool:
-        layers = self._image_sources
-        return bool(layers) and all(layer in self._viewer.layers for layer in layers)
-
     def _apply_prediction(self, update: PredictionUpdate) -> None:
-        if not self._sources_present():
-            return
-        layer = self._output_layer(PREDICTION_LAYER, self._label_shape)
-        if update.complete:
-            layer.data = update.class_map.astype(layer.data.dtype, copy=False)
-        else:
-            layer.data[update.region] = update.class_map
-            layer.refresh()
-        if update.confidence is not None:
-            self._apply_confidence(update)
-        self.state.overlay_updates += 1
+        colours = self._labels_source or self.labels_picker.value
+        num_classes = self.model.num_classes if self.model else 8
+        if show_prediction(self._viewer, self._target, update, colours, num_classes):
+            self.state.overlay_updates += 1
 
     def _apply_instances(self, update: InstancesUpdate) -> None:
-        if not self._sources_present():
-            return
-        layer = self._output_layer(INSTANCES_LAYER, self._label_shape)
-        layer.data = update.instances
-        self.state.instance_updates += 1
-
-    def _apply_confidence(self, update: PredictionUpdate) -> None:
-        shape = self._label_shape
-        if CONFIDENCE_LAYER in self._viewer.layers:
-            layer = self._viewer.layers[CONFIDENCE_LAYER]
-            if layer.data.shape != shape:
-                self._viewer.layers.remove(layer)
-        if CONFIDENCE_LAYER not in self._viewer.layers:
-            with selection_kept(self._viewer):
-                self._viewer.add_image(
-                    np.zeros(shape, np.float32), name=CONFIDENCE_LAYER, colormap="inferno",
-                    contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive",
-                    **self._placement,
-                )
-        layer = self._viewer.layers[CONFIDENCE_LAYER]
-        layer.data[update.region] = update.confidence
-        layer.refresh()
+        if show_instances(self._viewer, self._target, update):
+            self.state.instance_updates += 1
 
     def _remember_target(self, layers: list[Image]) -> None:
         """Record where outputs go: the label shape, axes and placement of ``layers``."""
-        self._image_sources = layers
-        self._label_shape, self._label_axes, self._placement = self._label_geometry(layers)
-        self._axes = self._image_axes(layers)[1]
+        label_shape, lab_axes, placement = self._label_geometry(layers)
+        self._target = OutputTarget(tuple(layers), label_shape, lab_axes,
+                                    self._image_axes(layers)[1], placement)
 
     # -- training ----------------------------------------------------------------------------
 
@@ -721,16 +638,17 @@ class UNetTrainerWidget(QWidget):
         refresh. Otherwise the current index along every axis not on screen, and along the
         on-screen axes the visible range (plus a margin) when a plane is large.
         """
-        layers = self._image_sources
-        if not layers or not self._label_axes:
+        target = self._target
+        layers = target.sources
+        if not layers or not target.label_axes:
             return None
         layer = layers[0]
-        lab_axes, shape = self._label_axes, self._label_shape
+        lab_axes, shape = target.label_axes, target.label_shape
         plane = int(np.prod(shape[-2:]))
         if lab_axes in ("YX",) and plane <= _WHOLE_IMAGE_PIXELS:
             return None
         # Layer axes are the image's without a stacked C; RGB layers have no C dimension.
-        per_layer = self._axes[1:] if len(layers) > 1 else self._axes
+        per_layer = target.axes[1:] if len(layers) > 1 else target.axes
         if layer.rgb:
             per_layer = per_layer.replace("C", "")
         if len(per_layer) != layer.ndim:
@@ -756,7 +674,7 @@ class UNetTrainerWidget(QWidget):
         return tuple(region)
 
     def _send_region(self) -> None:
-        if self._inbox is None or self.state.status != "training" or not self._image_sources:
+        if self._inbox is None or self.state.status != "training" or not self._target.sources:
             return
         region = self._region_in_view()
         if region is not None:
@@ -824,7 +742,7 @@ class UNetTrainerWidget(QWidget):
     def _on_layer_removed(self, event: Any) -> None:
         layer = event.value
         if self.state.status == "training" and (
-            layer is self._labels_source or layer in self._image_sources
+            layer is self._labels_source or layer in self._target.sources
         ):
             show_warning(f"'{layer.name}' was removed: training stops, the model is kept")
             self.stop()
@@ -849,7 +767,7 @@ class UNetTrainerWidget(QWidget):
         preset = self._preset()
         z = self.model.config.anisotropy if self.model.config.spatial_dims == 3 else float(
             self.anisotropy.value)
-        spacing = tuple(z if a == "Z" else 1.0 for a in self._label_axes if a != "T")
+        spacing = tuple(z if a == "Z" else 1.0 for a in self._target.label_axes if a != "T")
         worker = prediction_worker(
             self.model, image, axes, preset.tile, self.show_confidence.value,
             self.test_time_augmentation.value, self._instance_config(), spacing,
@@ -941,7 +859,8 @@ class UNetTrainerWidget(QWidget):
             return False
         try:
             data = np.asarray(layer.data)
-            axes = self._label_axes if len(self._label_axes) == data.ndim else None
+            lab_axes = self._target.label_axes
+            axes = lab_axes if len(lab_axes) == data.ndim else None
             write_labels(path, data, axes=axes, overwrite=True)
         except NapariUnetError as err:
             show_error(str(err))

@@ -1,0 +1,148 @@
+"""The layers results are shown in: prediction, instances and confidence.
+
+Each is made once over the image it was computed from (same scale and translate), then
+filled in place as updates arrive. None of them takes the user's selected layer away.
+Called on the GUI thread only, with records the workers yielded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import napari.viewer
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.colormaps import DirectLabelColormap
+
+from napari_unet.core.live import InstancesUpdate, PredictionUpdate
+
+PREDICTION_LAYER = "prediction"
+INSTANCES_LAYER = "instances"
+CONFIDENCE_LAYER = "confidence"
+OUTPUT_LAYERS = (PREDICTION_LAYER, INSTANCES_LAYER)
+
+
+@contextlib.contextmanager
+def selection_kept(viewer: napari.viewer.Viewer) -> Iterator[None]:
+    """Add layers inside this block without taking the user's selected layer away.
+
+    napari makes every added layer the only selected, active one. An overlay that appears
+    while the user paints would then receive their next brush stroke, or turn it into a
+    pan of the view, so the selection before the block is put back after it.
+    """
+    layers = viewer.layers
+    active = layers.selection.active
+    selected = list(layers.selection)
+    try:
+        yield
+    finally:
+        kept = [layer for layer in selected if layer in layers]
+        if active in layers:
+            layers.selection.active = active  # also selects it alone
+        else:
+            layers.selection.clear()
+        layers.selection.update(kept)
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """Where outputs go: the image layers they come from and the labels' geometry.
+
+    ``axes`` are the image's (``C`` first when several layers are its channels),
+    ``label_axes`` and ``label_shape`` the labels' (no ``C``), ``placement`` the labels'
+    ``scale`` and ``translate`` over the image.
+    """
+
+    sources: tuple[Image, ...] = ()
+    label_shape: tuple[int, ...] = ()
+    label_axes: str = ""
+    axes: str = ""
+    placement: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def present(self, viewer: napari.viewer.Viewer) -> bool:
+        """Whether the source layers are all still in the viewer."""
+        return bool(self.sources) and all(layer in viewer.layers for layer in self.sources)
+
+
+def show_prediction(
+    viewer: napari.viewer.Viewer, target: OutputTarget, update: PredictionUpdate,
+    colours: Labels | None, num_classes: int,
+) -> bool:
+    """Write a class-map update (and its confidence) into the output layers.
+
+    ``colours`` is the painting layer whose colours the classes take. Returns ``False``,
+    changing nothing, when the source image is gone.
+    """
+    if not target.present(viewer):
+        return False
+    layer, made = _output_layer(viewer, target, PREDICTION_LAYER)
+    if made:
+        layer.colormap = _colours_like(colours if colours is not None else layer, num_classes)
+    if update.complete:
+        layer.data = update.class_map.astype(layer.data.dtype, copy=False)
+    else:
+        layer.data[update.region] = update.class_map
+        layer.refresh()
+    if update.confidence is not None:
+        _show_confidence(viewer, target, update)
+    return True
+
+
+def show_instances(
+    viewer: napari.viewer.Viewer, target: OutputTarget, update: InstancesUpdate
+) -> bool:
+    """Replace the instances layer's objects; ``False`` when the source image is gone."""
+    if not target.present(viewer):
+        return False
+    _output_layer(viewer, target, INSTANCES_LAYER)[0].data = update.instances
+    return True
+
+
+def _output_layer(
+    viewer: napari.viewer.Viewer, target: OutputTarget, name: str
+) -> tuple[Labels, bool]:
+    """Return the prediction or instances layer, (re)made to the labels' shape.
+
+    The flag says whether it was made now (a new prediction layer takes the painting's
+    colours).
+    """
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        if isinstance(layer, Labels) and layer.data.shape == target.label_shape:
+            return layer, False
+        viewer.layers.remove(layer)
+    dtype = np.uint8 if name == PREDICTION_LAYER else np.int32
+    with selection_kept(viewer):
+        layer = viewer.add_labels(np.zeros(target.label_shape, dtype=dtype), name=name,
+                                  opacity=0.5, **target.placement)
+    return layer, True
+
+
+def _colours_like(reference: Labels, num_classes: int) -> DirectLabelColormap:
+    """Colour ids as ``reference`` does; background (1) transparent so the image shows."""
+    colours: dict[int | None, Any] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (0, 0, 0, 0)}
+    ids = np.arange(2, max(num_classes, 8) + 1)
+    for k, rgba in zip(ids, np.asarray(reference.colormap.map(ids))):
+        colours[int(k)] = rgba
+    return DirectLabelColormap(color_dict=colours)
+
+
+def _show_confidence(
+    viewer: napari.viewer.Viewer, target: OutputTarget, update: PredictionUpdate
+) -> None:
+    shape = target.label_shape
+    if CONFIDENCE_LAYER in viewer.layers and viewer.layers[CONFIDENCE_LAYER].data.shape != shape:
+        viewer.layers.remove(CONFIDENCE_LAYER)
+    if CONFIDENCE_LAYER not in viewer.layers:
+        with selection_kept(viewer):
+            viewer.add_image(
+                np.zeros(shape, np.float32), name=CONFIDENCE_LAYER, colormap="inferno",
+                contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive",
+                **target.placement,
+            )
+    layer = viewer.layers[CONFIDENCE_LAYER]
+    layer.data[update.region] = update.confidence
+    layer.refresh()
