@@ -223,19 +223,19 @@ class UNetTrainerWidget(QWidget):
             value=2.0, min=0.2, max=60.0, step=0.5, label="refresh every (s)",
             tooltip="How often the prediction overlay refreshes while training",
         )
-        self.show_confidence = CheckBox(value=False, text="show confidence layer", label=" ")
+        self.show_confidence = CheckBox(value=False, text="show confidence layer")
         self.test_time_augmentation = CheckBox(
-            value=True, text="best quality for full predictions (8x slower)", label=" ",
+            value=True, text="best quality for full predictions (8x slower)",
             tooltip="Average over flips and rotations when predicting the whole image "
                     "(Predict, and after Stop). The live overlay never does.",
         )
         self.show_instances = CheckBox(
-            value=False, text="instances layer (one id per object)", label=" ",
+            value=False, text="instances layer (one id per object)",
             tooltip="Split touching objects with a distance-transform watershed. Live for "
                     "images up to a megapixel, else after training and on Predict.",
         )
         self.autosave = CheckBox(
-            value=True, text="autosave strokes and model", label=" ",
+            value=True, text="autosave strokes and model",
             tooltip="Strokes after each pause in painting, the model every 30 s and on "
                     "Stop: next to the image file (<name>.napari-unet), else in the user "
                     "data folder. Reopening the image offers to restore them.",
