@@ -17,6 +17,7 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
 
+from napari_unet.core.axes import label_axes
 from napari_unet.core.live import InstancesUpdate, PredictionUpdate
 
 PREDICTION_LAYER = "prediction"
@@ -52,15 +53,19 @@ class OutputTarget:
     """Where outputs go: the image layers they come from and the labels' geometry.
 
     ``axes`` are the image's (``C`` first when several layers are its channels),
-    ``label_axes`` and ``label_shape`` the labels' (no ``C``), ``placement`` the labels'
-    ``scale`` and ``translate`` over the image.
+    ``label_shape`` the labels' (no ``C``), ``placement`` the labels' ``scale`` and
+    ``translate`` over the image.
     """
 
     sources: tuple[Image, ...] = ()
     label_shape: tuple[int, ...] = ()
-    label_axes: str = ""
     axes: str = ""
     placement: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def label_axes(self) -> str:
+        """The labels' axes: the image's without ``C``."""
+        return label_axes(self.axes) if self.axes else ""
 
     def present(self, viewer: napari.viewer.Viewer) -> bool:
         """Whether the source layers are all still in the viewer."""

@@ -525,9 +525,9 @@ class UNetTrainerWidget(QWidget):
 
     def _remember_target(self, layers: list[Image]) -> None:
         """Record where outputs go: the label shape, axes and placement of ``layers``."""
-        label_shape, lab_axes, placement = self._label_geometry(layers)
-        self._target = OutputTarget(tuple(layers), label_shape, lab_axes,
-                                    self._image_axes(layers)[1], placement)
+        label_shape, _, placement = self._label_geometry(layers)
+        self._target = OutputTarget(tuple(layers), label_shape, self._image_axes(layers)[1],
+                                    placement)
 
     # -- training ----------------------------------------------------------------------------
 

@@ -40,9 +40,8 @@ class ChannelLayerNorm(nn.Module):
         # formula's eight elementwise passes over the activations: those passes, not the
         # convolutions, dominated the step (benchmarks/bench_gpu.py: training +36 % on an
         # H100; bench_core.py on 2 CPU cores: training 49 -> 60 patches/s, prediction
-        # 0.55 -> 0.87 MP/s). Same statistics (biased
-        # variance, eps inside the root); the weights keep their (1, C, 1, ...) shape so
-        # saved models load unchanged.
+        # 0.55 -> 0.87 MP/s). Same statistics (biased variance, eps inside the root); the
+        # weights keep their (1, C, 1, ...) shape so saved models load unchanged.
         channels = x.shape[1]
         normed = F.layer_norm(x.movedim(1, -1), (channels,), self.weight.reshape(channels),
                               self.bias.reshape(channels), self.eps)
