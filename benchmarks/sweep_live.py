@@ -40,7 +40,6 @@ import torch
 from napari_unet.core.axes import MODE_CHOICES
 from napari_unet.core.config import get_preset
 from napari_unet.core.inference import predict
-from napari_unet.core.metrics import foreground_iou
 from napari_unet.core.training import TrainingRun
 
 HERE = Path(__file__).resolve().parent
@@ -48,7 +47,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "sample_data"))
 from _options import add_grad_clip_option, train_overrides  # noqa: E402
 from bench_effort import load  # noqa: E402
-from bench_volumes import PAINTED, wheel_path  # noqa: E402
+from bench_volumes import PAINTED, unpainted_iou, wheel_path  # noqa: E402
 from make_sample3d import paint_slices, read_wheel  # noqa: E402
 
 
@@ -71,10 +70,8 @@ def case(name: str) -> Case:
                     lambda class_map: data.score(class_map)["iou"])
     image, truth = read_wheel(str(wheel_path()))
     strokes = paint_slices(truth, PAINTED, seed=5)
-    unpainted = np.ones(image.shape[0], bool)
-    unpainted[list(PAINTED)] = False
     return Case(image, "ZYX", lambda objects, seed: strokes, None,
-                lambda class_map: foreground_iou(class_map[unpainted], truth[unpainted]))
+                lambda class_map: unpainted_iou(class_map, truth))
 
 
 def parse_value(text: str) -> Any:

@@ -41,7 +41,6 @@ import napari_unet.core.sampling as sampling
 from napari_unet.core.axes import MODE_CHOICES
 from napari_unet.core.config import ModelConfig, get_preset
 from napari_unet.core.inference import predict
-from napari_unet.core.metrics import foreground_iou
 from napari_unet.core.training import TrainingRun
 
 HERE = Path(__file__).resolve().parent
@@ -49,7 +48,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "sample_data"))
 from _options import add_grad_clip_option, train_overrides  # noqa: E402
 from bench_effort import Dataset, load  # noqa: E402
-from bench_volumes import PAINTED, wheel_path  # noqa: E402
+from bench_volumes import PAINTED, unpainted_iou, wheel_path  # noqa: E402
 from make_sample3d import paint_slices, read_wheel  # noqa: E402
 
 # variant -> (TrainConfig.intensity_jitter, contrast jitter, brightness jitter,
@@ -81,8 +80,6 @@ def volumes_strokes(image: np.ndarray, truth: np.ndarray, jitter: str, model: Mo
     """IoU on the unpainted slices after ``steps`` steps, seeds 0-2."""
     preset = get_preset("auto", "cpu")
     strokes = paint_slices(truth, PAINTED, seed=5)
-    unpainted = np.ones(image.shape[0], bool)
-    unpainted[list(PAINTED)] = False
     scores = []
     for seed in (0, 1, 2):
         cfg = replace(preset.train, max_seconds=None, max_steps=steps, seed=seed,
@@ -90,7 +87,7 @@ def volumes_strokes(image: np.ndarray, truth: np.ndarray, jitter: str, model: Mo
         trained = TrainingRun(image, strokes, cfg, axes="ZYX", mode=train_mode,
                               model_config=model).run_to_end().model
         class_map = predict(trained, image, preset.tile, axes="ZYX").class_map
-        scores.append(foreground_iou(class_map[unpainted], truth[unpainted]))
+        scores.append(unpainted_iou(class_map, truth))
     return scores
 
 
