@@ -22,6 +22,7 @@ class TrainerState:
     steps_per_s: float = 0.0
     device: str = ""
     labels_version: int = 0
+    settled: bool = False  # live training paused, waiting for new strokes
     model_summary: str = "no model yet: paint, then press Train"
     overlay_updates: int = 0
     instance_updates: int = 0

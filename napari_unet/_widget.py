@@ -23,6 +23,7 @@ from magicgui.widgets import (
     FloatSpinBox,
     LineEdit,
     Select,
+    SpinBox,
 )
 from napari.layers import Image, Labels
 from napari.utils.notifications import (
@@ -74,7 +75,13 @@ from napari_unet.core.axes import (
     shape_without_channels,
 )
 from napari_unet.core.checkpoint import load_model, save_model
-from napari_unet.core.config import INTENSITY_JITTER_CHOICES, PRESETS, Preset, get_preset
+from napari_unet.core.config import (
+    INTENSITY_JITTER_CHOICES,
+    PRESETS,
+    Preset,
+    TrainConfig,
+    get_preset,
+)
 from napari_unet.core.device import resolve_device
 from napari_unet.core.errors import InputError, NapariUnetError
 from napari_unet.core.inference import TileProgress, model_axes
@@ -223,6 +230,13 @@ class UNetTrainerWidget(QWidget):
             value=2.0, min=0.2, max=60.0, step=0.5, label="refresh every (s)",
             tooltip="How often the prediction overlay refreshes while training",
         )
+        self.settle_steps = SpinBox(
+            value=TrainConfig().settle_steps or 0, min=0, max=1_000_000, step=100,
+            label="pause after (steps)",
+            tooltip="Training pauses this many steps after your latest strokes; painting "
+                    "more starts it again. Left running on the same strokes, a model can "
+                    "get worse (on a nuclei stack, after ~1,000 steps). 0: never pause.",
+        )
         self.show_confidence = CheckBox(value=False, text="show confidence layer")
         self.test_time_augmentation = CheckBox(
             value=True, text="best quality for full predictions (8x slower)",
@@ -243,7 +257,8 @@ class UNetTrainerWidget(QWidget):
         self.form = Container(widgets=[
             self.image_picker, self.axes, self.mode, self.intensity_jitter, self.anisotropy,
             self.labels_picker,
-            self.class_names, self.preset, self.refresh, self.show_confidence,
+            self.class_names, self.preset, self.refresh, self.settle_steps,
+            self.show_confidence,
             self.show_instances, self.test_time_augmentation, self.autosave,
         ])
         self.image_picker.changed.connect(self._on_image_chosen)
@@ -322,6 +337,9 @@ class UNetTrainerWidget(QWidget):
         self.load_button.setEnabled(not busy)
         if s.status == "training" and self._run is None:
             self.status.setText("setting up: reading the strokes, building the model…")
+        elif s.status == "training" and s.settled:
+            self.status.setText(f"paused after {s.step} steps: the model has settled on these "
+                                "strokes. Paint more to train on, or press Stop to finish.")
         elif s.status == "training":
             self.status.setText(f"training · step {s.step} · loss {s.loss:.4f} · "
                                 f"{s.steps_per_s:.1f} steps/s ({s.samples_per_s:.0f} "
@@ -553,6 +571,7 @@ class UNetTrainerWidget(QWidget):
             axes = pair_axes(image.shape, labels.shape, axes)
             preset = self._preset()
             config = replace(preset.train, max_steps=None, max_seconds=None,
+                             settle_steps=self.settle_steps.value or None,
                              # leave a core for the GUI: painting must stay fluid
                              num_threads=max(1, (os.cpu_count() or 2) - 1),
                              intensity_jitter=self.intensity_jitter.value)
@@ -598,6 +617,7 @@ class UNetTrainerWidget(QWidget):
         self._active.append((inbox, worker))
         self._preset_name = preset.name
         self.state.step = 0
+        self.state.settled = False
         self.state.labels_version = 0
         self.state.status = "training"
         self._start(worker)
@@ -684,6 +704,9 @@ class UNetTrainerWidget(QWidget):
         if isinstance(event, RunStarted):
             self._on_run_started(event.run)
         elif isinstance(event, TrainProgress):
+            self.state.settled = event.settled
+            if event.settled:
+                return  # no step taken: nothing new to plot or count
             self.loss_plot.append(event.loss)
             self.state.step = event.step
             self.state.loss = event.loss

@@ -10,8 +10,10 @@ being updated and no lock is needed. The caller (the napari worker, or a test) r
   frame or field of view being looked at),
 
 at any yield. In a stack or time-lapse the other slices/frames are predicted in between,
-nearest first. When training ends, the whole image is predicted once more, and instance
-labels are derived if asked for.
+nearest first. When the run settles (no new strokes for ``settle_steps``), the view and
+then the rest of the image are predicted once with the settled model, and nothing more is
+computed until new strokes or a new view arrive. When training ends, the whole image is
+predicted once more, and instance labels are derived if asked for.
 """
 
 from __future__ import annotations
@@ -201,9 +203,11 @@ def live_training(
     The first prediction comes right after the first step, so the user sees an overlay
     within seconds of pressing Train. In a stack or time-lapse, the other slices (frames)
     are predicted in between, nearest to the view first, using at most
-    ``background_share`` of the time. After training ends (bound reached or
-    :meth:`TrainingRun.stop`), the whole image is predicted, slice by slice from the view
-    outwards.
+    ``background_share`` of the time. While the run is settled (see
+    ``TrainConfig.settle_steps``), the view is predicted once with the settled model, the
+    other slices follow at full speed, and then only messages are taken. After training
+    ends (bound reached or :meth:`TrainingRun.stop`), the whole image is predicted, slice
+    by slice from the view outwards.
 
     Parameters
     ----------
@@ -229,19 +233,23 @@ def live_training(
         Called with the model every ``checkpoint_every_s`` seconds and once when training
         ends (before the final prediction), in this generator's thread, between steps, so
         it never sees weights mid-update. Autosave passes its ``save_model`` here. A
-        failure is reported as a :class:`Notice` and training goes on.
+        failure is reported as a :class:`Notice` and training goes on. A model that has
+        not changed since its last save (a settled run) is not saved again.
     """
     tiles = tiles or TileConfig()
     image, axes = run.image, run.axes
     label_shape = run.label_shape
     class_map = np.zeros(label_shape, np.uint8 if run.model.num_classes < 256 else np.uint16)
-    steps = run.steps()
+    steps = run.steps(wait_for_strokes=True)
     pending_labels: LabelUpdate | None = None
     next_refresh = 0.0  # refresh after the very first step
     background: list[Region] = []
+    background_step = -1  # the step whose model the background list is predicted with
     background_time = 0.0
     refreshed_at = time.monotonic()
     next_checkpoint = time.monotonic() + checkpoint_every_s
+    saved_step = 0
+    shown: tuple[Region | None, int] | None = None  # (view region, step) last predicted
 
     def save(model: TrainedModel) -> Notice | None:
         if checkpoint is None:
@@ -253,12 +261,13 @@ def live_training(
         return None
 
     def take(message: LiveMessage) -> None:
-        nonlocal pending_labels, region, next_refresh
+        nonlocal pending_labels, region, next_refresh, shown
         if isinstance(message, LabelUpdate):
             pending_labels = message
         elif isinstance(message, RegionUpdate):
             region = message.region
             next_refresh = 0.0  # show the new slice now, not at the next refresh
+            shown = None
 
     def show(update: PredictionUpdate) -> PredictionUpdate:
         class_map[update.region] = update.class_map
@@ -281,25 +290,32 @@ def live_training(
             pending_labels = None
             take((yield progress))
             now = time.monotonic()
-            if checkpoint is not None and now >= next_checkpoint:
-                next_checkpoint = now + checkpoint_every_s
+            if checkpoint is not None and now >= next_checkpoint \
+                    and progress.step != saved_step:
+                next_checkpoint, saved_step = now + checkpoint_every_s, progress.step
                 failed = save(run.model)
                 if failed is not None:
                     take((yield failed))
-            if now >= next_refresh:
+            # A settled run's model does not change: predict the view once, at once, not
+            # every refresh; the rest of the image gets all the time (no steps to share).
+            view_is_current = progress.settled and shown == (region, progress.step)
+            if (now >= next_refresh or progress.settled) and not view_is_current:
                 # Timed from the start of this prediction, so the interval the user sees is
                 # the setting, not the setting plus the prediction's own time.
                 next_refresh = now + refresh_s
                 update = show(predict_region(run.model, image, region, tiles,
                                              with_confidence, axes=axes))
+                shown = (region, progress.step)
                 take((yield update))
                 if update.complete and class_map.size <= LIVE_INSTANCES_MAX_PIXELS:
                     extra = with_instances(update.step)
                     if extra is not None:
                         take((yield extra))
-                background = _sample_regions(run, region)
+                if progress.step != background_step:  # else: already done by this model
+                    background, background_step = _sample_regions(run, region), progress.step
                 background_time, refreshed_at = 0.0, time.monotonic()
-            elif background and background_time <= background_share * (now - refreshed_at):
+            elif background and (progress.settled or
+                                 background_time <= background_share * (now - refreshed_at)):
                 started = time.monotonic()
                 update = show(predict_region(run.model, image, background.pop(0), tiles,
                                              with_confidence, axes=axes))

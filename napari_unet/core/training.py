@@ -9,6 +9,11 @@ and yields a :class:`TrainProgress` record. A caller can
   :class:`TrainResult`) or simply by no longer iterating;
 - bound the run by steps or by wall-clock seconds.
 
+An open-ended run (no bound) settles ``TrainConfig.settle_steps`` steps after the latest
+strokes: it ends there, or, for a caller that can send strokes (live training,
+``steps(wait_for_strokes=True)``), takes no steps and yields
+``TrainProgress(settled=True)`` a few times a second until new strokes start it again.
+
 The napari worker and the CLI both drive this same generator.
 """
 
@@ -57,6 +62,10 @@ from napari_unet.core.normalization import Normalization
 from napari_unet.core.sampling import IGNORE_INDEX, PatchBatch, PatchSampler
 from napari_unet.core.unet import build_unet
 
+# How often a settled run yields while it waits for strokes: the delay before new strokes
+# restart training, and the rate of (cheap) progress records the caller gets meanwhile.
+SETTLED_POLL_S = 0.1
+
 
 @dataclass(frozen=True)
 class TrainProgress:
@@ -82,6 +91,10 @@ class TrainProgress:
         The run's bounds, if any (for progress bars).
     notice
         A message for the user, e.g. why a label update was refused; empty if none.
+    settled
+        True when no step was taken: an open-ended run has trained ``settle_steps`` on
+        the latest strokes and waits for new ones (``step`` and ``loss`` are the last
+        step's).
     """
 
     step: int
@@ -94,6 +107,7 @@ class TrainProgress:
     total_steps: int | None = None
     total_seconds: float | None = None
     notice: str = ""
+    settled: bool = False
 
     @property
     def fraction_done(self) -> float | None:
@@ -335,6 +349,7 @@ class TrainingRun:
         self._samples = 0
         self._elapsed = 0.0
         self._labels_version = 0
+        self._strokes_since = 0  # step at which the latest strokes arrived (settling)
         self._last_loss = float("nan")
         self._config_dict = asdict(config)  # constant; metadata is refreshed every step
         self._update_metadata()
@@ -355,6 +370,17 @@ class TrainingRun:
         """Pixel size along the labels' spatial axes (Z in units of the Y/X pixel size)."""
         return tuple(self.anisotropy if a == "Z" else 1.0
                      for a in self.label_axes if a != "T")
+
+    @property
+    def settled(self) -> bool:
+        """An open-ended run has trained ``settle_steps`` on the latest strokes."""
+        cfg = self.config
+        return (cfg.settle_steps is not None and not self._bounded
+                and self._steps_done - self._strokes_since >= cfg.settle_steps)
+
+    @property
+    def _bounded(self) -> bool:
+        return bool(self.config.max_steps or self.config.max_seconds)
 
     @property
     def painted_samples(self) -> int:
@@ -386,16 +412,24 @@ class TrainingRun:
         self._prefetched = None  # drawn from the old strokes
         self._weights = self._class_weights()
         self._labels_version += 1
+        self._strokes_since = self._steps_done  # a new round at the full rate
 
     # -- the loop ------------------------------------------------------------------------
 
-    def steps(self) -> Generator[TrainProgress, LabelUpdate | None, TrainResult]:
+    def steps(
+        self, wait_for_strokes: bool = False
+    ) -> Generator[TrainProgress, LabelUpdate | None, TrainResult]:
         """Train, one step per iteration, until a bound is reached or :meth:`stop` is called.
+
+        An open-ended run also ends when it settles (``TrainConfig.settle_steps`` steps
+        after its latest strokes), unless ``wait_for_strokes``: then it takes no steps
+        and every :data:`SETTLED_POLL_S` yields a ``settled`` progress record, so the
+        caller can send new strokes (which start training again) or stop.
 
         Yields
         ------
         TrainProgress
-            After every step.
+            After every step, and while settled.
 
         Returns
         -------
@@ -407,19 +441,27 @@ class TrainingRun:
         notice = ""
         try:
             while not self._stop.is_set() and not self._bound_reached():
-                lr = self._learning_rate()
-                for group in self._optimizer.param_groups:
-                    group["lr"] = lr
-                self._network.train()
-                loss = self._step_within_memory()
-                self._steps_done += 1
-                self._update_average()
-                self._elapsed = time.perf_counter() - start
-                self._last_loss = loss
-                self._update_metadata()
+                settled = self.settled
+                if settled and not wait_for_strokes:
+                    break
+                if settled:
+                    # Wakes at once on stop(); waiting is not training time.
+                    self._stop.wait(SETTLED_POLL_S)
+                    start = time.perf_counter() - self._elapsed
+                    lr = 0.0
+                else:
+                    lr = self._learning_rate()
+                    for group in self._optimizer.param_groups:
+                        group["lr"] = lr
+                    self._network.train()
+                    self._last_loss = self._step_within_memory()
+                    self._steps_done += 1
+                    self._update_average()
+                    self._elapsed = time.perf_counter() - start
+                    self._update_metadata()
                 update = yield TrainProgress(
                     step=self._steps_done,
-                    loss=loss,
+                    loss=self._last_loss,
                     elapsed_s=self._elapsed,
                     samples_per_s=self._samples / max(self._elapsed, 1e-9),
                     learning_rate=lr,
@@ -428,6 +470,7 @@ class TrainingRun:
                     total_steps=cfg.max_steps,
                     total_seconds=cfg.max_seconds,
                     notice="; ".join(n for n in (notice, self._notice) if n),
+                    settled=settled,
                 )
                 notice = self._notice = ""
                 if update is not None:
@@ -557,7 +600,9 @@ class TrainingRun:
         if cfg.max_seconds:
             fractions.append(self._elapsed / cfg.max_seconds)
         if not fractions:
-            return cfg.learning_rate * warmup  # open-ended (live) training: constant rate
+            # Open-ended (live) training: a constant rate until it settles. Decaying it
+            # before settling scored lower (docs/benchmarks.md, "Live training...").
+            return cfg.learning_rate * warmup
         done = min(1.0, max(fractions))
         # Cosine decay to 5 % over the budget: the last steps refine instead of jumping.
         decay = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done))

@@ -3,6 +3,7 @@ from dataclasses import replace
 from napari_unet.core.config import TileConfig
 from napari_unet.core.live import PredictionUpdate, RegionUpdate, live_training
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress
+from tests.core.test_stacks import _stack
 from tests.core.test_training import FAST, TINY_MODEL
 
 
@@ -84,3 +85,39 @@ def test_closing_the_generator_ends_training(blobs):
     gen.close()
     assert run.model.metadata["steps"] == 1
     assert not run.model.network.training
+
+
+def test_a_settled_run_predicts_each_slice_once_then_only_takes_messages():
+    """Once settled, the model is fixed: the stack is predicted once with it, then no work
+    is done (no predictions, no autosaves) until the view moves or new strokes come."""
+    image, _, strokes = _stack(4)
+    run = TrainingRun(image, strokes, replace(FAST, settle_steps=6), axes="ZYX", mode="2d",
+                      model_config=TINY_MODEL)
+    saves: list[int] = []
+    view = (slice(2, 3), slice(0, 48), slice(0, 48))
+    gen = live_training(run, refresh_s=3600, region=view, checkpoint_every_s=0.0,
+                        checkpoint=lambda model: saves.append(model.metadata["steps"]))
+    events, settled = [], 0
+    while settled < 8:
+        events.append(next(gen))
+        settled += isinstance(events[-1], TrainProgress) and events[-1].settled
+    first_settled = next(i for i, e in enumerate(events)
+                         if isinstance(e, TrainProgress) and e.settled)
+    after = [e for e in events[first_settled:] if isinstance(e, PredictionUpdate)]
+    assert [u.region[0].start for u in after] == [2, 1, 3, 0]  # the view, then nearest first
+    assert all(u.step == 6 for u in after)
+    assert not isinstance(events[-1], PredictionUpdate)  # the last polls did nothing else
+    assert saves == [1, 2, 3, 4, 5, 6]  # no new save of an unchanged model
+
+    moved = gen.send(RegionUpdate((slice(0, 1), slice(0, 48), slice(0, 48))))
+    assert isinstance(moved, PredictionUpdate) and moved.region[0] == slice(0, 1)
+    assert moved.step == 6
+    assert isinstance(next(gen), TrainProgress)  # the other slices are not redone
+
+    more = strokes.copy()
+    more[0] = strokes[2]
+    resumed = gen.send(LabelUpdate(more))
+    while not isinstance(resumed, TrainProgress):
+        resumed = next(gen)
+    assert resumed.step == 7 and not resumed.settled
+    gen.close()

@@ -1,3 +1,4 @@
+import threading
 import time
 from dataclasses import replace
 
@@ -5,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_unet.core import training
 from napari_unet.core.config import PRESETS, ModelConfig, TrainConfig
 from napari_unet.core.errors import InputError
 from napari_unet.core.inference import predict
@@ -100,6 +102,72 @@ def test_stop_between_steps_returns_result(blobs):
     with pytest.raises(StopIteration) as finished:
         next(gen2)
     assert finished.value.value.steps == 1
+
+
+def test_live_training_settles_on_old_strokes_and_new_strokes_restart_it(
+    blobs, monkeypatch
+):
+    """Left on the same strokes, an open-ended run stops taking steps until new ones come."""
+    image, strokes, _ = blobs
+    config = replace(FAST, settle_steps=12, warmup_steps=1)
+    run = TrainingRun(image, strokes, config, model_config=TINY_MODEL)
+    gen = run.steps(wait_for_strokes=True)  # as live training does
+    trained = [next(gen) for _ in range(12)]
+    assert [p.step for p in trained] == list(range(1, 13))
+    assert not any(p.settled for p in trained)
+    assert {p.learning_rate for p in trained} == {FAST.learning_rate}  # no decay
+    weights = _weights(run.model)
+
+    waiting = [next(gen) for _ in range(3)]
+    assert all(p.settled and p.step == 12 and p.learning_rate == 0.0 for p in waiting)
+    assert waiting[-1].elapsed_s == trained[-1].elapsed_s  # waiting is not training time
+    assert all(torch.equal(a, b) for a, b in zip(weights, _weights(run.model)))
+    assert run.model.metadata["steps"] == 12
+
+    refused = gen.send(LabelUpdate(np.zeros_like(strokes)))  # unusable: still settled
+    assert refused.settled and "no painted pixels" in refused.notice
+    more = strokes.copy()
+    more[1::9] = 1
+    resumed = gen.send(LabelUpdate(more))
+    assert not resumed.settled and resumed.step == 13 and resumed.labels_version == 1
+    assert resumed.learning_rate == FAST.learning_rate
+    assert any(not torch.equal(a, b) for a, b in zip(weights, _weights(run.model)))
+
+    while not resumed.settled:
+        resumed = next(gen)
+    assert resumed.step == 24  # the new round ran its 12 steps, then settled again
+
+    # A stop from another thread (the GUI's) wakes a waiting run at once.
+    monkeypatch.setattr(training, "SETTLED_POLL_S", 60.0)
+    threading.Timer(0.05, run.stop).start()
+    t0 = time.perf_counter()
+    assert next(gen).settled
+    assert time.perf_counter() - t0 < 30
+    with pytest.raises(StopIteration) as finished:
+        next(gen)
+    assert finished.value.value.steps == 24
+
+
+def test_settling_is_for_open_ended_runs_only(blobs):
+    image, strokes, _ = blobs
+    # A script that cannot send strokes: an open-ended run ends where it settles.
+    settled = TrainingRun(image, strokes, replace(FAST, settle_steps=7),
+                          model_config=TINY_MODEL)
+    assert [p.step for p in settled.steps()] == list(range(1, 8))
+    assert settled.run_to_end().steps == 7  # and stays ended
+    # A bounded run follows its own schedule, whatever settle_steps says.
+    bounded = TrainingRun(image, strokes, replace(FAST, settle_steps=3, max_steps=9),
+                          model_config=TINY_MODEL).run_to_end()
+    assert bounded.steps == 9
+    # None: train until stopped.
+    run = TrainingRun(image, strokes, replace(FAST, settle_steps=None),
+                      model_config=TINY_MODEL)
+    gen = run.steps()
+    records = [next(gen) for _ in range(30)]
+    assert not any(p.settled for p in records) and records[-1].step == 30
+    gen.close()
+    with pytest.raises(InputError, match="settle_steps"):
+        TrainConfig(settle_steps=0)
 
 
 def test_bounded_by_seconds(blobs):

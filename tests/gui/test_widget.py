@@ -124,6 +124,35 @@ def test_strokes_painted_during_training_reach_the_worker(viewer_and_widget, qtb
     assert after > before
 
 
+def test_training_pauses_on_old_strokes_and_painting_resumes_it(viewer_and_widget, qtbot):
+    viewer, widget = viewer_and_widget
+    widget.settle_steps.value = 5
+    shown_steps: list[int] = []
+    apply = widget._apply_prediction
+    widget._apply_prediction = lambda update: (shown_steps.append(update.step), apply(update))
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.state.settled, timeout=TRAIN_TIMEOUT_MS)
+    assert widget.state.step == 5 and widget.state.status == "training"
+    assert "paused after 5 steps" in widget.status.text()
+    assert widget.stop_button.isEnabled()
+    # The overlay catches up with the settled model once, then nothing is recomputed.
+    qtbot.waitUntil(lambda: 5 in shown_steps, timeout=TRAIN_TIMEOUT_MS)
+    qtbot.wait(1500)
+    assert shown_steps.count(5) == 1 and widget.state.step == 5
+
+    strokes = viewer.layers["strokes"]
+    strokes.brush_size = 5
+    for x in range(100, 160, 2):
+        strokes.paint((500, x), 1)
+    qtbot.waitUntil(lambda: widget.state.labels_version >= 1 and widget.state.settled,
+                    timeout=TRAIN_TIMEOUT_MS)
+    assert widget.state.step == 10  # new strokes: another 5 steps, then paused again
+    qtbot.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
+    assert widget.model.metadata["steps"] == 10
+    assert widget.status.text() == "ready"
+
+
 def test_stop_then_train_again_continues_and_reset_starts_over(viewer_and_widget, qtbot):
     _, widget = viewer_and_widget
     _train_until(qtbot, widget, lambda: widget.state.step >= 3)
