@@ -120,22 +120,31 @@ def load(name: str) -> Dataset:
 
 
 def unet_over_time(data: Dataset, labels: np.ndarray, budgets: list[float], seed: int,
-                   device) -> dict[float, dict[str, float]]:
-    """Train open-ended on ``labels``; score the shown (averaged) model at each budget."""
+                   device, pause: bool = True) -> dict[float, dict[str, float]]:
+    """Train open-ended on ``labels``; score the shown (averaged) model at each budget.
+
+    As in the widget, training pauses ``settle_steps`` after the strokes: budgets after
+    that score the paused model (what the user sees then), without waiting them out.
+    ``pause=False`` trains through every budget (the dense upper bound: dense labels
+    leave nothing to overfit).
+    """
     preset = get_preset("auto", device.type)
     config = replace(preset.train, max_seconds=None, max_steps=None, seed=seed,
-                     device=device.type)
+                     device=device.type,
+                     settle_steps=preset.train.settle_steps if pause else None)
     run = TrainingRun(data.image, labels, config, axes=data.axes, model_config=preset.model)
     steps = run.steps()
-    trained, scores = 0.0, {}
+    trained, scores, score = 0.0, {}, None
     for budget in sorted(budgets):
-        while trained < budget:
+        while trained < budget and not run.settled:
             t0 = time.perf_counter()
             progress = next(steps)
             trained += time.perf_counter() - t0
-        class_map = predict(run.model, data.image, preset.tile, axes=data.axes,
-                            region=data.evaluate).class_map
-        scores[budget] = {**data.score(class_map), "steps": progress.step}
+        if score is None or score["steps"] != progress.step:
+            class_map = predict(run.model, data.image, preset.tile, axes=data.axes,
+                                region=data.evaluate).class_map
+            score = {**data.score(class_map), "steps": progress.step}
+        scores[budget] = score
     steps.close()
     return scores
 
@@ -154,7 +163,8 @@ def run_dataset(name: str, efforts: list[int], budgets: list[float], seeds: int,
                      "device": device.type, "machine": machine(),
                      "date": time.strftime("%Y-%m-%d"), "unet": {}, "forest": {}, "dense": []}
     for seed in range(seeds):
-        dense = unet_over_time(data, data.dense(), [max(budgets)], seed, device)
+        dense = unet_over_time(data, data.dense(), [max(budgets)], seed, device,
+                               pause=False)
         results["dense"].append(dense[max(budgets)])
         print(f"[{name}] seed {seed} dense: {dense[max(budgets)]}", flush=True)
         for objects in efforts:

@@ -6,7 +6,10 @@
 
 A diagnosis sweep, not in ``run_all.sh``. It trains the CPU preset open-ended, as the
 widget does (no step or time bound), and prints the foreground IoU of the model the
-overlay would show (the weight average) at fixed step counts. Steps, not seconds, so a
+overlay would show (the weight average) at fixed step counts. Open-ended runs settle
+after ``settle_steps`` (``TrainConfig``): checkpoints past that score the settled model;
+``--set settle_steps=none`` trains at a constant rate throughout, as before settling
+existed. Steps, not seconds, so a
 busy machine changes the time, not the result: two settings can run side by side, one
 thread each. Data:
 
@@ -87,6 +90,10 @@ def parse_value(text: str) -> Any:
     return text
 
 
+# TrainConfig fields run_one sets itself: the run is open-ended, seeded, on the CPU.
+RESERVED = ("max_seconds", "max_steps", "seed", "device")
+
+
 def run_one(data: Case, objects: int, seed: int, checkpoints: list[int], train: dict,
             mode: str | None) -> list[float]:
     """IoU of the averaged model after each checkpoint's number of steps."""
@@ -96,12 +103,18 @@ def run_one(data: Case, objects: int, seed: int, checkpoints: list[int], train: 
     run = TrainingRun(data.image, data.strokes(objects, seed), cfg, axes=data.axes,
                       mode=mode, model_config=preset.model)
     steps, done, scores = run.steps(), 0, []
+    scored_at, score = -1, float("nan")
     for checkpoint in checkpoints:
         while done < checkpoint:
-            done = next(steps).step
-        class_map = predict(run.model, data.image, preset.tile, axes=data.axes,
-                            region=data.region).class_map
-        scores.append(round(data.score(class_map), 3))
+            progress = next(steps, None)
+            if progress is None:  # paused (settle_steps): later checkpoints score this model
+                break
+            done = progress.step
+        if done != scored_at:
+            class_map = predict(run.model, data.image, preset.tile, axes=data.axes,
+                                region=data.region).class_map
+            scored_at, score = done, round(data.score(class_map), 3)
+        scores.append(score)
     steps.close()
     return scores
 
@@ -123,6 +136,9 @@ def main() -> int:
     train = train_overrides(args)
     for item in args.set:
         field, _, value = item.partition("=")
+        if field in RESERVED:
+            parser.error(f"--set {field}: this script sets it itself ({', '.join(RESERVED)}); "
+                         "use --seeds and --checkpoints")
         train[field] = parse_value(value)
     checkpoints = sorted(args.checkpoints)
     data = case(args.data)

@@ -99,8 +99,9 @@ def effort_strokes(data: Dataset, jitter: str, model: ModelConfig,
     scores: dict[int, list[float]] = {step: [] for step in checkpoints}
     for seed in (0, 1):
         for objects in (3, 10, 20):
+            # Never paused (settle_steps): the checkpoints compare training per step.
             cfg = replace(preset.train, max_seconds=None, max_steps=None, seed=seed,
-                          device="cpu", intensity_jitter=jitter, **train)
+                          device="cpu", intensity_jitter=jitter, settle_steps=None, **train)
             run = TrainingRun(data.image, data.strokes(objects, seed), cfg, axes=data.axes,
                               mode=train_mode, model_config=model)
             steps, done = run.steps(), 0
