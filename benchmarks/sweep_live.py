@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from napari_unet.core.axes import MODE_CHOICES
-from napari_unet.core.config import get_preset
+from napari_unet.core.config import ModelConfig, get_preset
 from napari_unet.core.inference import predict
 from napari_unet.core.training import TrainingRun
 
@@ -49,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "sample_data"))
 from _options import add_grad_clip_option, train_overrides  # noqa: E402
-from bench_effort import load  # noqa: E402
+from bench_effort import Dataset, load  # noqa: E402
 from bench_volumes import PAINTED, unpainted_iou, wheel_path  # noqa: E402
 from make_sample3d import paint_slices, read_wheel  # noqa: E402
 
@@ -65,12 +65,16 @@ class Case:
     score: Callable[[np.ndarray], float]  # class map of ``region`` -> IoU
 
 
+def effort_case(data: Dataset) -> Case:
+    """``bench_effort``'s strokes on ``data``, scored on its evaluation region."""
+    return Case(data.image, data.axes, data.strokes, data.evaluate,
+                lambda class_map: data.score(class_map)["iou"])
+
+
 def case(name: str) -> Case:
     """The data of ``--data``."""
     if name in ("2d", "3d"):
-        data = load(name)
-        return Case(data.image, data.axes, data.strokes, data.evaluate,
-                    lambda class_map: data.score(class_map)["iou"])
+        return effort_case(load(name))
     image, truth = read_wheel(str(wheel_path()))
     strokes = paint_slices(truth, PAINTED, seed=5)
     return Case(image, "ZYX", lambda objects, seed: strokes, None,
@@ -95,13 +99,17 @@ RESERVED = ("max_seconds", "max_steps", "seed", "device")
 
 
 def run_one(data: Case, objects: int, seed: int, checkpoints: list[int], train: dict,
-            mode: str | None) -> list[float]:
-    """IoU of the averaged model after each checkpoint's number of steps."""
+            mode: str | None, model: ModelConfig | None = None) -> list[float]:
+    """IoU of the averaged model after each checkpoint's number of steps.
+
+    The CPU preset, open-ended, with ``train`` overriding ``TrainConfig`` fields and
+    ``model`` replacing the preset's network shape.
+    """
     preset = get_preset("auto", "cpu")
     cfg = replace(preset.train, max_seconds=None, max_steps=None, seed=seed, device="cpu",
                   **train)
     run = TrainingRun(data.image, data.strokes(objects, seed), cfg, axes=data.axes,
-                      mode=mode, model_config=preset.model)
+                      mode=mode, model_config=model or preset.model)
     steps, done, scores = run.steps(), 0, []
     scored_at, score = -1, float("nan")
     for checkpoint in checkpoints:

@@ -13,7 +13,8 @@ two stroke sets:
   budget (cosine learning-rate decay to the last checkpoint);
 - ``effort``: ``bench_effort.py``'s 3D strokes (3, 10, 20 objects on slices 20, 30, 40 of
   the top half), seeds 0-1, IoU on the bottom half, trained open-ended (constant rate, as
-  the widget trains) and scored at each checkpoint.
+  the widget trains, but without its pause) and scored at each checkpoint
+  (``sweep_live.run_one``).
 
 Variants (see ``VARIANTS``): ``on`` and ``off`` are ``TrainConfig.intensity_jitter``;
 ``contrast`` (contrast scale only, no brightness shift) and ``mild`` (contrast
@@ -50,6 +51,7 @@ from _options import add_grad_clip_option, train_overrides  # noqa: E402
 from bench_effort import Dataset, load  # noqa: E402
 from bench_volumes import PAINTED, unpainted_iou, wheel_path  # noqa: E402
 from make_sample3d import paint_slices, read_wheel  # noqa: E402
+from sweep_live import effort_case, run_one  # noqa: E402
 
 # variant -> (TrainConfig.intensity_jitter, contrast jitter, brightness jitter,
 #             ModelConfig.z_context, ModelConfig.absolute_intensity); None: the default.
@@ -95,23 +97,15 @@ def effort_strokes(data: Dataset, jitter: str, model: ModelConfig,
                    checkpoints: list[int], train: dict,
                    train_mode: str) -> dict[int, list[float]]:
     """IoU on the evaluation half at each checkpoint, 2 seeds x 3/10/20 objects."""
-    preset = get_preset("auto", "cpu")
     scores: dict[int, list[float]] = {step: [] for step in checkpoints}
+    # Never paused (settle_steps): the checkpoints compare training per step.
+    settings = {"intensity_jitter": jitter, "settle_steps": None, **train}
     for seed in (0, 1):
         for objects in (3, 10, 20):
-            # Never paused (settle_steps): the checkpoints compare training per step.
-            cfg = replace(preset.train, max_seconds=None, max_steps=None, seed=seed,
-                          device="cpu", intensity_jitter=jitter, settle_steps=None, **train)
-            run = TrainingRun(data.image, data.strokes(objects, seed), cfg, axes=data.axes,
-                              mode=train_mode, model_config=model)
-            steps, done = run.steps(), 0
-            for checkpoint in checkpoints:
-                while done < checkpoint:
-                    done = next(steps).step
-                class_map = predict(run.model, data.image, preset.tile, axes=data.axes,
-                                    region=data.evaluate).class_map
-                scores[checkpoint].append(data.score(class_map)["iou"])
-            steps.close()
+            ious = run_one(effort_case(data), objects, seed, checkpoints, settings,
+                           train_mode, model)
+            for checkpoint, iou in zip(checkpoints, ious):
+                scores[checkpoint].append(iou)
     return scores
 
 
