@@ -192,8 +192,9 @@ class TrainConfig:
         Linear warm-up; avoids the first large steps wrecking a fine-tuned model.
     max_steps, max_seconds
         Stop after this many steps or this much wall-clock time, whichever comes first.
-        Both ``None`` means "until stopped" (the widget's live mode). When a bound is set,
-        the learning rate follows a cosine decay over it.
+        Both ``None`` means open-ended (the widget's live mode): until stopped or, with
+        ``settle_steps``, paused. When a bound is set, the learning rate follows a cosine
+        decay over it.
     settle_steps
         Open-ended (live) training only: this many steps after the latest strokes arrived,
         training waits, taking no steps, until new strokes arrive and start it again.
