@@ -233,8 +233,8 @@ def live_training(
         Called with the model every ``checkpoint_every_s`` seconds and once when training
         ends (before the final prediction), in this generator's thread, between steps, so
         it never sees weights mid-update. Autosave passes its ``save_model`` here. A
-        failure is reported as a :class:`Notice` and training goes on. A model that has
-        not changed since its last save (a settled run) is not saved again.
+        failure is reported as a :class:`Notice` and training goes on. A run that settles
+        is saved at once, and its unchanged model is not saved again.
     """
     tiles = tiles or TileConfig()
     image, axes = run.image, run.axes
@@ -290,7 +290,9 @@ def live_training(
             pending_labels = None
             take((yield progress))
             now = time.monotonic()
-            if checkpoint is not None and now >= next_checkpoint \
+            # Also save at once when the run settles: the paused model may stay the
+            # current one for a long time.
+            if checkpoint is not None and (now >= next_checkpoint or progress.settled) \
                     and progress.step != saved_step:
                 next_checkpoint, saved_step = now + checkpoint_every_s, progress.step
                 failed = save(run.model)

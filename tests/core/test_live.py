@@ -121,3 +121,17 @@ def test_a_settled_run_predicts_each_slice_once_then_only_takes_messages():
         resumed = next(gen)
     assert resumed.step == 7 and not resumed.settled
     gen.close()
+
+
+def test_a_run_that_settles_is_autosaved_at_once(blobs):
+    image, strokes, _ = blobs
+    run = TrainingRun(image, strokes, replace(FAST, settle_steps=4), model_config=TINY_MODEL)
+    saves: list[int] = []
+    gen = live_training(run, refresh_s=3600, checkpoint_every_s=3600,
+                        checkpoint=lambda model: saves.append(model.metadata["steps"]))
+    settled = 0
+    while settled < 3:
+        event = next(gen)
+        settled += isinstance(event, TrainProgress) and event.settled
+    assert saves == [4]  # not after 3600 s: a crash while paused loses nothing
+    gen.close()
