@@ -93,6 +93,7 @@ from napari_unet.core.live import (
     Notice,
     PredictionUpdate,
     RegionUpdate,
+    SettleUpdate,
     prediction_update,
 )
 from napari_unet.core.model import TrainedModel
@@ -234,8 +235,9 @@ class UNetTrainerWidget(QWidget):
             value=TrainConfig().settle_steps or 0, min=0, max=1_000_000, step=100,
             label="pause after (steps)",
             tooltip="Training pauses this many steps after your latest strokes; painting "
-                    "more starts it again. Left running on the same strokes, a model can "
-                    "get worse (on a nuclei stack, after ~1,000 steps). 0: never pause.",
+                    "more, or raising this number, starts it again. Left running on the "
+                    "same strokes, a model can get worse (on a nuclei stack, after ~1,000 "
+                    "steps). 0: never pause.",
         )
         self.show_confidence = CheckBox(value=False, text="show confidence layer")
         self.test_time_augmentation = CheckBox(
@@ -262,6 +264,7 @@ class UNetTrainerWidget(QWidget):
             self.show_instances, self.test_time_augmentation, self.autosave,
         ])
         self.image_picker.changed.connect(self._on_image_chosen)
+        self.settle_steps.changed.connect(self._send_settle_steps)
         self.labels_picker.changed.connect(self._watch_strokes)
 
         self.train_button = QPushButton("Train")
@@ -339,7 +342,8 @@ class UNetTrainerWidget(QWidget):
             self.status.setText("setting up: reading the strokes, building the model…")
         elif s.status == "training" and s.settled:
             self.status.setText(f"paused after {s.step} steps: the model has settled on these "
-                                "strokes. Paint more to train on, or press Stop to finish.")
+                                "strokes. Paint more (or raise 'pause after') to train on, "
+                                "or press Stop to finish.")
         elif s.status == "training":
             self.status.setText(f"training · step {s.step} · loss {s.loss:.4f} · "
                                 f"{s.steps_per_s:.1f} steps/s ({s.samples_per_s:.0f} "
@@ -650,6 +654,11 @@ class UNetTrainerWidget(QWidget):
             return
         # Copied here, on the main thread, so the worker never reads a layer being painted.
         self._inbox.put(LabelUpdate(np.array(self._labels_source.data, copy=True)))
+
+    def _send_settle_steps(self, value: int = 0) -> None:
+        # A running training follows the setting at once: raising it resumes a paused run.
+        if self._inbox is not None and self.state.status == "training":
+            self._inbox.put(SettleUpdate(self.settle_steps.value or None))
 
     def _region_in_view(self) -> tuple[slice, ...] | None:
         """Return the part of the labels to predict first: the slice/frame and field in view.

@@ -31,7 +31,13 @@ from napari_unet.core.config import TileConfig
 from napari_unet.core.host_memory import release_freed_memory
 from napari_unet.core.inference import Prediction, iter_predict
 from napari_unet.core.instances import InstanceConfig, instances_from_classes
-from napari_unet.core.live import LiveMessage, Region, RegionUpdate, live_training
+from napari_unet.core.live import (
+    LiveMessage,
+    Region,
+    RegionUpdate,
+    SettleUpdate,
+    live_training,
+)
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainResult, warm_up
 
@@ -74,32 +80,29 @@ class RunStarted:
 class Inbox:
     """Thread-safe messages from the widget to a training worker.
 
-    Keeps only the newest strokes and the newest view region (each replaces the one before:
-    strokes are whole snapshots), and a stop request that may come before the run exists.
+    Keeps only the newest message of each kind, strokes, view region and pause setting
+    (each replaces the one before: strokes are whole snapshots), and a stop request that
+    may come before the run exists.
     """
+
+    _KINDS = (LabelUpdate, RegionUpdate, SettleUpdate)  # the order take() hands them out
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._labels: LabelUpdate | None = None
-        self._region: RegionUpdate | None = None
+        self._newest: dict[type, LiveMessage] = {}
         self._stop = threading.Event()
 
-    def put(self, message: LabelUpdate | RegionUpdate) -> None:
+    def put(self, message: LabelUpdate | RegionUpdate | SettleUpdate) -> None:
         with self._lock:
-            if isinstance(message, LabelUpdate):
-                self._labels = message
-            else:
-                self._region = message
+            self._newest[type(message)] = message
 
     def take(self) -> LiveMessage:
-        """Return the next message (strokes first) or ``None``."""
+        """Return the next message, strokes first, then the view, then the pause."""
         with self._lock:
-            if self._labels is not None:
-                message: LiveMessage = self._labels
-                self._labels = None
-            else:
-                message, self._region = self._region, None
-            return message
+            for kind in self._KINDS:
+                if kind in self._newest:
+                    return self._newest.pop(kind)
+            return None
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -7,7 +7,9 @@ being updated and no lock is needed. The caller (the napari worker, or a test) r
 
 - :class:`~napari_unet.core.training.LabelUpdate` to train on new strokes, and
 - :class:`RegionUpdate` to change which part of the image is predicted first (the slice,
-  frame or field of view being looked at),
+  frame or field of view being looked at), and
+- :class:`SettleUpdate` to change after how many steps without new strokes training
+  pauses,
 
 at any yield. In a stack or time-lapse the other slices/frames are predicted in between,
 nearest first. When the run settles (no new strokes for ``settle_steps``), the view and
@@ -32,7 +34,7 @@ from napari_unet.core.axes import (
     shape_without_channels,
 )
 from napari_unet.core.config import TileConfig
-from napari_unet.core.errors import NapariUnetError
+from napari_unet.core.errors import InputError, NapariUnetError
 from napari_unet.core.inference import Prediction, model_axes, predict
 from napari_unet.core.instances import InstanceConfig, instances_from_classes
 from napari_unet.core.model import TrainedModel
@@ -46,6 +48,20 @@ class RegionUpdate:
     """Predict this region first: slices over the labels' axes (``None``: everything)."""
 
     region: Region | None
+
+
+@dataclass(frozen=True)
+class SettleUpdate:
+    """Pause this many steps after the latest strokes (``None``: never).
+
+    See ``TrainConfig.settle_steps``; raising it resumes a paused run.
+    """
+
+    steps: int | None
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise InputError(f"pause after at least 1 step, or never (None); got {self.steps}")
 
 
 @dataclass(frozen=True)
@@ -90,7 +106,7 @@ class Notice:
 
 
 LiveEvent = TrainProgress | PredictionUpdate | InstancesUpdate | Notice
-LiveMessage = LabelUpdate | RegionUpdate | None
+LiveMessage = LabelUpdate | RegionUpdate | SettleUpdate | None
 
 # Instances are recomputed at every whole-image refresh up to this size (a watershed of a
 # megapixel takes ~0.5 s on one core); larger images get them once, after training.
@@ -268,6 +284,8 @@ def live_training(
             region = message.region
             next_refresh = 0.0  # show the new slice now, not at the next refresh
             shown = None
+        elif isinstance(message, SettleUpdate):
+            run.set_settle_steps(message.steps)  # validated by the sender (the widget)
 
     def show(update: PredictionUpdate) -> PredictionUpdate:
         class_map[update.region] = update.class_map

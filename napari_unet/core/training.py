@@ -393,6 +393,19 @@ class TrainingRun:
         """Ask the run to end after the current step; safe to call from any thread."""
         self._stop.set()
 
+    def set_settle_steps(self, steps: int | None) -> None:
+        """Change ``TrainConfig.settle_steps`` of this run, from the next step on.
+
+        Raising it above the steps trained on the current strokes resumes a settled run.
+
+        Raises
+        ------
+        InputError
+            For a value ``TrainConfig`` refuses (below 1); the old one stays.
+        """
+        self.config = replace(self.config, settle_steps=steps)
+        self._config_dict = asdict(self.config)
+
     def update_labels(self, labels: np.ndarray) -> None:
         """Use new strokes from the next step on.
 

@@ -1,7 +1,10 @@
 from dataclasses import replace
 
+import pytest
+
 from napari_unet.core.config import TileConfig
-from napari_unet.core.live import PredictionUpdate, RegionUpdate, live_training
+from napari_unet.core.errors import InputError
+from napari_unet.core.live import PredictionUpdate, RegionUpdate, SettleUpdate, live_training
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress
 from tests.core.test_stacks import _stack
 from tests.core.test_training import FAST, TINY_MODEL
@@ -120,6 +123,28 @@ def test_a_settled_run_predicts_each_slice_once_then_only_takes_messages():
     while not isinstance(resumed, TrainProgress):
         resumed = next(gen)
     assert resumed.step == 7 and not resumed.settled
+    gen.close()
+
+
+def test_the_pause_setting_can_change_while_training(blobs):
+    image, strokes, _ = blobs
+    run = TrainingRun(image, strokes, replace(FAST, settle_steps=3), model_config=TINY_MODEL)
+    gen = live_training(run, refresh_s=3600)
+    event = next(gen)
+    while not (isinstance(event, TrainProgress) and event.settled):
+        event = next(gen)
+    assert event.step == 3
+    event = gen.send(SettleUpdate(5))  # raised: training goes on to step 5
+    steps = []
+    while not (isinstance(event, TrainProgress) and event.settled):
+        if isinstance(event, TrainProgress):
+            steps.append(event.step)
+        event = next(gen)
+    assert steps == [4, 5] and event.step == 5
+    gen.send(SettleUpdate(None))  # never pause
+    assert run.config.settle_steps is None and not run.settled
+    with pytest.raises(InputError):
+        SettleUpdate(0)
     gen.close()
 
 

@@ -136,6 +136,13 @@ def test_live_training_settles_on_old_strokes_and_new_strokes_restart_it(
     while not resumed.settled:
         resumed = next(gen)
     assert resumed.step == 24  # the new round ran its 12 steps, then settled again
+    run.set_settle_steps(15)  # a higher limit resumes the run, up to the new limit
+    records = [next(gen) for _ in range(4)]
+    assert [(p.step, p.settled) for p in records] == [(25, False), (26, False), (27, False),
+                                                      (27, True)]
+    with pytest.raises(InputError, match="settle_steps"):
+        run.set_settle_steps(0)
+    assert run.config.settle_steps == 15
 
     # A stop from another thread (the GUI's) wakes a waiting run at once.
     monkeypatch.setattr(training, "SETTLED_POLL_S", 60.0)
@@ -145,7 +152,7 @@ def test_live_training_settles_on_old_strokes_and_new_strokes_restart_it(
     assert time.perf_counter() - t0 < 30
     with pytest.raises(StopIteration) as finished:
         next(gen)
-    assert finished.value.value.steps == 24
+    assert finished.value.value.steps == 27
 
 
 def test_settling_is_for_open_ended_runs_only(blobs):

@@ -147,9 +147,12 @@ def test_training_pauses_on_old_strokes_and_painting_resumes_it(viewer_and_widge
     qtbot.waitUntil(lambda: widget.state.labels_version >= 1 and widget.state.settled,
                     timeout=TRAIN_TIMEOUT_MS)
     assert widget.state.step == 10  # new strokes: another 5 steps, then paused again
+    widget.settle_steps.value = 8  # a higher limit resumes at once, up to the new limit
+    qtbot.waitUntil(lambda: widget.state.step == 13 and widget.state.settled,
+                    timeout=TRAIN_TIMEOUT_MS)
     qtbot.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
     _wait_idle(qtbot, widget)
-    assert widget.model.metadata["steps"] == 10
+    assert widget.model.metadata["steps"] == 13
     assert widget.status.text() == "ready"
 
 
