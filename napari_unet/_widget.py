@@ -425,6 +425,9 @@ class UNetTrainerWidget(QWidget):
             for candidate in self.labels_picker.choices:
                 if candidate.name == layer.name:
                     self.labels_picker.value = candidate
+        skipped = self._apply_settings(session.settings)
+        if skipped:
+            show_warning(f"saved settings not restored (not valid here): {', '.join(skipped)}")
         if session.model is not None:
             self.model = session.model
             self.class_names.value = ", ".join(self.model.class_names)
@@ -432,12 +435,48 @@ class UNetTrainerWidget(QWidget):
             self._render_state()
         show_info(f"restored from {session.folder}")
 
+    def _setting_widgets(self) -> dict[str, Any]:
+        """Return the widgets whose values are kept with the autosave, by saved name."""
+        return {
+            "axes": self.axes, "mode": self.mode, "vary_brightness": self.intensity_jitter,
+            "z_spacing": self.anisotropy, "class_names": self.class_names,
+            "model_size": self.preset, "refresh_s": self.refresh,
+            "pause_after_steps": self.settle_steps, "confidence": self.show_confidence,
+            "instances": self.show_instances, "best_quality": self.test_time_augmentation,
+        }
+
+    def _settings(self) -> dict[str, Any]:
+        return {name: widget.value for name, widget in self._setting_widgets().items()}
+
+    def _apply_settings(self, settings: dict[str, Any]) -> list[str]:
+        """Set the saved settings; return the names of those the widgets refused.
+
+        A session folder may come from another version of the plugin or be edited by
+        hand: a value that no longer fits (an unknown choice, out of range) is skipped.
+        """
+        skipped = []
+        for name, widget in self._setting_widgets().items():
+            if name not in settings:
+                continue
+            value = settings[name]
+            if isinstance(widget.value, bool) != isinstance(value, bool) or \
+                    isinstance(widget.value, str) != isinstance(value, str):
+                skipped.append(name)
+                continue
+            try:
+                widget.value = value
+            except (ValueError, TypeError):
+                skipped.append(name)
+        return skipped
+
     def _ask_restore(self, session: SavedSession) -> bool:
         parts = []
         if session.annotations is not None:
             parts.append(f"strokes ({int((session.annotations > 0).sum())} painted pixels)")
         if session.model is not None:
             parts.append(f"a model ({session.model.metadata.get('steps', 0)} steps)")
+        if session.settings:
+            parts[-1] += " with the settings they were made with"
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(session.saved_at))
         answer = QMessageBox.question(
             self, "Restore autosaved work?",
@@ -599,7 +638,9 @@ class UNetTrainerWidget(QWidget):
         checkpoint = None
         if self.autosave.value:
             try:
-                checkpoint = saver_for(image_layers[0]).save_model
+                saver = saver_for(image_layers[0])
+                checkpoint = saver.save_model
+                saver.save_settings(self._settings())  # a few hundred bytes of JSON
             except NapariUnetError as err:
                 show_warning(f"the model will not be autosaved: {err}")
         inbox = Inbox()

@@ -7,8 +7,9 @@ A *session folder* belongs to one image:
   under a fingerprint of the pixels: ``<data>/napari-unet/sessions/<fingerprint>/``.
 
 It holds ``annotations.tif`` (the strokes, ImageJ TIFF with their axes), ``model.pt`` (a
-normal model file, loaded safely) and ``session.json`` (what they belong to and when they
-were saved). Every file is written atomically, so a crash or a kill mid-write leaves the
+normal model file, loaded safely) and ``session.json`` (what they belong to, when they
+were saved, and the settings the plugin trained with, so a restore brings those back
+too). Every file is written atomically, so a crash or a kill mid-write leaves the
 previous good copy. Reopening the same image finds the folder again and the plugin offers
 to restore it.
 
@@ -21,8 +22,9 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,10 @@ from napari_unet.core.model import TrainedModel
 ANNOTATIONS = "annotations.tif"
 MODEL = "model.pt"
 MANIFEST = "session.json"
+
+# Strokes (a writer thread), the model (the training worker) and settings (the GUI) each
+# update session.json by read-modify-write; one lock keeps one from undoing another's.
+_MANIFEST_LOCK = threading.Lock()
 
 
 def user_data_dir() -> Path:
@@ -115,6 +121,8 @@ class SavedSession:
         Unix time of the last save.
     notes
         Problems met while reading (e.g. a damaged model file), for the user.
+    settings
+        What :meth:`Autosaver.save_settings` recorded (the caller's own keys), or empty.
     """
 
     folder: Path
@@ -123,6 +131,7 @@ class SavedSession:
     model: TrainedModel | None
     saved_at: float
     notes: tuple[str, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -167,6 +176,20 @@ class Autosaver:
                               model_steps=int(model.metadata.get("steps", 0)))
         return path
 
+    def save_settings(self, settings: dict[str, Any]) -> None:
+        """Record ``settings`` (JSON-serialisable values) with the session.
+
+        Raises
+        ------
+        NapariUnetError
+            If the folder cannot be created or written.
+        """
+        self._ensure_folder()
+        try:
+            self._update_manifest(settings=settings)
+        except OSError as err:
+            raise NapariUnetError(f"cannot write {self.folder / MANIFEST}: {err}") from err
+
     def _ensure_folder(self) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -175,10 +198,11 @@ class Autosaver:
                 f"cannot create the autosave folder {self.folder}: {err}") from err
 
     def _update_manifest(self, **fields: Any) -> None:
-        manifest = read_manifest(self.folder)
-        manifest.update(self._info, **fields)
-        with atomic_output(self.folder / MANIFEST) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=1))
+        with _MANIFEST_LOCK:
+            manifest = read_manifest(self.folder)
+            manifest.update(self._info, **fields)
+            with atomic_output(self.folder / MANIFEST) as tmp:
+                tmp.write_text(json.dumps(manifest, indent=1))
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -228,4 +252,6 @@ def load_session(folder: Path, expected_shape: tuple[int, ...] | None = None) ->
             notes.append(f"saved model unreadable: {err}")
     saved_at = max(float(manifest.get("annotations_saved_at", 0)),
                    float(manifest.get("model_saved_at", 0)))
-    return SavedSession(folder, annotations, axes, model, saved_at, tuple(notes))
+    settings = manifest.get("settings")
+    return SavedSession(folder, annotations, axes, model, saved_at, tuple(notes),
+                        settings if isinstance(settings, dict) else {})

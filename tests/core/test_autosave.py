@@ -36,10 +36,14 @@ def test_strokes_and_model_round_trip(blobs, tmp_path):
     model = TrainingRun(image, strokes, replace(FAST, max_steps=2),
                         model_config=TINY_MODEL).run_to_end().model
     saver.save_model(model)
+    saver.save_settings({"axes": "YX", "pause_after_steps": 700})
     session = load_session(tmp_path / "s", strokes.shape)
     np.testing.assert_array_equal(session.annotations, strokes)
     assert session.annotation_axes == "YX" and session.model.metadata["steps"] == 2
     assert session.saved_at > 0 and not session.notes
+    assert session.settings == {"axes": "YX", "pause_after_steps": 700}
+    saver.save_annotations(strokes, "YX")  # later saves keep the other entries
+    assert load_session(tmp_path / "s").settings["pause_after_steps"] == 700
     # strokes of another image's shape are not offered; a damaged model is reported
     (tmp_path / "s" / "model.pt").write_bytes(b"half a file")
     other = load_session(tmp_path / "s", (3, 3))

@@ -402,6 +402,7 @@ def test_strokes_and_model_are_autosaved_and_offered_back(make_napari_viewer, qt
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
     widget.refresh.value = 0.3
     widget.test_time_augmentation.value = False
+    widget.settle_steps.value = 700
     strokes = viewer.layers["strokes"]
     strokes.paint((40, 40), 1)  # a little more painting: saved after a pause
     qtbot.waitUntil(lambda: widget._strokes_autosave.saves >= 1, timeout=10_000)
@@ -431,6 +432,14 @@ def test_strokes_and_model_are_autosaved_and_offered_back(make_napari_viewer, qt
     assert widget.labels_picker.value is restored
     assert widget.model is not None and widget.model.metadata["steps"] == steps
     assert widget.predict_button.isEnabled()
+    # and so are the settings it was trained with
+    assert widget.settle_steps.value == 700 and widget.refresh.value == 0.3
+    assert widget.test_time_augmentation.value is False
+    # a session folder from elsewhere: values that do not fit are skipped, not fatal
+    skipped = widget._apply_settings({"mode": "4D", "refresh_s": "fast",
+                                      "best_quality": 1, "pause_after_steps": 300})
+    assert skipped == ["mode", "refresh_s", "best_quality"]
+    assert widget.settle_steps.value == 300 and widget.mode.value == "auto"
     widget.shutdown()
 
 
