@@ -639,10 +639,14 @@ class UNetTrainerWidget(QWidget):
         if self.autosave.value:
             try:
                 saver = saver_for(image_layers[0])
-                checkpoint = saver.save_model
-                saver.save_settings(self._settings())  # a few hundred bytes of JSON
             except NapariUnetError as err:
                 show_warning(f"the model will not be autosaved: {err}")
+            else:
+                checkpoint = saver.save_model
+                try:
+                    saver.save_settings(self._settings())  # a few hundred bytes of JSON
+                except NapariUnetError as err:
+                    show_warning(f"the settings were not autosaved: {err}")
         inbox = Inbox()
         worker = live_training_worker(
             build_run, inbox, refresh_s=self.refresh.value, region=self._region_in_view(),

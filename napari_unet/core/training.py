@@ -351,7 +351,8 @@ class TrainingRun:
         self._labels_version = 0
         self._strokes_since = 0  # step at which the latest strokes arrived (settling)
         self._last_loss = float("nan")
-        self._config_dict = asdict(config)  # constant; metadata is refreshed every step
+        # Changes only with set_settle_steps; the metadata built from it every step.
+        self._config_dict = asdict(config)
         self._update_metadata()
 
     @property
@@ -425,7 +426,7 @@ class TrainingRun:
         self._prefetched = None  # drawn from the old strokes
         self._weights = self._class_weights()
         self._labels_version += 1
-        self._strokes_since = self._steps_done  # a new round at the full rate
+        self._strokes_since = self._steps_done  # the pause counts from the new strokes
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -614,7 +615,8 @@ class TrainingRun:
             fractions.append(self._elapsed / cfg.max_seconds)
         if not fractions:
             # Open-ended (live) training: a constant rate until it settles. Decaying it
-            # before settling scored lower (docs/benchmarks.md, "Live training...").
+            # before the pause did not score better (docs/benchmarks.md, "Live
+            # training left running on the same strokes").
             return cfg.learning_rate * warmup
         done = min(1.0, max(fractions))
         # Cosine decay to 5 % over the budget: the last steps refine instead of jumping.
