@@ -11,8 +11,9 @@ objects and short free strokes in empty space, all 3 px wide) paints ``N`` objec
 ``N`` background strokes in the training region. Then, on exactly those strokes:
 
 - the U-Net trains the way the widget trains it: open-ended (constant learning rate after
-  warm-up, weight averaging), and the model the overlay would show is scored after 10, 30,
-  60 and 120 s of training time (scoring time is not counted);
+  warm-up, weight averaging, a pause 500 steps after the strokes), and the model the
+  overlay would show is scored after 10, 30, 60 and 120 s of training time (scoring time
+  is not counted; budgets past the pause score the paused model);
 - a random forest on ``skimage.feature.multiscale_basic_features`` (what ilastik's pixel
   classifier does) is fitted on the painted pixels and predicts the image;
 - an upper bound: the U-Net trained for the longest budget on *dense* labels of the whole

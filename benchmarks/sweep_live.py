@@ -6,9 +6,9 @@
 
 A diagnosis sweep, not in ``run_all.sh``. It trains the CPU preset open-ended, as the
 widget does (no step or time bound), and prints the foreground IoU of the model the
-overlay would show (the weight average) at fixed step counts. Open-ended runs settle
-after ``settle_steps`` (``TrainConfig``): checkpoints past that score the settled model;
-``--set settle_steps=none`` trains at a constant rate throughout, as before settling
+overlay would show (the weight average) at fixed step counts. Open-ended runs pause
+``settle_steps`` (``TrainConfig``) after the strokes: checkpoints past that score the
+paused model; ``--set settle_steps=none`` trains on throughout, as before the pause
 existed. Steps, not seconds, so a
 busy machine changes the time, not the result: two settings can run side by side, one
 thread each. Data:
