@@ -57,6 +57,7 @@ from napari_unet._outputs import (
 )
 from napari_unet._state import TrainerState
 from napari_unet._workers import (
+    TRAINING_JOB,
     Inbox,
     RunStarted,
     Segmentation,
@@ -163,6 +164,7 @@ class UNetTrainerWidget(QWidget):
 
         self._build_ui()
         self.state.events.connect(self._render_state)
+        self.state.events.settled.connect(self._name_training_job)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._reset_layer_choices)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -699,6 +701,13 @@ class UNetTrainerWidget(QWidget):
             return
         # Copied here, on the main thread, so the worker never reads a layer being painted.
         self._inbox.put(LabelUpdate(np.array(self._labels_source.data, copy=True)))
+
+    def _name_training_job(self, event: Any = None) -> None:
+        # The activity dock's bar keeps moving either way; its name says the run waits.
+        pbar = getattr(self._worker, "pbar", None)
+        if pbar is not None and self.state.status == "training":
+            pbar.set_description(f"{TRAINING_JOB} (paused: paint to go on)"
+                                 if self.state.settled else TRAINING_JOB)
 
     def _send_settle_steps(self, value: int = 0) -> None:
         # A running training follows the setting at once: raising it resumes a paused run.

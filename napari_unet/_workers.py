@@ -41,6 +41,9 @@ from napari_unet.core.live import (
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainResult, warm_up
 
+# The training job's name in napari's activity dock (the widget appends "paused" to it).
+TRAINING_JOB = "Training U-Net"
+
 _Y = TypeVar("_Y")
 _S = TypeVar("_S")
 _R = TypeVar("_R")
@@ -177,7 +180,7 @@ def live_training_worker(
         with_confidence=with_confidence,
         final_test_time_augmentation=final_test_time_augmentation, instances=instances,
         checkpoint=checkpoint,
-        _progress={"desc": "Training U-Net"},
+        _progress={"desc": TRAINING_JOB},
         _start_thread=False, _ignore_errors=True,
     )
 

@@ -135,6 +135,9 @@ def test_training_pauses_on_old_strokes_and_painting_resumes_it(viewer_and_widge
     assert widget.state.step == 5 and widget.state.status == "training"
     assert "paused after 5 steps" in widget.status.text()
     assert widget.stop_button.isEnabled()
+    assert "paused" in widget._worker.pbar.desc  # the activity dock says so too
+    names: list[str] = []
+    widget._worker.pbar.events.description.connect(lambda event: names.append(event.value))
     # The overlay catches up with the settled model once, then nothing is recomputed.
     qtbot.waitUntil(lambda: 5 in shown_steps, timeout=TRAIN_TIMEOUT_MS)
     qtbot.wait(1500)
@@ -147,6 +150,7 @@ def test_training_pauses_on_old_strokes_and_painting_resumes_it(viewer_and_widge
     qtbot.waitUntil(lambda: widget.state.labels_version >= 1 and widget.state.settled,
                     timeout=TRAIN_TIMEOUT_MS)
     assert widget.state.step == 10  # new strokes: another 5 steps, then paused again
+    assert names[0] == "Training U-Net" and "paused" in names[-1]
     widget.settle_steps.value = 8  # a higher limit resumes at once, up to the new limit
     qtbot.waitUntil(lambda: widget.state.step == 13 and widget.state.settled,
                     timeout=TRAIN_TIMEOUT_MS)
