@@ -22,7 +22,7 @@ exp(±0.15), brightness ±0.03) change the sampler's jitter magnitudes for this 
 only. These four use the network as it was before ``ModelConfig.z_context`` and
 ``absolute_intensity`` existed (neither). ``z1``/``z2`` add 1/2 neighbouring slices on
 each side with jitter off, ``z1-on`` with jitter on; ``abs`` adds absolute intensity,
-``z1-abs`` both; ``default`` is whatever the defaults are now.
+``z1-abs`` both (``z2-abs`` with 2 slices); ``default`` is whatever the defaults are now.
 
 ``--grad-clip-norm`` sets ``TrainConfig.grad_clip_norm`` for every variant (default: the
 preset's); ``--mode 3d`` trains the 3D model instead (Z context does not apply to it).
@@ -67,6 +67,7 @@ VARIANTS: dict[str, tuple[str, float, float, int | None, bool | None]] = {
     "z1-on": ("on", C, B, 1, False),
     "abs": ("off", C, B, 0, True),
     "z1-abs": ("off", C, B, 1, True),
+    "z2-abs": ("off", C, B, 2, True),
     "default": ("auto", C, B, None, None),
 }
 

@@ -1,4 +1,4 @@
-"""Autosave glue for the widget: strokes after a quiet moment, the model from the worker.
+"""Autosave glue for the widget: strokes and settings after a quiet moment.
 
 The file work is :mod:`napari_unet.core.autosave`; here are the Qt timer that waits for
 painting to pause, and the thread that writes (a big stack's strokes take a moment to
@@ -42,12 +42,16 @@ def saver_for(layer: Image) -> Autosaver:
     return Autosaver(folder, layer.name, tuple(layer.data.shape))
 
 
-def _write_strokes(saver: Autosaver, labels: np.ndarray, axes: str | None) -> Path:
-    return saver.save_annotations(labels, axes)
+def _write(saver: Autosaver, labels: np.ndarray | None, axes: str | None,
+           settings: dict[str, Any] | None) -> None:
+    if labels is not None:
+        saver.save_annotations(labels, axes)
+    if settings is not None:
+        saver.save_settings(settings)
 
 
 class StrokeAutosave(QObject):
-    """Saves one Labels layer's strokes whenever painting pauses.
+    """Saves one Labels layer's strokes, and the widget's settings, whenever editing pauses.
 
     Parameters
     ----------
@@ -55,11 +59,16 @@ class StrokeAutosave(QObject):
         Owner (the widget); the timer dies with it.
     enabled
         Called before each save; saving is skipped while it returns False.
+    settings
+        Returns the settings to keep with the strokes (JSON-serialisable values), or None.
     """
 
-    def __init__(self, parent: QObject, enabled: Callable[[], bool]) -> None:
+    def __init__(self, parent: QObject, enabled: Callable[[], bool],
+                 settings: Callable[[], dict[str, Any]] | None = None) -> None:
         super().__init__(parent)
         self._enabled = enabled
+        self._settings = settings
+        self._strokes_changed = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(STROKES_QUIET_MS)
@@ -98,33 +107,50 @@ class StrokeAutosave(QObject):
         self._layer = self._saver = None
 
     def _changed(self, event: Any = None) -> None:
+        self._strokes_changed = True
+        self._timer.start()
+
+    def settings_changed(self, *args: Any) -> None:
+        """Save the settings after the next quiet moment (a setting changed)."""
         self._timer.start()
 
     def save_now(self) -> None:
-        """Write the strokes now, in a thread (skipped if nothing is painted)."""
+        """Write the strokes (if painted since the last save) and settings now, in a thread.
+
+        Nothing is written while nothing is painted: an empty layer is no work to keep (and
+        must not replace saved work), and settings alone do not make a session folder.
+        """
         layer, saver = self._layer, self._saver
         if layer is None or saver is None or not self._enabled():
             return
-        labels = np.array(layer.data, copy=True)
-        if not labels.any():
-            return  # an empty layer is no work to keep (and must not replace saved work)
-        axes = self._axes if self._axes and len(self._axes) == labels.ndim else None
+        labels = None
+        if self._strokes_changed:
+            labels = np.array(layer.data, copy=True)
+            if not labels.any():
+                return
+            self._strokes_changed = False
+        elif not saver.folder.is_dir():
+            return  # settings changed, but no work of this image is saved yet
+        axes = self._axes if labels is not None and self._axes and \
+            len(self._axes) == labels.ndim else None
+        settings = self._settings() if self._settings is not None else None
         # superqt's worker, not napari's wrapper: napari 0.9 files every worker it makes
         # in the window's task list for good, with its arguments (here, a copy of the
         # strokes): one leaked copy per save, found by the soak run.
-        worker = create_worker(_write_strokes, saver, labels, axes, _start_thread=False,
+        worker = create_worker(_write, saver, labels, axes, settings, _start_thread=False,
                                _ignore_errors=True)
         worker.returned.connect(self._saved)
         worker.errored.connect(self._failed)
         self._writing = worker  # keep a reference until it is done
         worker.start()
 
-    def _saved(self, path: Path) -> None:
+    def _saved(self, result: None = None) -> None:
         self.saves += 1
 
     def _failed(self, error: Exception) -> None:
+        self._strokes_changed = True  # try the strokes again at the next save
         message = str(error) if isinstance(error, NapariUnetError | OSError) else repr(error)
-        show_warning(f"autosave of the strokes failed: {message}")
+        show_warning(f"autosave of the strokes and settings failed: {message}")
 
     def wait(self, msecs: int = 10_000) -> None:
         """Block until a running write has finished (for shutdown and tests)."""

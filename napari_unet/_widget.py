@@ -158,11 +158,15 @@ class UNetTrainerWidget(QWidget):
         self._target = OutputTarget()
         # (inbox or None, worker) pairs, shared with the deletion hook below.
         self._active: list = []
-        self._strokes_autosave = StrokeAutosave(self, lambda: bool(self.autosave.value))
+        self._strokes_autosave = StrokeAutosave(self, lambda: bool(self.autosave.value),
+                                                settings=self._settings)
         self._offered_restore: set = set()  # session folders already offered
         self.destroyed.connect(functools.partial(_stop_workers, self._active))
 
         self._build_ui()
+        # A setting changed and never trained with is kept too (saved after a quiet moment).
+        for setting in self._setting_widgets().values():
+            setting.changed.connect(self._strokes_autosave.settings_changed)
         self.state.events.connect(self._render_state)
         self.state.events.settled.connect(self._name_training_job)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):

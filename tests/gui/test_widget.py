@@ -12,7 +12,8 @@ import tifffile
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QElapsedTimer, Qt, QThreadPool, QTimer
 
-from napari_unet import _widget
+from napari_unet import _autosave, _widget
+from napari_unet.core.autosave import read_manifest
 from napari_unet.core.training import TrainingRun
 
 TRAIN_TIMEOUT_MS = 120_000
@@ -407,10 +408,14 @@ def test_strokes_and_model_are_autosaved_and_offered_back(make_napari_viewer, qt
     widget.refresh.value = 0.3
     widget.test_time_augmentation.value = False
     widget.settle_steps.value = 700
+    folder = widget._strokes_autosave.folder
+    # Settings alone, with nothing painted since the widget opened, make no session folder.
+    qtbot.wait(_autosave.STROKES_QUIET_MS + 500)
+    assert not folder.exists()
     strokes = viewer.layers["strokes"]
     strokes.paint((40, 40), 1)  # a little more painting: saved after a pause
     qtbot.waitUntil(lambda: widget._strokes_autosave.saves >= 1, timeout=10_000)
-    folder = widget._strokes_autosave.folder
+    assert read_manifest(folder)["settings"]["pause_after_steps"] == 700  # kept with them
     saved = tifffile.imread(folder / "annotations.tif")
     np.testing.assert_array_equal(saved, strokes.data)
     _train_until(qtbot, widget, lambda: widget.state.step >= 3)
@@ -439,6 +444,10 @@ def test_strokes_and_model_are_autosaved_and_offered_back(make_napari_viewer, qt
     # and so are the settings it was trained with
     assert widget.settle_steps.value == 700 and widget.refresh.value == 0.3
     assert widget.test_time_augmentation.value is False
+    # A setting changed after training, and never trained with, is kept as well.
+    widget.settle_steps.value = 900
+    qtbot.waitUntil(lambda: read_manifest(folder).get("settings", {}).get(
+        "pause_after_steps") == 900, timeout=10_000)
     # a session folder from elsewhere: values that do not fit are skipped, not fatal
     skipped = widget._apply_settings({"mode": "4D", "refresh_s": "fast",
                                       "best_quality": 1, "pause_after_steps": 300})
