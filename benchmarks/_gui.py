@@ -37,3 +37,34 @@ def pump_events(seconds: float) -> None:
     while time.perf_counter() < end:
         app.processEvents()
         time.sleep(0.002)
+
+
+class Heartbeat:
+    """A 10 ms QTimer on the GUI thread: a long gap between its ticks is a frozen window.
+
+    ``ticks`` holds ``(time.perf_counter() of the tick, ms since the tick before)``; the
+    first tick's gap counts from :meth:`start`, not from a tick. ``last_tick`` is read by
+    watchdog threads (a float assignment, safe to read from another thread).
+    """
+
+    def __init__(self, interval_ms: int = 10) -> None:
+        from qtpy.QtCore import QElapsedTimer, QTimer
+
+        self.ticks: list[tuple[float, int]] = []
+        self.last_tick = time.perf_counter()
+        self._clock = QElapsedTimer()
+        self._timer = QTimer()
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        self.last_tick = time.perf_counter()
+        self.ticks.append((self.last_tick, self._clock.restart()))
+
+    def start(self) -> None:
+        self.last_tick = time.perf_counter()
+        self._clock.start()
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()

@@ -47,9 +47,9 @@ _ROWS = [
 
 def measure(seconds: float, refresh: float, screenshots: Path | None) -> dict[str, Any]:
     """One run in this process: open the window, press Train, watch for ``seconds``."""
-    from _gui import open_trainer_window, pump_events
+    from _gui import Heartbeat, open_trainer_window, pump_events
     from bench_core import machine
-    from qtpy.QtCore import QElapsedTimer, Qt, QTimer
+    from qtpy.QtCore import Qt
     from qtpy.QtTest import QTest
 
     viewer, widget = open_trainer_window("bench", refresh)
@@ -61,12 +61,7 @@ def measure(seconds: float, refresh: float, screenshots: Path | None) -> dict[st
     overlay_times: list[float] = []
     widget.state.events.overlay_updates.connect(
         lambda: overlay_times.append(time.perf_counter()))
-    clock = QElapsedTimer()
-    gaps: list[tuple[float, int]] = []  # (time of the tick, ms since the tick before)
-    heartbeat = QTimer()
-    heartbeat.setInterval(10)
-    heartbeat.timeout.connect(lambda: gaps.append((time.perf_counter(), clock.restart())))
-    clock.start()
+    heartbeat = Heartbeat()
     heartbeat.start()
     pressed = time.perf_counter()
     QTest.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
@@ -99,8 +94,9 @@ def measure(seconds: float, refresh: float, screenshots: Path | None) -> dict[st
 
     def largest(start: float, end: float) -> float:
         # A gap is recorded by the tick that ends it, so it belongs to the phase that tick
-        # falls in; the very first tick measures from clock.start(), not a real gap.
-        return float(max((g for t, g in gaps[1:] if start < t <= end), default=0))
+        # falls in; the very first tick measures from start(), not a real gap.
+        return float(max((g for t, g in heartbeat.ticks[1:] if start < t <= end),
+                         default=0))
 
     return {
         "machine": machine(),  # after training: the torch threads the widget trained with

@@ -28,18 +28,15 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=8)
     args = parser.parse_args()
 
-    from qtpy.QtCore import Qt, QTimer
+    from qtpy.QtCore import Qt
     from qtpy.QtTest import QTest
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _gui import open_trainer_window, pump_events
+    from _gui import Heartbeat, open_trainer_window, pump_events
 
     viewer, widget = open_trainer_window("stalls", args.refresh)
 
-    last_tick = [time.perf_counter()]
-    heartbeat = QTimer()
-    heartbeat.setInterval(10)
-    heartbeat.timeout.connect(lambda: last_tick.__setitem__(0, time.perf_counter()))
+    heartbeat = Heartbeat()
     heartbeat.start()
     gui_thread = threading.get_ident()
     seen: collections.Counter[str] = collections.Counter()
@@ -49,7 +46,7 @@ def main() -> int:
     def watch() -> None:
         while watching.is_set():
             time.sleep(0.01)
-            if time.perf_counter() - last_tick[0] > 0.05:
+            if time.perf_counter() - heartbeat.last_tick > 0.05:
                 frame = sys._current_frames().get(gui_thread)
                 stack = traceback.extract_stack(frame)[-10:]
                 seen[" <- ".join(f"{os.path.basename(f.filename)}:{f.name}"

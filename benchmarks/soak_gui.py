@@ -1,7 +1,7 @@
 """Soak test of the real widget: paint, train a few steps, stop, predict; many times over.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/soak_gui.py \
-        [--cycles 200] [--write docs/benchmarks.md]
+        [--cycles 200] [--write docs/benchmarks.md] [--trace-python]
 
 Each cycle paints a new short stroke on the sample's annotation layer, presses Train,
 waits for a few training steps, presses Stop, waits for the final prediction, then presses
@@ -9,6 +9,11 @@ Predict and waits again, all through Qt in a shown napari window. Every ``--ever
 it records the process's resident memory and its thread count. Both must stay flat: a
 leak of models, arrays, layers or worker threads shows as a rising column. Not part of
 the test run (it takes minutes); the figures go to the docs.
+
+``--trace-python`` records Python allocations (``tracemalloc``; numpy arrays included)
+and prints the source lines whose live memory grew most from cycle ``--every`` to the
+last: where a rise that the resident-memory column shows is held, if Python holds it.
+Tracing slows every allocation, so its cycle times are not comparable.
 """
 
 from __future__ import annotations
@@ -52,13 +57,32 @@ def growth_line(memory: dict[int, float], every: int) -> str:
             f"{memory[last]:.0f} MiB, {per_cycle * 1024:.0f} KiB per cycle.")
 
 
+def print_growth(before, after, cycles: int, top: int = 12) -> None:
+    """Print where live Python memory grew most between two tracemalloc snapshots."""
+    stats = after.compare_to(before, "traceback")
+    total = sum(stat.size_diff for stat in stats)
+    print(f"Python allocations grew {total / 1024:.0f} KiB over {cycles} cycles "
+          f"({total / 1024 / max(cycles, 1):.1f} KiB per cycle); largest growth:", flush=True)
+    for stat in sorted(stats, key=lambda s: s.size_diff, reverse=True)[:top]:
+        frames = [f"{f.filename.split('site-packages/')[-1]}:{f.lineno}"
+                  for f in stat.traceback[-4:]]
+        print(f"  {stat.size_diff / 1024:+8.1f} KiB {stat.count_diff:+6d} blocks  "
+              f"{' <- '.join(reversed(frames))}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=200)
     parser.add_argument("--every", type=int, default=20)
     parser.add_argument("--steps", type=int, default=3, help="training steps per cycle")
     parser.add_argument("--write", type=Path)
+    parser.add_argument("--trace-python", action="store_true")
     args = parser.parse_args()
+    if args.trace_python:
+        import tracemalloc
+
+        tracemalloc.start(8)  # frames per allocation: enough to see who made it
+    baseline = None
 
     import napari
     import numpy as np
@@ -121,6 +145,11 @@ def main() -> int:
                 if thread.name == "napari-unet memory trim":
                     thread.join(5.0)
             memory[cycle] = rss_mib()
+            if args.trace_python and cycle >= args.every:
+                if baseline is None:
+                    baseline = tracemalloc.take_snapshot()
+                else:
+                    print_growth(baseline, tracemalloc.take_snapshot(), cycle - args.every)
             rows.append(f"| {cycle} | {memory[cycle]:.0f} | {os_threads()} | "
                         f"{napari_task_entries()} | {per_cycle:.1f} |")
             print(rows[-1], flush=True)

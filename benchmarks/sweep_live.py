@@ -2,7 +2,8 @@
 
     python benchmarks/sweep_live.py [--data 2d|3d|volumes] [--mode 2d|3d]
         [--seeds 0 1 2] [--objects 3 10 20] [--checkpoints 50 100 300 600]
-        [--set weight_decay=0.01 ...] [--grad-clip-norm 1.0|none] [--threads 1]
+        [--set weight_decay=0.01 ...] [--model-set base_channels=32 ...]
+        [--grad-clip-norm 1.0|none] [--threads 1]
 
 A diagnosis sweep, not in ``run_all.sh``. It trains the CPU preset open-ended, as the
 widget does (no step or time bound), and prints the foreground IoU of the model the
@@ -22,9 +23,10 @@ thread each. Data:
   start and the patches), scored on every unpainted slice.
 
 ``--set FIELD=VALUE`` overrides a ``TrainConfig`` field (numbers, ``none``, ``true``,
-``false``, or text). How it was used: ``sweep_2d`` (its old name) found the early collapse
-that gradient clipping cured (50-600 steps); the long checkpoints (up to thousands of
-steps) measured how a model left training on a few strokes drifts.
+``false``, or text); ``--model-set`` a ``ModelConfig`` field. How it was used:
+``sweep_2d`` (its old name) found the early collapse that gradient clipping cured
+(50-600 steps); the long checkpoints (up to thousands of steps) measured how a model
+left training on a few strokes drifts.
 """
 
 from __future__ import annotations
@@ -137,6 +139,8 @@ def main() -> int:
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[50, 100, 300, 600])
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="TrainConfig fields to override")
+    parser.add_argument("--model-set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="ModelConfig fields to override (e.g. base_channels=32)")
     add_grad_clip_option(parser)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -148,14 +152,18 @@ def main() -> int:
             parser.error(f"--set {field}: this script sets it itself ({', '.join(RESERVED)}); "
                          "use --seeds and --checkpoints")
         train[field] = parse_value(value)
+    model_fields = {field: parse_value(value) for field, _, value in
+                    (item.partition("=") for item in args.model_set)}
+    model = replace(get_preset("auto", "cpu").model, **model_fields)
     checkpoints = sorted(args.checkpoints)
     data = case(args.data)
     objects_list = [0] if args.data == "volumes" else args.objects
     table: dict[int, list[float]] = {step: [] for step in checkpoints}
     for seed in args.seeds:
         for objects in objects_list:
-            scores = run_one(data, objects, seed, checkpoints, train, args.mode)
-            print(json.dumps({"data": args.data, "set": args.set, "seed": seed,
+            scores = run_one(data, objects, seed, checkpoints, train, args.mode, model)
+            print(json.dumps({"data": args.data, "set": args.set + args.model_set,
+                              "seed": seed,
                               "objects": objects, "iou": dict(zip(checkpoints, scores))}),
                   flush=True)
             for step, score in zip(checkpoints, scores):
