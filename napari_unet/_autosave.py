@@ -96,11 +96,15 @@ class StrokeAutosave(QObject):
             layer.events.paint.connect(self._changed)
             layer.events.data.connect(self._changed)
 
-    def unwatch(self) -> None:
-        """Stop watching (saving what is pending first)."""
+    def flush(self) -> None:
+        """Save now what waits for a quiet moment, if anything does."""
         if self._timer.isActive():
             self._timer.stop()
             self.save_now()
+
+    def unwatch(self) -> None:
+        """Stop watching (saving what is pending first)."""
+        self.flush()
         if self._layer is not None:
             self._layer.events.paint.disconnect(self._changed)
             self._layer.events.data.disconnect(self._changed)

@@ -369,6 +369,9 @@ class UNetTrainerWidget(QWidget):
         layers = self.image_picker.value
         if not layers:
             return
+        # Pending strokes and settings belong to the image chosen until now: save them
+        # before its settings are replaced by the new image's.
+        self._strokes_autosave.flush()
         layer = layers[0]
         try:
             axes = layer_axes(layer)

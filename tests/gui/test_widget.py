@@ -456,6 +456,29 @@ def test_strokes_and_model_are_autosaved_and_offered_back(make_napari_viewer, qt
     widget.shutdown()
 
 
+def test_choosing_another_image_saves_pending_work_with_its_own_settings(
+        make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "nuclei_with_strokes")
+    viewer.add_image(np.zeros((4, 64, 64), np.float32), name="stack")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    widget.image_picker.value = [viewer.layers["nuclei"]]
+    folder, axes = widget._strokes_autosave.folder, widget.axes.value
+    viewer.layers["strokes"].paint((40, 40), 1)
+    widget.settle_steps.value = 321
+    # Within the quiet moment, another image: its axes replace these in the widget...
+    widget.image_picker.value = [viewer.layers["stack"]]
+    assert widget.axes.value != axes
+    widget._strokes_autosave.wait()
+    # ...but the work saved for the first image keeps the first image's settings.
+    qtbot.waitUntil(lambda: read_manifest(folder).get("settings", {}).get(
+        "pause_after_steps") == 321, timeout=10_000)
+    assert read_manifest(folder)["settings"]["axes"] == axes
+    np.testing.assert_array_equal(tifffile.imread(folder / "annotations.tif"),
+                                  viewer.layers["strokes"].data)
+    widget.shutdown()
+
+
 def test_more_bad_input_is_refused_with_a_message(viewer_and_widget, qtbot, monkeypatch):
     from napari.layers import Image
 
