@@ -152,9 +152,14 @@ def main() -> int:
             parser.error(f"--set {field}: this script sets it itself ({', '.join(RESERVED)}); "
                          "use --seeds and --checkpoints")
         train[field] = parse_value(value)
-    model_fields = {field: parse_value(value) for field, _, value in
-                    (item.partition("=") for item in args.model_set)}
-    model = replace(get_preset("auto", "cpu").model, **model_fields)
+    base_model = get_preset("auto", "cpu").model
+    model_fields = {}
+    for item in args.model_set:
+        field, _, value = item.partition("=")
+        # A text field keeps its text: norm=none means the "none" norm, not None.
+        model_fields[field] = value if isinstance(getattr(base_model, field, None), str) \
+            else parse_value(value)
+    model = replace(base_model, **model_fields)
     checkpoints = sorted(args.checkpoints)
     data = case(args.data)
     objects_list = [0] if args.data == "volumes" else args.objects
