@@ -69,6 +69,10 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="let the model see how bright a region is, not only its "
                             "contrast (default auto: on for Z stacks, where brightness tells "
                             "in-focus objects from blur; off for 2D images)")
+    train.add_argument("--edge-weight", type=float, metavar="W",
+                       help="weight of the term that puts class boundaries where the "
+                            "brightness changes, between strokes and an object's edge "
+                            "(default: 1 for Z stacks in 2D mode, 0 otherwise)")
     train.add_argument("--anisotropy", type=float,
                        help="Z spacing / XY pixel size (default: from ImageJ metadata, else 1)")
     _add_common(train)
@@ -178,7 +182,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     anisotropy = args.anisotropy or image.anisotropy or 1.0
     seconds = args.seconds if args.seconds is not None or args.steps else 60.0
     config = replace(preset.train, max_seconds=seconds, max_steps=args.steps, seed=args.seed,
-                     device=args.device, intensity_jitter=args.intensity_jitter)
+                     device=args.device, intensity_jitter=args.intensity_jitter,
+                     edge_weight=args.edge_weight)
     with _explaining_axes(args, _axes_note(image, axes, how)):
         run = TrainingRun(
             image.data, labels, config, axes=axes,

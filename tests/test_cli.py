@@ -32,11 +32,12 @@ def files(tmp_path):
 def test_train_then_predict_round_trip(files):
     out = run_cli("train", "--image", files / "img.tif", "--labels", files / "strokes.tif",
                   "--out", files / "m.pt", "--steps", "5", "--device", "cpu", "--seed", "3",
-                  "--intensity-jitter", "off", check=True)
+                  "--intensity-jitter", "off", "--edge-weight", "0.5", check=True)
     assert "trained 5 steps" in out.stderr
     model = load_model(files / "m.pt")
     assert model.metadata["steps"] == 5 and model.metadata["seed"] == 3
     assert model.metadata["train_config"]["intensity_jitter"] == "off"
+    assert model.metadata["edge_weight"] == 0.5
     out = run_cli("predict", "--model", files / "m.pt", "--image", files / "img.tif",
                   "--out", files / "mask.tif", "--probabilities", files / "p.tif", check=True)
     assert "wrote" in out.stderr

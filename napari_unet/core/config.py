@@ -206,6 +206,18 @@ class TrainConfig:
     dice_weight
         Weight of a soft Dice term on painted pixels, added to the cross-entropy. Off by
         default: on sparse strokes it lowered recall (docs/benchmarks.md).
+    edge_weight
+        Weight of an edge-aware smoothness term over every pixel of a patch, painted or
+        not: neighbouring pixels of similar intensity are pushed toward the same class,
+        neighbours across a sharp change in intensity are let go (a relaxed Potts term
+        gated by intensity, as in scribble-supervised segmentation). Strokes stop short of
+        an object's edge, so without it nothing says where in the unpainted band the edge
+        falls; with it, the class boundary moves to where the brightness changes.
+        ``None`` (automatic): 1.0 for the 2D model over the slices of a Z stack, where
+        nuclei came out a pixel too large all round without it (3D nuclei stack, 5
+        step-matched runs: IoU 0.905 -> 0.932); 0 for 2D images and time-lapses, where it
+        cost 0.06 (DSB2018 nuclei, whose texture it takes for edges), and for 3D models
+        (not measured yet). docs/benchmarks.md, "What changed the defaults".
     class_balance
         Weight cross-entropy by inverse square-root frequency of painted pixels per class,
         so a few strokes of a rare class are not drowned by long background strokes.
@@ -255,6 +267,7 @@ class TrainConfig:
     max_seconds: float | None = None
     settle_steps: int | None = 500
     dice_weight: float = 0.0
+    edge_weight: float | None = None
     class_balance: bool = True
     ema_decay: float | None = 0.995
     grad_clip_norm: float | None = 1.0
@@ -274,6 +287,8 @@ class TrainConfig:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.learning_rate > 0:
             raise InputError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.edge_weight is not None and not self.edge_weight >= 0:
+            raise InputError(f"edge_weight must be >= 0 or None, got {self.edge_weight}")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:

@@ -186,6 +186,53 @@ def sparse_loss(
     return loss
 
 
+EDGE_SIGMA = 0.1
+"""Intensity step (normalised units) at which the edge term lets neighbours differ.
+
+Normalisation maps the 1st-99.8th percentiles to 0-1; on the nuclei stack the painted
+nucleus and background pixels average 0.32 and 0.08, and the first pixel outside a nucleus
+0.15: a step of 0.1 between neighbours is an edge, noise of a few hundredths is not.
+"""
+
+
+def edge_smoothness(images: torch.Tensor, logits: torch.Tensor,
+                    sigma: float = EDGE_SIGMA) -> torch.Tensor:
+    """Probability that neighbouring pixels differ in class, weighted by their likeness.
+
+    For each pair of neighbours along every spatial axis: ``w * (1 - sum_k p_k p'_k)``,
+    where ``p, p'`` are their class probabilities and
+    ``w = exp(-|I - I'|^2 / (2 sigma^2))`` (the squared difference averaged over channels)
+    is near 1 for neighbours of like intensity and near 0 across an edge. Averaged over
+    the pairs and the axes.
+
+    Parameters
+    ----------
+    images
+        ``(B, C, *spatial)`` normalised network input.
+    logits
+        ``(B, K, *spatial)`` network output for ``images``.
+    sigma
+        Intensity difference at which neighbours start to count as an edge.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar in ``[0, 1]``.
+    """
+    images, probs = images.float(), logits.float().softmax(dim=1)
+    spatial_axes = range(2, images.ndim)
+    total = probs.new_zeros(())
+    for axis in spatial_axes:
+        n = images.shape[axis]
+        if n < 2:
+            continue
+        step = images.narrow(axis, 1, n - 1) - images.narrow(axis, 0, n - 1)
+        likeness = torch.exp(-step.square().mean(dim=1) / (2 * sigma**2))
+        same = (probs.narrow(axis, 1, n - 1) * probs.narrow(axis, 0, n - 1)).sum(dim=1)
+        total = total + (likeness * (1 - same)).mean()
+    return total / len(spatial_axes)
+
+
 class TrainingRun:
     """One training session on one image; set up eagerly, trained via :meth:`steps`.
 
@@ -331,6 +378,10 @@ class TrainingRun:
             self.intensity_jitter, self.stack.planes_per_sample,
         )
         self._weights = self._class_weights()
+        # Automatic: on for the 2D model over a stack's slices, the case it was measured
+        # to help (TrainConfig.edge_weight).
+        self.edge_weight = config.edge_weight if config.edge_weight is not None else (
+            1.0 if self.mode == "2d" and is_z_stack else 0.0)
         # foreach: one multi-tensor kernel per update instead of a Python loop over tensors
         # (torch's CPU default is the loop).
         self._optimizer = torch.optim.AdamW(
@@ -580,6 +631,8 @@ class TrainingRun:
         with autocast(self.device, self._amp_dtype):
             logits = self._network(images)
         loss = sparse_loss(logits, targets, self._weights, self.config.dice_weight)
+        if self.edge_weight > 0:
+            loss = loss + self.edge_weight * edge_smoothness(images, logits)
         self._scaler.scale(loss).backward()
         if self.config.grad_clip_norm is not None:
             # The norm must be of the true gradients, not the fp16 loss-scaled ones; the
@@ -658,6 +711,7 @@ class TrainingRun:
             "axes": self.axes,
             "mode": self.mode,
             "train_config": self._config_dict,
+            "edge_weight": self.edge_weight,  # as resolved ("train_config" may say None)
             "painted_pixels": {str(k): v for k, v in self._sampler.class_pixel_counts.items()},
             "final_loss": None if math.isnan(self._last_loss) else self._last_loss,
         }
