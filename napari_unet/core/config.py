@@ -215,7 +215,8 @@ class TrainConfig:
         falls; with it, the class boundary moves to where the brightness changes.
         ``None`` (automatic): 1.0 for the 2D model over the slices of a Z stack, where
         nuclei came out a pixel too large all round without it (3D nuclei stack, 5
-        step-matched runs: IoU 0.905 -> 0.932); 0 for 2D images and time-lapses, where it
+        step-matched runs: IoU 0.905 -> 0.932; on another stroke set of that stack, 3
+        runs, it cost 0.016); 0 for 2D images and time-lapses, where it
         cost 0.06 (DSB2018 nuclei, whose texture it takes for edges), and for 3D models
         (not measured yet). docs/benchmarks.md, "What changed the defaults".
     class_balance
