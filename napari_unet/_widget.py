@@ -77,6 +77,7 @@ from napari_unet.core.axes import (
 )
 from napari_unet.core.checkpoint import load_model, save_model
 from napari_unet.core.config import (
+    EDGE_SMOOTHING_WEIGHTS,
     INTENSITY_JITTER_CHOICES,
     PRESETS,
     Preset,
@@ -216,6 +217,14 @@ class UNetTrainerWidget(QWidget):
                     "images and time-lapses, off for Z stacks, where brightness tells "
                     "in-focus objects from out-of-focus blur.",
         )
+        self.edge_smoothing = ComboBox(
+            choices=list(EDGE_SMOOTHING_WEIGHTS), value="auto", label="edge smoothing",
+            tooltip="Keep neighbouring pixels of like brightness in one class, in the "
+                    "unpainted band between your strokes and an object's edge. auto: on "
+                    "for Z stacks in 2D mode, where it steadied training; off for 2D "
+                    "images, time-lapses and 3D models. Turn it off for textured "
+                    "objects, whose texture it takes for edges.",
+        )
         self.anisotropy = FloatSpinBox(
             value=1.0, min=0.1, max=100.0, step=0.1, label="Z spacing / pixel",
             tooltip="Z step divided by the XY pixel size, from the layer's scale. A 3D model "
@@ -263,8 +272,8 @@ class UNetTrainerWidget(QWidget):
                     "data folder. Reopening the image offers to restore them.",
         )
         self.form = Container(widgets=[
-            self.image_picker, self.axes, self.mode, self.intensity_jitter, self.anisotropy,
-            self.labels_picker,
+            self.image_picker, self.axes, self.mode, self.intensity_jitter,
+            self.edge_smoothing, self.anisotropy, self.labels_picker,
             self.class_names, self.preset, self.refresh, self.settle_steps,
             self.show_confidence,
             self.show_instances, self.test_time_augmentation, self.autosave,
@@ -448,6 +457,7 @@ class UNetTrainerWidget(QWidget):
         """Return the widgets whose values are kept with the autosave, by saved name."""
         return {
             "axes": self.axes, "mode": self.mode, "vary_brightness": self.intensity_jitter,
+            "edge_smoothing": self.edge_smoothing,
             "z_spacing": self.anisotropy, "class_names": self.class_names,
             "model_size": self.preset, "refresh_s": self.refresh,
             "pause_after_steps": self.settle_steps, "confidence": self.show_confidence,
@@ -626,7 +636,8 @@ class UNetTrainerWidget(QWidget):
                              settle_steps=self.settle_steps.value or None,
                              # leave a core for the GUI: painting must stay fluid
                              num_threads=max(1, (os.cpu_count() or 2) - 1),
-                             intensity_jitter=self.intensity_jitter.value)
+                             intensity_jitter=self.intensity_jitter.value,
+                             edge_weight=EDGE_SMOOTHING_WEIGHTS[self.edge_smoothing.value])
             painted_max = int(labels.max()) if labels.size else 0
             names = self._class_names(max(painted_max, 2),
                                       self.model.num_classes if self.model else None)

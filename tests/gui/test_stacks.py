@@ -44,6 +44,7 @@ def test_z_stack_trains_from_one_slice_and_overlay_follows_the_slice(trainer, qt
     viewer.dims.set_current_step(0, 3)  # looking at slice 3
     widget.mode.value = "2D over slices"
     widget.intensity_jitter.value = "on"  # stacks default to off: the choice must reach the run
+    widget.edge_smoothing.value = "off"  # stacks in 2D mode default to on
 
     regions = []
     widget.state.events.overlay_updates.connect(
@@ -63,6 +64,7 @@ def test_z_stack_trains_from_one_slice_and_overlay_follows_the_slice(trainer, qt
     assert (prediction > 0).all()  # every slice predicted after Stop
     assert widget.model.config.spatial_dims == 2
     assert widget.model.metadata["train_config"]["intensity_jitter"] == "on"
+    assert widget.model.metadata["edge_weight"] == 0.0
     unpainted = [0, 2, 3, 4]
     assert foreground_iou(prediction[unpainted], truth[unpainted]) > 0.3  # all-fg ~0.15
 

@@ -408,6 +408,7 @@ def test_strokes_and_model_are_autosaved_and_offered_back(make_napari_viewer, qt
     widget.refresh.value = 0.3
     widget.test_time_augmentation.value = False
     widget.settle_steps.value = 700
+    widget.edge_smoothing.value = "off"
     folder = widget._strokes_autosave.folder
     # Settings alone, with nothing painted since the widget opened, make no session folder.
     qtbot.wait(_autosave.STROKES_QUIET_MS + 500)
@@ -444,6 +445,7 @@ def test_strokes_and_model_are_autosaved_and_offered_back(make_napari_viewer, qt
     # and so are the settings it was trained with
     assert widget.settle_steps.value == 700 and widget.refresh.value == 0.3
     assert widget.test_time_augmentation.value is False
+    assert widget.edge_smoothing.value == "off"
     # A setting changed after training, and never trained with, is kept as well.
     widget.settle_steps.value = 900
     qtbot.waitUntil(lambda: read_manifest(folder).get("settings", {}).get(
