@@ -70,9 +70,10 @@ def _build_parser() -> argparse.ArgumentParser:
                             "contrast (default auto: on for Z stacks, where brightness tells "
                             "in-focus objects from blur; off for 2D images)")
     train.add_argument("--edge-weight", type=float, metavar="W",
-                       help="weight of the term that puts class boundaries where the "
-                            "brightness changes, between strokes and an object's edge "
-                            "(default: 1 for Z stacks in 2D mode, 0 otherwise)")
+                       help="weight of the term that keeps neighbouring pixels of like "
+                            "brightness in one class, between strokes and an object's "
+                            "edge; it steadies training on stacks, and costs textured "
+                            "objects (default: 1 for Z stacks in 2D mode, 0 otherwise)")
     train.add_argument("--anisotropy", type=float,
                        help="Z spacing / XY pixel size (default: from ImageJ metadata, else 1)")
     _add_common(train)
