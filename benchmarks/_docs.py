@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 
@@ -32,3 +33,9 @@ def device_suffix(device_type: str) -> str:
     """Suffix of a device's result files and doc blocks: CPU figures keep the historic
     names (no suffix), another device's go beside them (``_cuda``)."""
     return "" if device_type == "cpu" else f"_{device_type}"
+
+
+def mean_sd(values: list[float], digits: int = 3) -> str:
+    """``mean ± standard deviation`` of a benchmark's runs (± 0 for a single run)."""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.{digits}f} ± {spread:.{digits}f}"

@@ -40,7 +40,7 @@ from napari_unet.core.training import TrainingRun
 from napari_unet.core.unet import build_unet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _docs import device_suffix, write_block  # noqa: E402
+from _docs import device_suffix, mean_sd, write_block  # noqa: E402
 from _flops import forward_flops, peak_flops, training_step_flops  # noqa: E402
 from _forest import random_forest  # noqa: E402
 
@@ -240,8 +240,7 @@ def main() -> int:
             f"| (included) | {rf_iou:.3f} |"]
 
     def summary(values: list[float]) -> str:
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.3f} ± {sd:.3f}, min {min(values):.3f}"
+        return f"{mean_sd(values)}, min {min(values):.3f}"
 
     for budget in budgets:
         runs = []

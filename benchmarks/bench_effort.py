@@ -54,7 +54,7 @@ from napari_unet.core.training import TrainingRun
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "sample_data"))
-from _docs import device_suffix, publish  # noqa: E402
+from _docs import device_suffix, mean_sd, publish  # noqa: E402
 from _forest import random_forest  # noqa: E402
 from bench_core import machine  # noqa: E402
 from bench_volumes import wheel_path  # noqa: E402
@@ -180,12 +180,6 @@ def run_dataset(name: str, efforts: list[int], budgets: list[float], seeds: int,
     return results
 
 
-def _stat(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.3f} ± {spread:.3f}"
-
-
 def table(results: dict, metric: str) -> list[str]:
     budgets = results["budgets"]
     head = " | ".join(f"U-Net {b:g} s" for b in budgets)
@@ -193,12 +187,12 @@ def table(results: dict, metric: str) -> list[str]:
              "|---" * (len(budgets) + 2) + "|"]
     for objects in results["efforts"]:
         runs = results["unet"][str(objects)]
-        cells = [_stat([r[str(b)][metric] for r in runs]) for b in budgets]
+        cells = [mean_sd([r[str(b)][metric] for r in runs]) for b in budgets]
         rf = results["forest"][str(objects)]
-        lines.append(f"| {objects} | {' | '.join(cells)} | {_stat([r[metric] for r in rf])} |")
+        lines.append(f"| {objects} | {' | '.join(cells)} | {mean_sd([r[metric] for r in rf])} |")
     dense = [d[metric] for d in results["dense"]]
     blank = " | ".join("" for _ in budgets[:-1])
-    lines.append(f"| dense (upper bound) | {blank} | {_stat(dense)} | |")
+    lines.append(f"| dense (upper bound) | {blank} | {mean_sd(dense)} | |")
     return lines
 
 

