@@ -3,14 +3,16 @@
     python benchmarks/sweep_live.py [--data 2d|3d|volumes] [--mode 2d|3d]
         [--seeds 0 1 2] [--objects 3 10 20] [--checkpoints 50 100 300 600]
         [--set weight_decay=0.01 ...] [--model-set base_channels=32 ...]
-        [--grad-clip-norm 1.0|none] [--threads 1]
+        [--grad-clip-norm 1.0|none] [--max-steps N] [--threads 1]
 
 A diagnosis sweep, not in ``run_all.sh``. It trains the CPU preset open-ended, as the
 widget does (no step or time bound), and prints the foreground IoU of the model the
 overlay would show (the weight average) at fixed step counts. Open-ended runs pause
 ``settle_steps`` (``TrainConfig``) after the strokes: checkpoints past that score the
 paused model; ``--set settle_steps=none`` trains on throughout, as before the pause
-existed. Steps, not seconds, so a
+existed. ``--max-steps N`` trains a bounded run instead, as the command line does: the
+learning rate decays (cosine) over N steps and the run ends there; checkpoints past N
+score the final model. Steps, not seconds, so a
 busy machine changes the time, not the result: two settings can run side by side, one
 thread each. Data:
 
@@ -101,15 +103,16 @@ RESERVED = ("max_seconds", "max_steps", "seed", "device")
 
 
 def run_one(data: Case, objects: int, seed: int, checkpoints: list[int], train: dict,
-            mode: str | None, model: ModelConfig | None = None) -> list[float]:
+            mode: str | None, model: ModelConfig | None = None,
+            max_steps: int | None = None) -> list[float]:
     """IoU of the averaged model after each checkpoint's number of steps.
 
-    The CPU preset, open-ended, with ``train`` overriding ``TrainConfig`` fields and
-    ``model`` replacing the preset's network shape.
+    The CPU preset, open-ended (or bounded by ``max_steps``), with ``train`` overriding
+    ``TrainConfig`` fields and ``model`` replacing the preset's network shape.
     """
     preset = get_preset("auto", "cpu")
-    cfg = replace(preset.train, max_seconds=None, max_steps=None, seed=seed, device="cpu",
-                  **train)
+    cfg = replace(preset.train, max_seconds=None, max_steps=max_steps, seed=seed,
+                  device="cpu", **train)
     run = TrainingRun(data.image, data.strokes(objects, seed), cfg, axes=data.axes,
                       mode=mode, model_config=model or preset.model)
     steps, done, scores = run.steps(), 0, []
@@ -117,7 +120,7 @@ def run_one(data: Case, objects: int, seed: int, checkpoints: list[int], train: 
     for checkpoint in checkpoints:
         while done < checkpoint:
             progress = next(steps, None)
-            if progress is None:  # paused (settle_steps): later checkpoints score this model
+            if progress is None:  # paused or bounded: later checkpoints score this model
                 break
             done = progress.step
         if done != scored_at:
@@ -142,6 +145,9 @@ def main() -> int:
     parser.add_argument("--model-set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="ModelConfig fields to override (e.g. base_channels=32)")
     add_grad_clip_option(parser)
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="a bounded run: the learning rate decays over this many steps, "
+                             "as on the command line (default: open-ended)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -166,8 +172,10 @@ def main() -> int:
     table: dict[int, list[float]] = {step: [] for step in checkpoints}
     for seed in args.seeds:
         for objects in objects_list:
-            scores = run_one(data, objects, seed, checkpoints, train, args.mode, model)
+            scores = run_one(data, objects, seed, checkpoints, train, args.mode, model,
+                             args.max_steps)
             print(json.dumps({"data": args.data, "set": args.set + args.model_set,
+                              "max_steps": args.max_steps,
                               "seed": seed,
                               "objects": objects, "iou": dict(zip(checkpoints, scores))}),
                   flush=True)

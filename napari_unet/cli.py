@@ -74,6 +74,10 @@ def _build_parser() -> argparse.ArgumentParser:
                             "brightness in one class, between strokes and an object's "
                             "edge; it steadies training on stacks, and costs textured "
                             "objects (default: 1 for Z stacks in 2D mode, 0 otherwise)")
+    train.add_argument("--stack-steps", type=int, metavar="N",
+                       help="for Z stacks: stop after at most N steps, whatever the time "
+                            "budget; trained longer on the same strokes, stack models got "
+                            "worse (default 500, as the widget's pause; 0: no limit)")
     train.add_argument("--anisotropy", type=float,
                        help="Z spacing / XY pixel size (default: from ImageJ metadata, else 1)")
     _add_common(train)
@@ -182,9 +186,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _check_init_agrees(init.config, args.z_context, absolute)
     anisotropy = args.anisotropy or image.anisotropy or 1.0
     seconds = args.seconds if args.seconds is not None or args.steps else 60.0
+    if args.stack_steps is not None and args.stack_steps < 0:
+        raise InputError(f"--stack-steps must be 0 (no limit) or more, got {args.stack_steps}")
+    stack_steps = preset.train.settle_steps if args.stack_steps is None else (
+        args.stack_steps or None)
     config = replace(preset.train, max_seconds=seconds, max_steps=args.steps, seed=args.seed,
                      device=args.device, intensity_jitter=args.intensity_jitter,
-                     edge_weight=args.edge_weight)
+                     edge_weight=args.edge_weight, settle_steps=stack_steps)
     with _explaining_axes(args, _axes_note(image, axes, how)):
         run = TrainingRun(
             image.data, labels, config, axes=axes,
@@ -201,6 +209,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         else:
             unit = "planes" if "T" in axes else "slices"
         where = f", strokes on {run.painted_samples} of {run.stack.num_samples} {unit}"
+    stack_limit = run.step_bound if run.step_bound != args.steps else None
+    if stack_limit is not None:
+        where += f"; at most {stack_limit} steps on a Z stack (--stack-steps)"
     _say(args, f"training a {run.mode.upper()} model on {describe_device(run.device)} with "
                f"preset {preset.name} ({'fine-tuning ' + str(args.init) if init else 'new model'}"
                f"{where})")
@@ -211,9 +222,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]"
                "{postfix}")
     interrupted = False
+    steps_taken = 0
     steps = run.steps()
     try:
         for progress in steps:
+            steps_taken = progress.step
             bar.n = progress.step if args.steps else min(progress.elapsed_s, total)
             bar.set_postfix(loss=f"{progress.loss:.3f}", refresh=False)
             bar.refresh()
@@ -231,6 +244,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 130
     save_model(model, args.out)
     meta = model.metadata
+    if stack_limit is not None and steps_taken >= stack_limit and not interrupted:
+        _say(args, f"stopped at {stack_limit} steps, the limit for Z stacks: trained longer "
+                   "on the same strokes, stack models got worse (--stack-steps 0 lifts it)")
     _say(args, f"{'stopped early: ' if interrupted else ''}trained {meta['steps']} steps in "
                f"{meta['seconds']:.1f} s, final loss {meta['final_loss']:.4f}; wrote {args.out}")
     return 130 if interrupted else 0

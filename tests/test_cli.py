@@ -101,6 +101,30 @@ def test_seconds_budget(files):
     assert load_model(files / "m.pt").metadata["seconds"] >= 1.0
 
 
+def test_a_stack_stops_at_its_step_limit_and_says_so(tmp_path):
+    """A budget on a Z stack ends at --stack-steps (default: the widget's pause, 500), and
+    the user is told why it stopped early and how to lift the limit."""
+    image, truth = make_blobs((40, 48))
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([image] * 3))
+    strokes = np.zeros((3, 40, 48), np.uint8)
+    strokes[1] = strokes_from_truth(truth)
+    tifffile.imwrite(tmp_path / "strokes.tif", strokes)
+    common = ["train", "--image", tmp_path / "stack.tif", "--labels", tmp_path / "strokes.tif",
+              "--axes", "ZYX", "--steps", "6", "--preset", "cpu-small"]
+    out = run_cli(*common, "--out", tmp_path / "a.pt", "--stack-steps", "4", check=True)
+    assert "at most 4 steps on a Z stack" in out.stderr
+    assert "stopped at 4 steps, the limit for Z stacks" in out.stderr
+    assert "trained 4 steps" in out.stderr
+    assert load_model(tmp_path / "a.pt").metadata["steps"] == 4
+    out = run_cli(*common, "--out", tmp_path / "b.pt", "--stack-steps", "0", check=True)
+    assert "trained 6 steps" in out.stderr and "limit" not in out.stderr
+    out = run_cli(*common, "--out", tmp_path / "c.pt", check=True)  # 6 is under 500
+    assert "trained 6 steps" in out.stderr and "stopped at" not in out.stderr
+    line = _error_of(run_cli(*common, "--out", tmp_path / "d.pt", "--stack-steps", "-1"))
+    assert "--stack-steps must be 0 (no limit) or more" in line
+    assert not (tmp_path / "d.pt").exists()
+
+
 def _error_of(proc):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr

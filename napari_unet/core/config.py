@@ -198,13 +198,18 @@ class TrainConfig:
         ``settle_steps``, paused. When a bound is set, the learning rate follows a cosine
         decay over it.
     settle_steps
-        Open-ended (live) training only: this many steps after the latest strokes arrived,
+        Open-ended (live) training: this many steps after the latest strokes arrived,
         training waits, taking no steps, until new strokes arrive and start it again.
         ``None``: train until stopped. Why: left training on the same few strokes, a model
         can get worse; on a nuclei stack its IoU fell from 0.94 after 500 steps to 0.68
         after 4,000 as the nuclei shrink. At 500 steps every stroke set measured was
         within 0.03 of its best (docs/benchmarks.md, "Live training left running on the
-        same strokes").
+        same strokes"). A bounded run on a Z stack ends after this many steps, whatever
+        its budget, and its learning rate decays over them: on a stack the 2D model
+        scored 0.915 after 500 decayed steps, 0.897 after 860 (60 s on 2 cores) and 0.818
+        after 300 s (docs/benchmarks.md, "Time budgets on stacks"). A bounded run on a 2D
+        image or time-lapse uses its whole budget: there longer training helped a
+        little.
     dice_weight
         Weight of a soft Dice term on painted pixels, added to the cross-entropy. Off by
         default: on sparse strokes it lowered recall (docs/benchmarks.md).
