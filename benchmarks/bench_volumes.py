@@ -12,7 +12,9 @@
    strokes; reported, as mean +- standard deviation over the seeds (the seed changes the
    network's start and its patches, not the strokes): foreground IoU on all unpainted
    slices, instance average precision at IoU 0.5 (3D watershed, objects touching strokes
-   left out), steps, and prediction speed in megavoxels/s. One seed is not enough: on
+   left out), steps, and prediction speed in megavoxels/s. Each run is bounded as the
+   command line's: by the budget and, on a stack, by the 500-step limit (``TrainConfig.
+   settle_steps``), whichever comes first. One seed is not enough: on
    these strokes, 500-step runs of the same code ranged from 0.72 to 0.94.
 2. **Instances in 2D.** On the DSB2018 sample image, average precision at IoU 0.5 of the
    U-Net's instances (60 s of training, test-time augmentation, distance-transform
@@ -146,7 +148,8 @@ def main() -> int:
              f"({int((strokes == 1).sum())} background, {int((strokes == 2).sum())} nucleus "
              f"voxels). IoU on the 57 unpainted slices; U-Net: seeds "
              f"{', '.join(map(str, args.seeds))}, mean ± standard deviation (steps: the "
-             "range).", "",
+             "range). Training: the time budget, as `napari-unet train --seconds`; on a "
+             "stack a run also ends at the preset's step limit (`settle_steps`, 500).", "",
              "| model | training | steps | foreground IoU | instance AP@0.5 (3D) | "
              "prediction |", "|---|---|---|---|---|---|"]
     rf = forest_run(image, strokes, truth)
