@@ -202,10 +202,15 @@ GOALS = {"cpu": ((60, 5), (30, 10)), "cuda": ((10, 5),)}
 
 
 def goals(results: dict) -> list[str]:
-    """The issue's goals for the device the results were measured on, checked."""
+    """The issue's goals for the device the results were measured on, checked.
+
+    Checked on the mean, as the goals are worded, and with the seeds in which the U-Net
+    was ahead: a mean ahead by less than the spread is a tie in all but name.
+    """
     out = []
     for objects in results["efforts"]:
-        rf = statistics.fmean(r["iou"] for r in results["forest"][str(objects)])
+        forests = results["forest"][str(objects)]
+        rf = statistics.fmean(r["iou"] for r in forests)
         runs = results["unet"][str(objects)]
         for budget, least in GOALS.get(results.get("device", "cpu"), ()):
             key = next((str(b) for b in results["budgets"] if b == budget), None)
@@ -213,8 +218,10 @@ def goals(results: dict) -> list[str]:
                 continue
             net = statistics.fmean(r[key]["iou"] for r in runs)
             verdict = "met" if net > rf else "**not met**"
+            # Each seed's U-Net run and forest share their strokes (run_dataset).
+            ahead = sum(r[key]["iou"] > f["iou"] for r, f in zip(runs, forests))
             out.append(f"- {objects} objects, {budget:g} s: U-Net {net:.3f} vs forest "
-                       f"{rf:.3f}: {verdict}")
+                       f"{rf:.3f}: {verdict} (U-Net ahead in {ahead} of {len(runs)} seeds)")
     return out
 
 
