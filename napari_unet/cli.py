@@ -211,7 +211,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         where = f", strokes on {run.painted_samples} of {run.stack.num_samples} {unit}"
     stack_limit = run.step_bound if run.step_bound != args.steps else None
     if stack_limit is not None:
-        where += f"; at most {stack_limit} steps on a Z stack (--stack-steps)"
+        where += f"; at most {stack_limit} steps on a Z stack, --stack-steps to change"
     _say(args, f"training a {run.mode.upper()} model on {describe_device(run.device)} with "
                f"preset {preset.name} ({'fine-tuning ' + str(args.init) if init else 'new model'}"
                f"{where})")
