@@ -216,19 +216,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
                f"preset {preset.name} ({'fine-tuning ' + str(args.init) if init else 'new model'}"
                f"{where})")
 
-    total = args.steps if args.steps else seconds
-    unit = "step" if args.steps else "s"
-    bar = tqdm(total=total, unit=unit, disable=args.quiet, file=sys.stderr,
-               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}]"
-               "{postfix}")
+    # Percent of whichever bound comes first (steps, seconds, or a stack's step limit), so
+    # the bar reaches the end when training does.
+    bar = tqdm(total=100, disable=args.quiet, file=sys.stderr,
+               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]{postfix}")
     interrupted = False
     steps_taken = 0
     steps = run.steps()
     try:
         for progress in steps:
             steps_taken = progress.step
-            bar.n = progress.step if args.steps else min(progress.elapsed_s, total)
-            bar.set_postfix(loss=f"{progress.loss:.3f}", refresh=False)
+            bar.n = round(100 * (progress.fraction_done or 0.0), 1)
+            bar.set_postfix(step=progress.step, loss=f"{progress.loss:.3f}", refresh=False)
             bar.refresh()
             if progress.notice and not args.quiet:
                 bar.write(progress.notice, file=sys.stderr)
