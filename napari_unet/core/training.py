@@ -303,7 +303,7 @@ class TrainingRun:
         self.image = image
         self.anisotropy = base.anisotropy if init is None else init.config.anisotropy
         canonical_image = to_canonical(image, self.axes)
-        self.is_z_stack = is_z_stack = canonical_image.shape[2] > 1
+        is_z_stack = canonical_image.shape[2] > 1
         if init is not None:
             z_context = init.config.context_slices
         elif mode == "2d" and is_z_stack:  # neighbouring slices exist only here
@@ -430,6 +430,11 @@ class TrainingRun:
         cfg = self.config
         return (cfg.settle_steps is not None and not self._bounded
                 and self._steps_done - self._strokes_since >= cfg.settle_steps)
+
+    @property
+    def is_z_stack(self) -> bool:
+        """The image has a Z axis of more than one slice."""
+        return self.stack.label_shape[1] > 1
 
     @property
     def _bounded(self) -> bool:
