@@ -249,9 +249,10 @@ class TrainConfig:
         allows it.
     intensity_jitter
         Random contrast scale and brightness shift of each patch: ``"on"``, ``"off"`` or
-        ``"auto"``, which is on for 2D images and time-lapses and off for Z stacks. In a
-        stack, brightness along Z says what is in focus: out-of-focus nuclei are dim and
-        not foreground, and jitter teaches the model to call them foreground. (Measured
+        ``"auto"``, which is on for 2D images and time-lapses and off for Z stacks (a Z
+        axis of more than one slice; one slice is a 2D image). In a stack, brightness
+        along Z says what is in focus: out-of-focus nuclei are dim and not foreground,
+        and jitter teaches the model to call them foreground. (Measured
         before stack models saw absolute intensity and Z context: over the stroke sets
         measured, on and off tied, and off kept the out-of-focus slices clean;
         docs/benchmarks.md, "Stacks".)

@@ -369,8 +369,9 @@ class TrainingRun:
         self._pair_average()
         # Whether patches get random contrast/brightness; "auto" spares Z stacks, whose
         # brightness along Z tells in-focus objects from out-of-focus ones (TrainConfig).
+        # A Z axis of one slice is a 2D image here, as for every other stack rule.
         self.intensity_jitter = config.intensity_jitter == "on" or (
-            config.intensity_jitter == "auto" and "Z" not in self.axes
+            config.intensity_jitter == "auto" and not self.is_z_stack
         )
         self._sampler = PatchSampler(
             self.stack, label_samples, patch_shape(network.config, config,
@@ -382,7 +383,7 @@ class TrainingRun:
         # Automatic: on for the 2D model over a stack's slices, the case it was measured
         # to help (TrainConfig.edge_weight).
         self.edge_weight = config.edge_weight if config.edge_weight is not None else (
-            1.0 if self.mode == "2d" and is_z_stack else 0.0)
+            1.0 if self.mode == "2d" and self.is_z_stack else 0.0)
         # foreach: one multi-tensor kernel per update instead of a Python loop over tensors
         # (torch's CPU default is the loop).
         self._optimizer = torch.optim.AdamW(

@@ -182,6 +182,19 @@ def test_intensity_jitter_is_off_for_z_stacks_unless_asked(axes, setting, expect
     assert run._sampler._intensity_jitter is expected
 
 
+def test_a_z_axis_of_one_slice_is_trained_as_a_2d_image():
+    # Every stack rule (jitter off, edge term, Z context, step limit) asks the same
+    # question, so a one-slice "stack" gets the 2D image's treatment from all of them.
+    image, _, strokes = _stack(3)
+    single = TrainingRun(image[2:3], strokes[2:3], FAST, axes="ZYX", model_config=TINY_MODEL)
+    flat = TrainingRun(image[2], strokes[2], FAST, axes="YX", model_config=TINY_MODEL)
+    for run in (single, flat):
+        assert not run.is_z_stack
+        assert run.intensity_jitter is True
+        assert run.edge_weight == 0.0
+        assert run.model.network.config.z_context == 0
+
+
 def test_unknown_intensity_jitter_setting_is_refused():
     with pytest.raises(InputError, match="intensity_jitter"):
         replace(FAST, intensity_jitter="sometimes")
