@@ -258,7 +258,9 @@ class UNetTrainerWidget(QWidget):
         self.test_time_augmentation = CheckBox(
             value=True, text="best quality for full predictions (8x slower)",
             tooltip="Average over flips and rotations when predicting the whole image "
-                    "(Predict, and after Stop). The live overlay never does.",
+                    "(Predict, after Stop, and when training pauses: the paused overlay is "
+                    "redrawn this way, view first; not in 3D mode). The overlay during "
+                    "training never does.",
         )
         self.show_instances = CheckBox(
             value=False, text="instances layer (one id per object)",

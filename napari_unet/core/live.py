@@ -13,9 +13,10 @@ being updated and no lock is needed. The caller (the napari worker, or a test) r
 
 at any yield. In a stack or time-lapse the other slices/frames are predicted in between,
 nearest first. When the run settles (no new strokes for ``settle_steps``), the view and
-then the rest of the image are predicted once with the settled model, and nothing more is
-computed until new strokes or a new view arrive. When training ends, the whole image is
-predicted once more, and instance labels are derived if asked for.
+then the rest of the image are predicted once with the settled model (with test-time
+augmentation when the final prediction uses it: the paused overlay is then what Stop would
+give), and nothing more is computed until new strokes or a new view arrive. When training
+ends, the whole image is predicted once more, and instance labels are derived if asked for.
 """
 
 from __future__ import annotations
@@ -169,6 +170,39 @@ def predict_region(
     return prediction_update(result, clipped, label_shape, int(model.metadata.get("steps", 0)))
 
 
+def _block_key(block: Region) -> tuple[tuple[int, int], ...]:
+    """Return ``block`` in a hashable form (slices are not hashable before Python 3.12)."""
+    return tuple((sl.start, sl.stop) for sl in block)
+
+
+def _plane_blocks(run: TrainingRun, region: Region | None, block_size: int) -> list[Region]:
+    """``region`` of a 2D model's run, plane by plane, cut into ``block_size`` squares."""
+    canonical = region_to_canonical(region, run.label_axes, run.stack.label_shape)
+    times, depths, rows, columns = canonical
+    return [
+        region_from_canonical((slice(t, t + 1), slice(z, z + 1),
+                               slice(y, min(y + block_size, rows.stop)),
+                               slice(x, min(x + block_size, columns.stop))), run.label_axes)
+        for t in range(times.start, times.stop) for z in range(depths.start, depths.stop)
+        for y in range(rows.start, rows.stop, block_size)
+        for x in range(columns.start, columns.stop, block_size)
+    ]
+
+
+def _polish_blocks(run: TrainingRun, view: Region | None, block_size: int) -> list[Region]:
+    """Return the blocks a settled 2D model predicts with test-time augmentation, in order.
+
+    The view first, then every other plane whole, nearest to the view first (as
+    :func:`_sample_regions`), cut into ``block_size`` squares in Y and X so that one block
+    takes about a second on a CPU (512 x 512 with test-time augmentation: 1.4 s on 2
+    cores): new strokes wait at most that long before training resumes.
+    """
+    blocks = _plane_blocks(run, view, block_size)
+    for plane in _sample_regions(run, view):
+        blocks += _plane_blocks(run, plane, block_size)
+    return blocks
+
+
 def _sample_regions(
     run: TrainingRun, near: Region | None, include_near: bool = False
 ) -> list[Region]:
@@ -221,7 +255,8 @@ def live_training(
     are predicted in between, nearest to the view first, using at most
     ``background_share`` of the time. While the run is settled (see
     ``TrainConfig.settle_steps``), the view is predicted once with the settled model, the
-    other slices follow at full speed, and then only messages are taken. After training
+    other slices follow at full speed, and then only messages are taken (with
+    ``final_test_time_augmentation``, see there). After training
     ends (bound reached or :meth:`TrainingRun.stop`), the whole image is predicted, slice
     by slice from the view outwards.
 
@@ -238,8 +273,10 @@ def live_training(
     with_confidence
         Include the winning class's probability in each :class:`PredictionUpdate`.
     final_test_time_augmentation
-        Use test-time augmentation for the final whole-image prediction (the overlays
-        during training skip it: speed matters more there).
+        Use test-time augmentation for the final whole-image prediction and, with a 2D
+        model, for the one prediction of a settled run (the view, then the other planes,
+        in blocks of ``tiles.tile_size``: new strokes wait for at most one block). The
+        overlays during training skip it: speed matters more there.
     instances
         Also yield :class:`InstancesUpdate`: at whole-image refreshes of images up to
         :data:`LIVE_INSTANCES_MAX_PIXELS`, and once at the end.
@@ -266,6 +303,11 @@ def live_training(
     next_checkpoint = time.monotonic() + checkpoint_every_s
     saved_step = 0
     shown: tuple[Region | None, int] | None = None  # (view region, step) last predicted
+    # Blocks still to predict with test-time augmentation while settled, for which (view,
+    # step), and the blocks of that step's model already done.
+    polish: list[Region] = []
+    polish_for: tuple[Region | None, int] | None = None
+    polished: set[tuple[tuple[int, int], ...]] = set()
 
     def save(model: TrainedModel) -> Notice | None:
         if checkpoint is None:
@@ -318,8 +360,27 @@ def live_training(
                     take((yield failed))
             # A settled run's model does not change: predict the view once, at once, not
             # every refresh; the rest of the image gets all the time (no steps to share).
+            # With test-time augmentation asked for, that once is the polished prediction.
+            polishing = progress.settled and final_test_time_augmentation and run.mode == "2d"
             view_is_current = progress.settled and shown == (region, progress.step)
-            if (now >= next_refresh or progress.settled) and not view_is_current:
+            if polishing:
+                if polish_for != (region, progress.step):
+                    if polish_for is None or polish_for[1] != progress.step:
+                        polished.clear()  # a new settled model: everything again
+                    polish = [block for block in _polish_blocks(run, region, tiles.tile_size)
+                              if _block_key(block) not in polished]
+                    polish_for = (region, progress.step)
+                if polish:
+                    block = polish.pop(0)
+                    polished.add(_block_key(block))
+                    update = show(predict_region(run.model, image, block, tiles,
+                                                 with_confidence, True, axes=axes))
+                    take((yield update))
+                    if not polish and class_map.size <= LIVE_INSTANCES_MAX_PIXELS:
+                        extra = with_instances(update.step)
+                        if extra is not None:
+                            take((yield extra))
+            elif (now >= next_refresh or progress.settled) and not view_is_current:
                 # Timed from the start of this prediction, so the interval the user sees is
                 # the setting, not the setting plus the prediction's own time.
                 next_refresh = now + refresh_s
@@ -349,7 +410,13 @@ def live_training(
     if final_save is not None:
         yield final_save
     # Slice by slice from the view outwards, so the overlay fills where the user looks.
+    # Parts the settled model already predicted with test-time augmentation are not
+    # predicted again (a run stopped while paused).
+    polished_by_final = polish_for is not None and polish_for[1] == result.steps
     for part in _sample_regions(run, region, include_near=True) or [None]:
+        if polished_by_final and all(_block_key(block) in polished
+                                     for block in _plane_blocks(run, part, tiles.tile_size)):
+            continue
         yield show(predict_region(run.model, image, part, tiles, with_confidence,
                                   final_test_time_augmentation, axes=axes))
     extra = with_instances(result.steps)

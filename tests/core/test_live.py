@@ -1,9 +1,11 @@
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from napari_unet.core.config import TileConfig
 from napari_unet.core.errors import InputError
+from napari_unet.core.inference import predict
 from napari_unet.core.live import PredictionUpdate, RegionUpdate, SettleUpdate, live_training
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress
 from tests.core.test_stacks import _stack
@@ -159,4 +161,75 @@ def test_a_run_that_settles_is_autosaved_at_once(blobs):
         event = next(gen)
         settled += isinstance(event, TrainProgress) and event.settled
     assert saves == [4]  # not after 3600 s: a crash while paused loses nothing
+    gen.close()
+
+
+def _run_until_quiet(gen, quiet_polls=6):
+    """Events until ``quiet_polls`` settled records in a row came with nothing between."""
+    events, quiet = [], 0
+    while quiet < quiet_polls:
+        events.append(next(gen))
+        settled = isinstance(events[-1], TrainProgress) and events[-1].settled
+        quiet = quiet + 1 if settled else 0
+    return events
+
+
+def test_a_settled_run_polishes_the_overlay_with_test_time_augmentation():
+    """Paused, the 2D model's overlay becomes what Stop would give: the view, then the
+    other slices, block by block with test-time augmentation; Stop then predicts
+    nothing again."""
+    image, _, strokes = _stack(4)
+    run = TrainingRun(image, strokes, replace(FAST, settle_steps=6), axes="ZYX", mode="2d",
+                      model_config=TINY_MODEL)
+    tiles = TileConfig(tile_size=32)  # 48 x 48 slices: 4 blocks each
+    gen = live_training(run, refresh_s=3600, region=(slice(2, 3), slice(0, 48), slice(0, 48)),
+                        tiles=tiles, final_test_time_augmentation=True)
+    events = _run_until_quiet(gen)
+    first_settled = next(i for i, e in enumerate(events)
+                         if isinstance(e, TrainProgress) and e.settled)
+    polished = [e for e in events[first_settled:] if isinstance(e, PredictionUpdate)]
+    assert [u.region[0].start for u in polished] == [2] * 4 + [1] * 4 + [3] * 4 + [0] * 4
+    assert all(u.step == 6 and u.class_map.shape[0] == 1 for u in polished)
+    overlay = np.zeros(image.shape, np.uint8)
+    for update in polished:
+        overlay[update.region] = update.class_map
+    augmented = predict(run.model, image, tiles, axes="ZYX", test_time_augmentation=True)
+    plain = predict(run.model, image, tiles, axes="ZYX")
+    assert (overlay == augmented.class_map).all()
+    assert (plain.class_map != augmented.class_map).any()  # so the test can tell them apart
+
+    run.stop()
+    rest = list(gen)
+    assert not any(isinstance(e, PredictionUpdate) for e in rest)  # already polished
+
+
+def test_new_strokes_interrupt_polishing_after_one_block():
+    image, _, strokes = _stack(4)
+    run = TrainingRun(image, strokes, replace(FAST, settle_steps=6), axes="ZYX", mode="2d",
+                      model_config=TINY_MODEL)
+    gen = live_training(run, refresh_s=3600, region=(slice(2, 3), slice(0, 48), slice(0, 48)),
+                        tiles=TileConfig(tile_size=32), final_test_time_augmentation=True)
+    event = next(gen)
+    while not isinstance(event, PredictionUpdate) or event.step < 6:
+        event = next(gen)
+    more = strokes.copy()
+    more[0] = strokes[2]
+    resumed = gen.send(LabelUpdate(more))
+    assert isinstance(resumed, TrainProgress)  # no block predicted in between
+    assert resumed.step == 7 and not resumed.settled
+    gen.close()
+
+
+def test_a_3d_model_is_not_polished_while_settled():
+    """A 3D model's block with test-time augmentation takes about a minute on a CPU: too
+    long to keep new strokes waiting. Its settled overlay stays the plain prediction."""
+    image, _, strokes = _stack(4)
+    run = TrainingRun(image, strokes, replace(FAST, settle_steps=3), axes="ZYX", mode="3d",
+                      model_config=TINY_MODEL)
+    gen = live_training(run, refresh_s=3600, final_test_time_augmentation=True)
+    events = _run_until_quiet(gen)
+    settled_updates = [e for e in events if isinstance(e, PredictionUpdate) and e.step == 3]
+    assert len(settled_updates) == 1
+    plain = predict(run.model, image, axes="ZYX").class_map
+    assert (settled_updates[0].class_map == plain).all()
     gen.close()

@@ -14,6 +14,7 @@ from qtpy.QtCore import QElapsedTimer, Qt, QThreadPool, QTimer
 
 from napari_unet import _autosave, _widget
 from napari_unet.core.autosave import read_manifest
+from napari_unet.core.inference import predict
 from napari_unet.core.training import TrainingRun
 
 TRAIN_TIMEOUT_MS = 120_000
@@ -139,10 +140,18 @@ def test_training_pauses_on_old_strokes_and_painting_resumes_it(viewer_and_widge
     assert "paused" in widget._worker.pbar.desc  # the activity dock says so too
     names: list[str] = []
     widget._worker.pbar.events.description.connect(lambda event: names.append(event.value))
-    # The overlay catches up with the settled model once, then nothing is recomputed.
+    # The overlay catches up with the settled model once, with test-time augmentation
+    # ("best quality" is on by default): what Stop would give. Then nothing is recomputed.
     qtbot.waitUntil(lambda: 5 in shown_steps, timeout=TRAIN_TIMEOUT_MS)
+    best = predict(widget._run.model, viewer.layers["nuclei"].data,
+                   test_time_augmentation=True).class_map
+    plain = predict(widget._run.model, viewer.layers["nuclei"].data).class_map
+    assert (best != plain).any()  # so the test can tell them apart
+    qtbot.waitUntil(lambda: (viewer.layers["prediction"].data == best).all(),
+                    timeout=TRAIN_TIMEOUT_MS)
+    updates = len(shown_steps)
     qtbot.wait(1500)
-    assert shown_steps.count(5) == 1 and widget.state.step == 5
+    assert len(shown_steps) == updates and widget.state.step == 5
 
     strokes = viewer.layers["strokes"]
     strokes.brush_size = 5
