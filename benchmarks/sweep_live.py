@@ -3,7 +3,7 @@
     python benchmarks/sweep_live.py [--data 2d|3d|volumes] [--mode 2d|3d]
         [--seeds 0 1 2] [--objects 3 10 20] [--checkpoints 50 100 300 600]
         [--set weight_decay=0.01 ...] [--model-set base_channels=32 ...]
-        [--grad-clip-norm 1.0|none] [--max-steps N] [--threads 1]
+        [--grad-clip-norm 1.0|none] [--max-steps N] [--tta] [--threads 1]
 
 A diagnosis sweep, not in ``run_all.sh``. It trains the CPU preset open-ended, as the
 widget does (no step or time bound), and prints the foreground IoU of the model the
@@ -12,7 +12,9 @@ overlay would show (the weight average) at fixed step counts. Open-ended runs pa
 paused model; ``--set settle_steps=none`` trains on throughout, as before the pause
 existed. ``--max-steps N`` trains a bounded run instead, as the command line does: the
 learning rate decays (cosine) over N steps and the run ends there; checkpoints past N
-score the final model. Steps, not seconds, so a
+score the final model. ``--tta`` also scores each checkpoint's model with test-time
+augmentation (the mean of the 8 flips and rotations, as a full prediction makes it).
+Steps, not seconds, so a
 busy machine changes the time, not the result: two settings can run side by side, one
 thread each. Data:
 
@@ -104,11 +106,12 @@ RESERVED = ("max_seconds", "max_steps", "seed", "device")
 
 def run_one(data: Case, objects: int, seed: int, checkpoints: list[int], train: dict,
             mode: str | None, model: ModelConfig | None = None,
-            max_steps: int | None = None) -> list[float]:
+            max_steps: int | None = None, tta: bool = False) -> list[float | list[float]]:
     """IoU of the averaged model after each checkpoint's number of steps.
 
     The CPU preset, open-ended (or bounded by ``max_steps``), with ``train`` overriding
-    ``TrainConfig`` fields and ``model`` replacing the preset's network shape.
+    ``TrainConfig`` fields and ``model`` replacing the preset's network shape. With
+    ``tta`` each checkpoint gives ``[IoU, IoU with test-time augmentation]``.
     """
     preset = get_preset("auto", "cpu")
     cfg = replace(preset.train, max_seconds=None, max_steps=max_steps, seed=seed,
@@ -117,6 +120,12 @@ def run_one(data: Case, objects: int, seed: int, checkpoints: list[int], train: 
                       mode=mode, model_config=model or preset.model)
     steps, done, scores = run.steps(), 0, []
     scored_at, score = -1, float("nan")
+
+    def iou(augment: bool) -> float:
+        class_map = predict(run.model, data.image, preset.tile, axes=data.axes,
+                            region=data.region, test_time_augmentation=augment).class_map
+        return round(data.score(class_map), 3)
+
     for checkpoint in checkpoints:
         while done < checkpoint:
             progress = next(steps, None)
@@ -124,9 +133,7 @@ def run_one(data: Case, objects: int, seed: int, checkpoints: list[int], train: 
                 break
             done = progress.step
         if done != scored_at:
-            class_map = predict(run.model, data.image, preset.tile, axes=data.axes,
-                                region=data.region).class_map
-            scored_at, score = done, round(data.score(class_map), 3)
+            scored_at, score = done, [iou(False), iou(True)] if tta else iou(False)
         scores.append(score)
     steps.close()
     return scores
@@ -148,6 +155,8 @@ def main() -> int:
     parser.add_argument("--max-steps", type=int, default=None,
                         help="a bounded run: the learning rate decays over this many steps, "
                              "as on the command line (default: open-ended)")
+    parser.add_argument("--tta", action="store_true",
+                        help="also score with test-time augmentation")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -169,21 +178,23 @@ def main() -> int:
     checkpoints = sorted(args.checkpoints)
     data = case(args.data)
     objects_list = [0] if args.data == "volumes" else args.objects
-    table: dict[int, list[float]] = {step: [] for step in checkpoints}
+    table: dict[int, list[Any]] = {step: [] for step in checkpoints}
     for seed in args.seeds:
         for objects in objects_list:
             scores = run_one(data, objects, seed, checkpoints, train, args.mode, model,
-                             args.max_steps)
+                             args.max_steps, args.tta)
             print(json.dumps({"data": args.data, "set": args.set + args.model_set,
-                              "max_steps": args.max_steps,
+                              "max_steps": args.max_steps, "tta": args.tta,
                               "seed": seed,
                               "objects": objects, "iou": dict(zip(checkpoints, scores))}),
                   flush=True)
             for step, score in zip(checkpoints, scores):
                 table[step].append(score)
     for step, values in table.items():
-        print(f"{step:5d} steps: IoU mean {np.mean(values):.3f}, min {np.min(values):.3f} "
-              f"over {len(values)} runs", flush=True)
+        columns = np.array(values, float).reshape(len(values), -1).T
+        for name, column in zip(("IoU", "IoU with TTA"), columns):
+            print(f"{step:5d} steps: {name} mean {column.mean():.3f}, min {column.min():.3f} "
+                  f"over {len(column)} runs", flush=True)
     return 0
 
 
