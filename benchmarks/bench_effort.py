@@ -13,7 +13,8 @@ objects and short free strokes in empty space, all 3 px wide) paints ``N`` objec
 - the U-Net trains the way the widget trains it: open-ended (constant learning rate after
   warm-up, weight averaging, a pause 500 steps after the strokes), and the model the
   overlay would show is scored after 10, 30, 60 and 120 s of training time (scoring time
-  is not counted; budgets past the pause score the paused model);
+  is not counted; budgets past the pause score the paused model with test-time
+  augmentation, as the widget redraws a paused 2D model's overlay);
 - a random forest on ``skimage.feature.multiscale_basic_features`` (what ilastik's pixel
   classifier does) is fitted on the painted pixels and predicts the image;
 - an upper bound: the U-Net trained for the longest budget on *dense* labels of the whole
@@ -125,9 +126,10 @@ def unet_over_time(data: Dataset, labels: np.ndarray, budgets: list[float], seed
     """Train open-ended on ``labels``; score the shown (averaged) model at each budget.
 
     As in the widget, training pauses ``settle_steps`` after the strokes: budgets after
-    that score the paused model (what the user sees then), without waiting them out.
-    ``pause=False`` trains through every budget (the dense upper bound: dense labels
-    leave nothing to overfit).
+    that score the paused model (what the user sees then), without waiting them out,
+    predicted with test-time augmentation as the widget's paused overlay is ("best
+    quality", on by default; ``core.live``). ``pause=False`` trains through every budget
+    (the dense upper bound: dense labels leave nothing to overfit).
     """
     preset = get_preset("auto", device.type)
     config = replace(preset.train, max_seconds=None, max_steps=None, seed=seed,
@@ -142,9 +144,11 @@ def unet_over_time(data: Dataset, labels: np.ndarray, budgets: list[float], seed
             progress = next(steps)
             trained += time.perf_counter() - t0
         if score is None or score["steps"] != progress.step:
+            polished = run.settled and run.mode == "2d"
             class_map = predict(run.model, data.image, preset.tile, axes=data.axes,
-                                region=data.evaluate).class_map
-            score = {**data.score(class_map), "steps": progress.step}
+                                region=data.evaluate,
+                                test_time_augmentation=polished).class_map
+            score = {**data.score(class_map), "steps": progress.step, "polished": polished}
         scores[budget] = score
     steps.close()
     return scores
