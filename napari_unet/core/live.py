@@ -176,16 +176,23 @@ def _block_key(block: Region) -> tuple[tuple[int, int], ...]:
 
 
 def _plane_blocks(run: TrainingRun, region: Region | None, block_size: int) -> list[Region]:
-    """``region`` of a 2D model's run, plane by plane, cut into ``block_size`` squares."""
+    """Return the blocks of a 2D model's run that ``region`` touches, plane by plane.
+
+    Blocks are the cells of one ``block_size`` grid anchored at each plane's origin (cells
+    on the far edges clipped to the plane), whatever the region: a block polished for one
+    view is the same block for the next view and for the whole plane, so nothing is
+    predicted twice with the same model.
+    """
     canonical = region_to_canonical(region, run.label_axes, run.stack.label_shape)
     times, depths, rows, columns = canonical
+    height, width = run.stack.label_shape[2:]
     return [
         region_from_canonical((slice(t, t + 1), slice(z, z + 1),
-                               slice(y, min(y + block_size, rows.stop)),
-                               slice(x, min(x + block_size, columns.stop))), run.label_axes)
+                               slice(y, min(y + block_size, height)),
+                               slice(x, min(x + block_size, width))), run.label_axes)
         for t in range(times.start, times.stop) for z in range(depths.start, depths.stop)
-        for y in range(rows.start, rows.stop, block_size)
-        for x in range(columns.start, columns.stop, block_size)
+        for y in range(rows.start - rows.start % block_size, rows.stop, block_size)
+        for x in range(columns.start - columns.start % block_size, columns.stop, block_size)
     ]
 
 
@@ -410,13 +417,18 @@ def live_training(
     if final_save is not None:
         yield final_save
     # Slice by slice from the view outwards, so the overlay fills where the user looks.
-    # Parts the settled model already predicted with test-time augmentation are not
-    # predicted again (a run stopped while paused).
+    # Blocks the settled model already predicted with test-time augmentation are not
+    # predicted again (a run stopped while paused): a part partly done gets only the rest.
     polished_by_final = polish_for is not None and polish_for[1] == result.steps
     for part in _sample_regions(run, region, include_near=True) or [None]:
-        if polished_by_final and all(_block_key(block) in polished
-                                     for block in _plane_blocks(run, part, tiles.tile_size)):
-            continue
+        if polished_by_final:
+            blocks = _plane_blocks(run, part, tiles.tile_size)
+            rest = [block for block in blocks if _block_key(block) not in polished]
+            if len(rest) < len(blocks):
+                for block in rest:
+                    yield show(predict_region(run.model, image, block, tiles,
+                                              with_confidence, True, axes=axes))
+                continue
         yield show(predict_region(run.model, image, part, tiles, with_confidence,
                                   final_test_time_augmentation, axes=axes))
     extra = with_instances(result.steps)

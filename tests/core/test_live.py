@@ -8,6 +8,7 @@ from napari_unet.core.errors import InputError
 from napari_unet.core.inference import predict
 from napari_unet.core.live import PredictionUpdate, RegionUpdate, SettleUpdate, live_training
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress
+from tests.conftest import make_blobs, strokes_from_truth
 from tests.core.test_stacks import _stack
 from tests.core.test_training import FAST, TINY_MODEL
 
@@ -201,6 +202,31 @@ def test_a_settled_run_polishes_the_overlay_with_test_time_augmentation():
     run.stop()
     rest = list(gen)
     assert not any(isinstance(e, PredictionUpdate) for e in rest)  # already polished
+
+
+def test_blocks_lie_on_one_grid_so_stop_predicts_only_what_polishing_left():
+    """Zoomed in on a large image, the settled model polishes the grid cells the view
+    touches; Stop then predicts only the other cells, not the whole image again."""
+    image, truth = make_blobs((80, 80))
+    run = TrainingRun(image, strokes_from_truth(truth), replace(FAST, settle_steps=6),
+                      model_config=TINY_MODEL)
+    tiles = TileConfig(tile_size=32)  # cells start at 0, 32 and 64 on both axes
+    gen = live_training(run, refresh_s=3600, region=(slice(40, 70), slice(40, 70)),
+                        tiles=tiles, final_test_time_augmentation=True)
+    events = _run_until_quiet(gen)
+    polished = [e for e in events if isinstance(e, PredictionUpdate) and e.step == 6]
+    corners = {(u.region[0].start, u.region[1].start) for u in polished}
+    assert len(polished) == 4 and corners == {(32, 32), (32, 64), (64, 32), (64, 64)}
+
+    run.stop()
+    final = [e for e in gen if isinstance(e, PredictionUpdate)]
+    assert {(u.region[0].start, u.region[1].start) for u in final} == {
+        (y, x) for y in (0, 32, 64) for x in (0, 32, 64)} - corners
+    overlay = np.zeros(truth.shape, np.uint8)
+    for update in polished + final:
+        overlay[update.region] = update.class_map
+    augmented = predict(run.model, image, tiles, test_time_augmentation=True).class_map
+    assert (overlay == augmented).all()
 
 
 def test_new_strokes_interrupt_polishing_after_one_block():
