@@ -170,6 +170,50 @@ def plan_tiles(
     return tile_shape, windows
 
 
+def _halos(model: TrainedModel, tiles: TileConfig) -> tuple[int, ...]:
+    """Context per spatial axis around each window's core (see :class:`TileConfig`)."""
+    multiples = model.config.size_multiples
+    if tiles.halo is not None:
+        return _per_axis(tiles.halo, len(multiples))
+    radii = model.network.receptive_radii
+    if len(multiples) == 3:
+        return tuple(min(r, tiles.halo_3d_cap) for r in radii)
+    return tuple(radii)
+
+
+def one_window_blocks(model: TrainedModel, tiles: TileConfig,
+                      plane_shape: tuple[int, int]) -> tuple[int, int]:
+    """Block sides ``(Y, X)`` of a 2D model's plane that each cost one window to predict.
+
+    A side that fits in one tile is one block; a longer side is cut into the tile's core
+    (the tile less a halo either side, rounded as :func:`plan_tiles` does). A region
+    that large plus its halo is one window, whereas a tile-sized region needs four.
+
+    Parameters
+    ----------
+    model
+        A 2D model.
+    tiles
+        The tiling its predictions use.
+    plane_shape
+        ``(Y, X)`` size of the planes to cut.
+
+    Returns
+    -------
+    tuple of int
+        Block height and width, each at least the model's size multiple.
+    """
+    if model.config.spatial_dims != 2:
+        raise InputError("blocks of one window are for 2D models")
+    sides = []
+    for size, halo, multiple in zip(plane_shape, _halos(model, tiles),
+                                    model.config.size_multiples):
+        halo = _round_up(halo, multiple)
+        tile = max(_round_up(tiles.tile_size, multiple), 2 * halo + multiple)
+        sides.append(size if size <= tile else tile - 2 * halo)
+    return sides[0], sides[1]
+
+
 def _pad_to_multiple(image: np.ndarray, multiples: tuple[int, ...]) -> np.ndarray:
     pads = [(0, 0)] + [(0, (-s) % m) for s, m in zip(image.shape[1:], multiples)]
     if not any(hi for _, hi in pads):
@@ -310,12 +354,7 @@ def iter_predict(
     canonical_region = region_to_canonical(region, lab_axes, stack.label_shape)
     samples = list(stack.samples_in(canonical_region))
     multiples = model.config.size_multiples
-    if tiles.halo is not None:
-        halos = _per_axis(tiles.halo, len(multiples))
-    elif len(multiples) == 3:
-        halos = tuple(min(r, tiles.halo_3d_cap) for r in network.receptive_radii)
-    else:
-        halos = network.receptive_radii
+    halos = _halos(model, tiles)
     tile_shape = (tiles.tile_size,) * 2 if len(multiples) == 2 else tiles.tile_size_3d
     passes = _D4 if test_time_augmentation else _D4[:1]
     need_probabilities = return_probabilities or len(passes) > 1

@@ -36,7 +36,7 @@ from napari_unet.core.axes import (
 )
 from napari_unet.core.config import TileConfig
 from napari_unet.core.errors import InputError, NapariUnetError
-from napari_unet.core.inference import Prediction, model_axes, predict
+from napari_unet.core.inference import Prediction, model_axes, one_window_blocks, predict
 from napari_unet.core.instances import InstanceConfig, instances_from_classes
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
@@ -175,39 +175,58 @@ def _block_key(block: Region) -> tuple[tuple[int, int], ...]:
     return tuple((sl.start, sl.stop) for sl in block)
 
 
-def _plane_blocks(run: TrainingRun, region: Region | None, block_size: int) -> list[Region]:
+def _plane_blocks(run: TrainingRun, region: Region | None,
+                  block: tuple[int, int]) -> list[Region]:
     """Return the blocks of a 2D model's run that ``region`` touches, plane by plane.
 
-    Blocks are the cells of one ``block_size`` grid anchored at each plane's origin (cells
-    on the far edges clipped to the plane), whatever the region: a block polished for one
-    view is the same block for the next view and for the whole plane, so nothing is
-    predicted twice with the same model.
+    Blocks are the cells of one grid of ``block`` (Y, X) sides anchored at each plane's
+    origin (cells on the far edges clipped to the plane), whatever the region: a block
+    polished for one view is the same block for the next view and for the whole plane,
+    so nothing is predicted twice with the same model.
     """
     canonical = region_to_canonical(region, run.label_axes, run.stack.label_shape)
     times, depths, rows, columns = canonical
     height, width = run.stack.label_shape[2:]
+    (block_y, block_x) = block
     return [
         region_from_canonical((slice(t, t + 1), slice(z, z + 1),
-                               slice(y, min(y + block_size, height)),
-                               slice(x, min(x + block_size, width))), run.label_axes)
+                               slice(y, min(y + block_y, height)),
+                               slice(x, min(x + block_x, width))), run.label_axes)
         for t in range(times.start, times.stop) for z in range(depths.start, depths.stop)
-        for y in range(rows.start - rows.start % block_size, rows.stop, block_size)
-        for x in range(columns.start - columns.start % block_size, columns.stop, block_size)
+        for y in range(rows.start - rows.start % block_y, rows.stop, block_y)
+        for x in range(columns.start - columns.start % block_x, columns.stop, block_x)
     ]
 
 
-def _polish_blocks(run: TrainingRun, view: Region | None, block_size: int) -> list[Region]:
-    """Return the blocks a settled 2D model predicts with test-time augmentation, in order.
+def _blocks_view_first(run: TrainingRun, view: Region | None,
+                       block: tuple[int, int]) -> list[Region]:
+    """Return every block of a 2D model's image once, in the order the user wants them.
 
-    The view first, then every other plane whole, nearest to the view first (as
-    :func:`_sample_regions`), cut into ``block_size`` squares in Y and X so that one block
-    takes about a second on a CPU (512 x 512 with test-time augmentation: 1.4 s on 2
-    cores): new strokes wait at most that long before training resumes.
+    The view's blocks first, then the rest of the view's planes, then the other planes
+    nearest to the view first (as :func:`_sample_regions`); within a plane, blocks
+    nearest to the view's centre first, so the overlay fills outwards from where the
+    user looks.
     """
-    blocks = _plane_blocks(run, view, block_size)
-    for plane in _sample_regions(run, view):
-        blocks += _plane_blocks(run, plane, block_size)
-    return blocks
+    shape = run.stack.label_shape
+    _, _, rows, columns = region_to_canonical(view, run.label_axes, shape)
+    centre = ((rows.start + rows.stop) / 2, (columns.start + columns.stop) / 2)
+
+    def distance(block_region: Region) -> float:
+        _, _, ys, xs = region_to_canonical(block_region, run.label_axes, shape)
+        return (abs((ys.start + ys.stop) / 2 - centre[0])
+                + abs((xs.start + xs.stop) / 2 - centre[1]))
+
+    ordered: list[Region] = []
+    seen: set[tuple[tuple[int, int], ...]] = set()
+    planes = _sample_regions(run, view, include_near=True) or [None]
+    for part in ([view] if view is not None else []) + planes:
+        # sorted() is stable: planes keep their (T, Z) order, blocks sort within each
+        for candidate in sorted(_plane_blocks(run, part, block), key=distance):
+            key = _block_key(candidate)
+            if key not in seen:
+                seen.add(key)
+                ordered.append(candidate)
+    return ordered
 
 
 def _sample_regions(
@@ -264,8 +283,10 @@ def live_training(
     ``TrainConfig.settle_steps``), the view is predicted once with the settled model, the
     other slices follow at full speed, and then only messages are taken (with
     ``final_test_time_augmentation``, see there). After training
-    ends (bound reached or :meth:`TrainingRun.stop`), the whole image is predicted, slice
-    by slice from the view outwards.
+    ends (bound reached or :meth:`TrainingRun.stop`), the whole image is predicted from
+    the view outwards: a 2D model's large planes in blocks of one window each (see
+    :func:`~napari_unet.core.inference.one_window_blocks`), so the overlay fills
+    progressively.
 
     Parameters
     ----------
@@ -282,7 +303,7 @@ def live_training(
     final_test_time_augmentation
         Use test-time augmentation for the final whole-image prediction and, with a 2D
         model, for the one prediction of a settled run (the view, then the other planes,
-        in blocks of ``tiles.tile_size``: new strokes wait for at most one block). The
+        in blocks of one tile's core: new strokes wait for at most one block). The
         overlays during training skip it: speed matters more there.
     instances
         Also yield :class:`InstancesUpdate`: at whole-image refreshes of images up to
@@ -314,6 +335,11 @@ def live_training(
     # step), and the blocks of that step's model already done.
     polish: list[Region] = []
     polish_for: tuple[Region | None, int] | None = None
+    # A 2D model predicts big planes in blocks of one window each: a settled run's block
+    # keeps new strokes waiting for one window at most, and the final pass fills the
+    # overlay outwards from the view instead of all at once at the end.
+    blocks = (one_window_blocks(run.model, tiles, run.stack.label_shape[2:])
+              if run.mode == "2d" else (0, 0))
     polished: set[tuple[tuple[int, int], ...]] = set()
 
     def save(model: TrainedModel) -> Notice | None:
@@ -374,7 +400,7 @@ def live_training(
                 if polish_for != (region, progress.step):
                     if polish_for is None or polish_for[1] != progress.step:
                         polished.clear()  # a new settled model: everything again
-                    polish = [block for block in _polish_blocks(run, region, tiles.tile_size)
+                    polish = [block for block in _blocks_view_first(run, region, blocks)
                               if _block_key(block) not in polished]
                     polish_for = (region, progress.step)
                 if polish:
@@ -416,19 +442,16 @@ def live_training(
         final_save = save(run.model) if run.model.metadata.get("steps") else None
     if final_save is not None:
         yield final_save
-    # Slice by slice from the view outwards, so the overlay fills where the user looks.
-    # Blocks the settled model already predicted with test-time augmentation are not
-    # predicted again (a run stopped while paused): a part partly done gets only the rest.
-    polished_by_final = polish_for is not None and polish_for[1] == result.steps
-    for part in _sample_regions(run, region, include_near=True) or [None]:
-        if polished_by_final:
-            blocks = _plane_blocks(run, part, tiles.tile_size)
-            rest = [block for block in blocks if _block_key(block) not in polished]
-            if len(rest) < len(blocks):
-                for block in rest:
-                    yield show(predict_region(run.model, image, block, tiles,
-                                              with_confidence, True, axes=axes))
-                continue
+    # From the view outwards, so the overlay fills where the user looks: a 3D model frame
+    # by frame, a 2D model block by block. Blocks the settled model already predicted
+    # with test-time augmentation are not predicted again (a run stopped while paused).
+    if run.mode == "2d":
+        polished_by_final = polish_for is not None and polish_for[1] == result.steps
+        parts = [block for block in _blocks_view_first(run, region, blocks)
+                 if not (polished_by_final and _block_key(block) in polished)]
+    else:
+        parts = _sample_regions(run, region, include_near=True) or [None]
+    for part in parts:
         yield show(predict_region(run.model, image, part, tiles, with_confidence,
                                   final_test_time_augmentation, axes=axes))
     extra = with_instances(result.steps)

@@ -5,7 +5,7 @@ import pytest
 
 from napari_unet.core.config import TileConfig
 from napari_unet.core.errors import InputError
-from napari_unet.core.inference import predict
+from napari_unet.core.inference import one_window_blocks, predict
 from napari_unet.core.live import PredictionUpdate, RegionUpdate, SettleUpdate, live_training
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress
 from tests.conftest import make_blobs, strokes_from_truth
@@ -179,18 +179,22 @@ def test_a_settled_run_polishes_the_overlay_with_test_time_augmentation():
     """Paused, the 2D model's overlay becomes what Stop would give: the view, then the
     other slices, block by block with test-time augmentation; Stop then predicts
     nothing again."""
-    image, _, strokes = _stack(4)
+    image, _, strokes = _stack(4, shape=(96, 96))
     run = TrainingRun(image, strokes, replace(FAST, settle_steps=6), axes="ZYX", mode="2d",
                       model_config=TINY_MODEL)
-    tiles = TileConfig(tile_size=32)  # 48 x 48 slices: 4 blocks each
-    gen = live_training(run, refresh_s=3600, region=(slice(2, 3), slice(0, 48), slice(0, 48)),
+    tiles = TileConfig(tile_size=80)  # a 24 px halo either side leaves 32 px blocks
+    assert one_window_blocks(run.model, tiles, (96, 96)) == (32, 32)
+    gen = live_training(run, refresh_s=3600, region=(slice(2, 3), slice(0, 96), slice(0, 96)),
                         tiles=tiles, final_test_time_augmentation=True)
     events = _run_until_quiet(gen)
     first_settled = next(i for i, e in enumerate(events)
                          if isinstance(e, TrainProgress) and e.settled)
     polished = [e for e in events[first_settled:] if isinstance(e, PredictionUpdate)]
-    assert [u.region[0].start for u in polished] == [2] * 4 + [1] * 4 + [3] * 4 + [0] * 4
-    assert all(u.step == 6 and u.class_map.shape[0] == 1 for u in polished)
+    assert [u.region[0].start for u in polished] == [2] * 9 + [1] * 9 + [3] * 9 + [0] * 9
+    assert all(u.step == 6 and u.class_map.shape == (1, 32, 32) for u in polished)
+    # within a slice, from the view's centre outwards
+    assert [(u.region[1].start, u.region[2].start) for u in polished[:5]] == [
+        (32, 32), (0, 32), (32, 0), (32, 64), (64, 32)]
     overlay = np.zeros(image.shape, np.uint8)
     for update in polished:
         overlay[update.region] = update.class_map
@@ -206,27 +210,51 @@ def test_a_settled_run_polishes_the_overlay_with_test_time_augmentation():
 
 def test_blocks_lie_on_one_grid_so_stop_predicts_only_what_polishing_left():
     """Zoomed in on a large image, the settled model polishes the grid cells the view
-    touches; Stop then predicts only the other cells, not the whole image again."""
-    image, truth = make_blobs((80, 80))
+    touches first; stopped then, the run predicts only the other cells, nearest first."""
+    image, truth = make_blobs((160, 160))
     run = TrainingRun(image, strokes_from_truth(truth), replace(FAST, settle_steps=6),
                       model_config=TINY_MODEL)
-    tiles = TileConfig(tile_size=32)  # cells start at 0, 32 and 64 on both axes
+    tiles = TileConfig(tile_size=80)  # 32 px blocks: cells start at 0, 32, ... 128
     gen = live_training(run, refresh_s=3600, region=(slice(40, 70), slice(40, 70)),
                         tiles=tiles, final_test_time_augmentation=True)
-    events = _run_until_quiet(gen)
-    polished = [e for e in events if isinstance(e, PredictionUpdate) and e.step == 6]
+    polished = []
+    while len(polished) < 4:
+        event = next(gen)
+        if isinstance(event, PredictionUpdate) and event.step == 6:
+            polished.append(event)
     corners = {(u.region[0].start, u.region[1].start) for u in polished}
-    assert len(polished) == 4 and corners == {(32, 32), (32, 64), (64, 32), (64, 64)}
+    assert corners == {(32, 32), (32, 64), (64, 32), (64, 64)}
 
     run.stop()
     final = [e for e in gen if isinstance(e, PredictionUpdate)]
-    assert {(u.region[0].start, u.region[1].start) for u in final} == {
-        (y, x) for y in (0, 32, 64) for x in (0, 32, 64)} - corners
+    starts = [(u.region[0].start, u.region[1].start) for u in final]
+    assert len(starts) == 21 and set(starts) == {
+        (y, x) for y in range(0, 160, 32) for x in range(0, 160, 32)} - corners
+    assert max(starts[:4]) < (128, 128) and (128, 128) in starts[-4:]  # outwards
     overlay = np.zeros(truth.shape, np.uint8)
     for update in polished + final:
         overlay[update.region] = update.class_map
     augmented = predict(run.model, image, tiles, test_time_augmentation=True).class_map
     assert (overlay == augmented).all()
+
+
+def test_the_final_pass_fills_a_large_image_block_by_block_from_the_view():
+    image, truth = make_blobs((160, 160))
+    run = TrainingRun(image, strokes_from_truth(truth), FAST, model_config=TINY_MODEL)
+    tiles = TileConfig(tile_size=80)
+    gen = live_training(run, refresh_s=3600, region=(slice(120, 160), slice(0, 40)),
+                        tiles=tiles)
+    for event in gen:
+        if isinstance(event, TrainProgress) and event.step == 3:
+            run.stop()
+            break
+    final = [e for e in gen if isinstance(e, PredictionUpdate) and e.step == 3]
+    assert [(u.region[0].start, u.region[1].start) for u in final[:2]] == [(128, 0), (96, 0)]
+    assert all(u.class_map.size <= 32 * 32 for u in final)
+    overlay = np.zeros(truth.shape, np.uint8)
+    for update in final:
+        overlay[update.region] = update.class_map
+    assert (overlay == predict(run.model, image, tiles).class_map).all()
 
 
 def test_new_strokes_interrupt_polishing_after_one_block():
