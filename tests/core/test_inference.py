@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from napari_unet.core.config import ModelConfig, TileConfig, TrainConfig
 from napari_unet.core.errors import InputError
-from napari_unet.core.inference import plan_tiles, predict
+from napari_unet.core.inference import iter_predict, one_window_blocks, plan_tiles, predict
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.normalization import Normalization
 from napari_unet.core.training import TrainingRun
@@ -141,3 +141,19 @@ def test_tile_by_tile_normalisation_equals_the_whole_image_path(spatial_dims, sh
     tile_by_tile = predict(model, image, tiles).class_map
     whole = predict(model, image, tiles, return_probabilities=True)  # normalises up front
     np.testing.assert_array_equal(tile_by_tile, whole.class_map)
+
+
+@pytest.mark.parametrize("tile_size", [64, 80, 128])
+def test_a_one_window_block_is_predicted_in_one_window_wherever_it_lies(tile_size):
+    model = _random_model()  # depth 2: 23 px receptive radius, padded to 24
+    tiles = TileConfig(tile_size=tile_size)
+    side, other = one_window_blocks(model, tiles, (300, 40))
+    assert side == tile_size - 48 and other == 40  # a side that fits one tile stays whole
+    image = np.random.default_rng(0).random((300, 40), dtype=np.float32)
+    for start in range(0, 300, side):
+        region = (slice(start, min(start + side, 300)), slice(0, 40))
+        steps = iter_predict(model, image, tiles, region=region)
+        progress = next(steps)
+        assert progress.tiles_total == 1
+    with pytest.raises(InputError, match="2D models"):
+        one_window_blocks(_random_model(spatial_dims=3), tiles, (300, 40))
