@@ -220,7 +220,7 @@ def _blocks_view_first(run: TrainingRun, view: Region | None,
     seen: set[tuple[tuple[int, int], ...]] = set()
     planes = _sample_regions(run, view, include_near=True) or [None]
     for part in ([view] if view is not None else []) + planes:
-        # sorted() is stable: planes keep their (T, Z) order, blocks sort within each
+        # sorted() is stable: where a part spans planes, ties keep their (T, Z) order
         for candidate in sorted(_plane_blocks(run, part, block), key=distance):
             key = _block_key(candidate)
             if key not in seen:
@@ -335,12 +335,12 @@ def live_training(
     # step), and the blocks of that step's model already done.
     polish: list[Region] = []
     polish_for: tuple[Region | None, int] | None = None
+    polished: set[tuple[tuple[int, int], ...]] = set()
     # A 2D model predicts big planes in blocks of one window each: a settled run's block
     # keeps new strokes waiting for one window at most, and the final pass fills the
     # overlay outwards from the view instead of all at once at the end.
     blocks = (one_window_blocks(run.model, tiles, run.stack.label_shape[2:])
               if run.mode == "2d" else (0, 0))
-    polished: set[tuple[tuple[int, int], ...]] = set()
 
     def save(model: TrainedModel) -> Notice | None:
         if checkpoint is None:
