@@ -137,6 +137,16 @@ def _axis_plan(
     return window, plan
 
 
+def _window_and_halo(tile: int, halo: int, multiple: int) -> tuple[int, int]:
+    """Return a tile side and halo as windows use them along one axis.
+
+    Both lie on the size multiple, and the tile is at least one multiple more than the
+    halo on both sides.
+    """
+    halo = _round_up(halo, multiple)
+    return max(_round_up(tile, multiple), 2 * halo + multiple), halo
+
+
 def _per_axis(value: int | tuple[int, ...], ndim: int) -> tuple[int, ...]:
     return (value,) * ndim if isinstance(value, int) else tuple(value)
 
@@ -158,8 +168,8 @@ def plan_tiles(
     per_axis = []
     for size, t, h, m in zip(shape, _per_axis(tile_size, ndim), _per_axis(halo, ndim),
                              _per_axis(multiple, ndim)):
-        h = _round_up(h, m)
-        per_axis.append(_axis_plan(size, max(_round_up(t, m), 2 * h + m), h, m))
+        t, h = _window_and_halo(t, h, m)
+        per_axis.append(_axis_plan(size, t, h, m))
     tile_shape = tuple(length for length, _ in per_axis)
     windows = []
     for combo in itertools.product(*(plan for _, plan in per_axis)):
@@ -186,7 +196,7 @@ def one_window_blocks(model: TrainedModel, tiles: TileConfig,
     """Block sides ``(Y, X)`` of a 2D model's plane that each cost one window to predict.
 
     A side that fits in one tile is one block; a longer side is cut into the tile's core
-    (the tile less a halo either side, rounded as :func:`plan_tiles` does). A region
+    (the tile less a halo either side, rounded as :func:`plan_tiles` rounds them). A region
     that large plus its halo is one window, whereas a tile-sized region needs four.
 
     Parameters
@@ -208,8 +218,7 @@ def one_window_blocks(model: TrainedModel, tiles: TileConfig,
     sides = []
     for size, halo, multiple in zip(plane_shape, _halos(model, tiles),
                                     model.config.size_multiples):
-        halo = _round_up(halo, multiple)
-        tile = max(_round_up(tiles.tile_size, multiple), 2 * halo + multiple)
+        tile, halo = _window_and_halo(tiles.tile_size, halo, multiple)
         sides.append(size if size <= tile else tile - 2 * halo)
     return sides[0], sides[1]
 

@@ -199,8 +199,12 @@ def _plane_blocks(run: TrainingRun, region: Region | None,
 
 
 def _blocks_view_first(run: TrainingRun, view: Region | None,
-                       block: tuple[int, int]) -> list[Region]:
+                       tiles: TileConfig) -> list[Region]:
     """Return every block of a 2D model's image once, in the order the user wants them.
+
+    Blocks cost one window each (:func:`~napari_unet.core.inference.one_window_blocks`):
+    a settled run's block keeps new strokes waiting for one window at most, and the final
+    pass fills the overlay outwards from the view instead of all at once at the end.
 
     The view's blocks first, then the rest of the view's planes, then the other planes
     nearest to the view first (as :func:`_sample_regions`); within a plane, blocks
@@ -208,6 +212,7 @@ def _blocks_view_first(run: TrainingRun, view: Region | None,
     user looks.
     """
     shape = run.stack.label_shape
+    block = one_window_blocks(run.model, tiles, shape[2:])
     _, _, rows, columns = region_to_canonical(view, run.label_axes, shape)
     centre = ((rows.start + rows.stop) / 2, (columns.start + columns.stop) / 2)
 
@@ -336,11 +341,6 @@ def live_training(
     polish: list[Region] = []
     polish_for: tuple[Region | None, int] | None = None
     polished: set[tuple[tuple[int, int], ...]] = set()
-    # A 2D model predicts big planes in blocks of one window each: a settled run's block
-    # keeps new strokes waiting for one window at most, and the final pass fills the
-    # overlay outwards from the view instead of all at once at the end.
-    blocks = (one_window_blocks(run.model, tiles, run.stack.label_shape[2:])
-              if run.mode == "2d" else (0, 0))
 
     def save(model: TrainedModel) -> Notice | None:
         if checkpoint is None:
@@ -400,7 +400,7 @@ def live_training(
                 if polish_for != (region, progress.step):
                     if polish_for is None or polish_for[1] != progress.step:
                         polished.clear()  # a new settled model: everything again
-                    polish = [block for block in _blocks_view_first(run, region, blocks)
+                    polish = [block for block in _blocks_view_first(run, region, tiles)
                               if _block_key(block) not in polished]
                     polish_for = (region, progress.step)
                 if polish:
@@ -447,7 +447,7 @@ def live_training(
     # with test-time augmentation are not predicted again (a run stopped while paused).
     if run.mode == "2d":
         polished_by_final = polish_for is not None and polish_for[1] == result.steps
-        parts = [block for block in _blocks_view_first(run, region, blocks)
+        parts = [block for block in _blocks_view_first(run, region, tiles)
                  if not (polished_by_final and _block_key(block) in polished)]
     else:
         parts = _sample_regions(run, region, include_near=True) or [None]
