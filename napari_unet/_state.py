@@ -24,6 +24,11 @@ class TrainerState:
     labels_version: int = 0
     settled: bool = False  # live training paused, waiting for new strokes
     model_summary: str = "no model yet: paint, then press Train"
+    # The whole-image prediction after Stop: parts done, parts in all (0: not begun), and
+    # the estimated seconds left (nan until a part is done).
+    final_done: int = 0
+    final_total: int = 0
+    final_left_s: float = float("nan")
     overlay_updates: int = 0
     instance_updates: int = 0
 

@@ -8,6 +8,7 @@ main thread. UI state lives in one evented :class:`~napari_unet._state.TrainerSt
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
 from dataclasses import replace
@@ -91,6 +92,7 @@ from napari_unet.core.instances import InstanceConfig
 from napari_unet.core.io import write_labels
 from napari_unet.core.labels import default_class_names
 from napari_unet.core.live import (
+    FinalPassProgress,
     InstancesUpdate,
     Notice,
     PredictionUpdate,
@@ -107,6 +109,14 @@ ANNOTATION_LAYER = "annotations"
 # the field of view first.
 _WHOLE_IMAGE_PIXELS = 1024 * 1024
 _LABELS_QUIET_MS = 300  # send strokes this long after the last paint event
+
+
+def describe_duration(seconds: float) -> str:
+    """Say a time left the way a person would: "40 s", "3 min", "1 h 20 min"."""
+    if seconds < 59.5:  # so 59.7 s reads "1 min", not "60 s"
+        return f"{max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def viewer_camera(viewer: napari.viewer.Viewer) -> Any:
@@ -154,6 +164,7 @@ class UNetTrainerWidget(QWidget):
         self._preset_name = ""
         self._worker: Any = None
         self._worker_failed = False
+        self._final_started = 0.0  # when the whole-image pass after Stop began (monotonic)
         self._labels_source: Labels | None = None
         # Where outputs go: the image layers last trained on or predicted.
         self._target = OutputTarget()
@@ -365,6 +376,11 @@ class UNetTrainerWidget(QWidget):
             self.status.setText(f"training · step {s.step} · loss {s.loss:.4f} · "
                                 f"{s.steps_per_s:.1f} steps/s ({s.samples_per_s:.0f} "
                                 f"patches/s) · {s.device}")
+        elif s.status == "stopping" and s.final_total:
+            left = "" if math.isnan(s.final_left_s) else \
+                f" · about {describe_duration(s.final_left_s)} left"
+            self.status.setText(f"predicting the whole image with the final model: part "
+                                f"{s.final_done + 1} of {s.final_total}{left}…")
         elif s.status == "stopping":
             self.status.setText("stopping after this step, then predicting the whole image…")
         elif s.status == "predicting":
@@ -803,8 +819,24 @@ class UNetTrainerWidget(QWidget):
             self._apply_prediction(event)
         elif isinstance(event, InstancesUpdate):
             self._apply_instances(event)
+        elif isinstance(event, FinalPassProgress):
+            self._on_final_pass(event)
         elif isinstance(event, Notice):
             show_warning(event.message)
+
+    def _on_final_pass(self, event: FinalPassProgress) -> None:
+        # On a large image with test-time augmentation this pass takes minutes: say how far
+        # it is and, from the parts done so far, how long is left.
+        now = time.monotonic()
+        if event.done == 0:
+            self._final_started = now
+        self.progress.setMaximum(event.total)
+        self.progress.setValue(event.done)
+        self.state.final_left_s = (
+            (now - self._final_started) / event.done * (event.total - event.done)
+            if event.done else float("nan")
+        )
+        self.state.final_total, self.state.final_done = event.total, event.done
 
     def _on_trained(self, result: TrainResult | None) -> None:
         if result is not None:
@@ -831,6 +863,8 @@ class UNetTrainerWidget(QWidget):
         self._run = self._inbox = None
         self._labels_timer.stop()
         self._describe_model()
+        self.progress.setValue(0)
+        self.state.final_total = self.state.final_done = 0
         self.state.status = "idle"
         release_freed_memory_soon()
 

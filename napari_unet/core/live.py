@@ -100,13 +100,26 @@ class InstancesUpdate:
 
 
 @dataclass(frozen=True)
+class FinalPassProgress:
+    """How far the whole-image prediction after training has come.
+
+    Yielded before each part (a block of a 2D model's plane, a 3D model's frame) is
+    predicted, so the caller can say "part ``done + 1`` of ``total``" while it runs: on a
+    large image with test-time augmentation that pass takes minutes.
+    """
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
 class Notice:
     """Something the user should hear about that does not stop training."""
 
     message: str
 
 
-LiveEvent = TrainProgress | PredictionUpdate | InstancesUpdate | Notice
+LiveEvent = TrainProgress | PredictionUpdate | InstancesUpdate | FinalPassProgress | Notice
 LiveMessage = LabelUpdate | RegionUpdate | SettleUpdate | None
 
 # Instances are recomputed at every whole-image refresh up to this size (a watershed of a
@@ -291,7 +304,7 @@ def live_training(
     ends (bound reached or :meth:`TrainingRun.stop`), the whole image is predicted from
     the view outwards: a 2D model's large planes in blocks of one window each (see
     :func:`~napari_unet.core.inference.one_window_blocks`), so the overlay fills
-    progressively.
+    progressively; a :class:`FinalPassProgress` before each part says how far it is.
 
     Parameters
     ----------
@@ -451,7 +464,8 @@ def live_training(
                  if not (polished_by_final and _block_key(block) in polished)]
     else:
         parts = _sample_regions(run, region, include_near=True) or [None]
-    for part in parts:
+    for done, part in enumerate(parts):
+        yield FinalPassProgress(done, len(parts))
         yield show(predict_region(run.model, image, part, tiles, with_confidence,
                                   final_test_time_augmentation, axes=axes))
     extra = with_instances(result.steps)

@@ -6,7 +6,13 @@ import pytest
 from napari_unet.core.config import TileConfig
 from napari_unet.core.errors import InputError
 from napari_unet.core.inference import one_window_blocks, predict
-from napari_unet.core.live import PredictionUpdate, RegionUpdate, SettleUpdate, live_training
+from napari_unet.core.live import (
+    FinalPassProgress,
+    PredictionUpdate,
+    RegionUpdate,
+    SettleUpdate,
+    live_training,
+)
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress
 from tests.conftest import make_blobs, strokes_from_truth
 from tests.core.test_stacks import _stack
@@ -205,7 +211,8 @@ def test_a_settled_run_polishes_the_overlay_with_test_time_augmentation():
 
     run.stop()
     rest = list(gen)
-    assert not any(isinstance(e, PredictionUpdate) for e in rest)  # already polished
+    # already polished: nothing to predict, nothing to announce
+    assert not any(isinstance(e, (PredictionUpdate, FinalPassProgress)) for e in rest)
 
 
 def test_blocks_lie_on_one_grid_so_stop_predicts_only_what_polishing_left():
@@ -248,8 +255,13 @@ def test_the_final_pass_fills_a_large_image_block_by_block_from_the_view():
         if isinstance(event, TrainProgress) and event.step == 3:
             run.stop()
             break
-    final = [e for e in gen if isinstance(e, PredictionUpdate) and e.step == 3]
+    rest = list(gen)
+    final = [e for e in rest if isinstance(e, PredictionUpdate) and e.step == 3]
     assert [(u.region[0].start, u.region[1].start) for u in final[:2]] == [(128, 0), (96, 0)]
+    # Each block is announced before it is predicted, so a caller can say how far it is.
+    announced = [e for e in rest if isinstance(e, (FinalPassProgress, PredictionUpdate))]
+    assert announced[0::2] == [FinalPassProgress(k, 25) for k in range(25)]
+    assert announced[1::2] == final and len(final) == 25
     assert all(u.class_map.size <= 32 * 32 for u in final)
     overlay = np.zeros(truth.shape, np.uint8)
     for update in final:

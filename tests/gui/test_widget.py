@@ -400,6 +400,11 @@ def test_large_image_predicts_the_view_first_then_everything(make_napari_viewer,
     updates = []
     original = widget._apply_prediction
     widget._apply_prediction = lambda update: (updates.append(update), original(update))
+    # What the user reads while the whole image is predicted after Stop.
+    said = []
+    announce = widget._on_final_pass
+    widget._on_final_pass = lambda event: (announce(event), said.append(
+        (widget.status.text(), widget.progress.value(), widget.progress.maximum())))
     _train_until(qtbot, widget, lambda: len(updates) >= 1)
     first = updates[0]
     assert not first.complete  # the field of view came first...
@@ -412,7 +417,21 @@ def test_large_image_predicts_the_view_first_then_everything(make_napari_viewer,
     assert covered.all()
     assert final[0].region[0].start < 400 and final[-1].region[0].stop == 1100
     assert viewer.layers["prediction"].data.min() >= 1
+    parts = len(final)
+    assert said[0] == (f"predicting the whole image with the final model: part 1 of {parts}…",
+                       0, parts)
+    assert said[-1][0].startswith(f"predicting the whole image with the final model: part "
+                                  f"{parts} of {parts} · about ")
+    assert said[-1][0].endswith(" left…") and said[-1][1:] == (parts - 1, parts)
+    assert widget.status.text() == "ready" and widget.progress.value() == 0
     widget.shutdown()
+
+
+@pytest.mark.parametrize(("seconds", "said"), [
+    (0.2, "1 s"), (42.4, "42 s"), (59.4, "59 s"), (61, "1 min"), (14 * 60 + 20, "14 min"),
+    (3600 + 20 * 60, "1 h 20 min")])
+def test_time_left_is_said_the_way_a_person_would(seconds, said):
+    assert _widget.describe_duration(seconds) == said
 
 
 def test_strokes_and_model_are_autosaved_and_offered_back(make_napari_viewer, qtbot,
