@@ -24,11 +24,13 @@ class TrainerState:
     labels_version: int = 0
     settled: bool = False  # live training paused, waiting for new strokes
     model_summary: str = "no model yet: paint, then press Train"
-    # The whole-image prediction after Stop: parts done, parts in all (0: not begun), and
+    # A pass over the whole image at best quality (the paused model's redraw, or the
+    # prediction after Stop when final): parts done, parts in all (0: none running), and
     # the estimated seconds left (nan until a part is done).
-    final_done: int = 0
-    final_total: int = 0
-    final_left_s: float = float("nan")
+    pass_done: int = 0
+    pass_total: int = 0
+    pass_final: bool = False
+    pass_left_s: float = float("nan")
     overlay_updates: int = 0
     instance_updates: int = 0
 

@@ -92,9 +92,9 @@ from napari_unet.core.instances import InstanceConfig
 from napari_unet.core.io import write_labels
 from napari_unet.core.labels import default_class_names
 from napari_unet.core.live import (
-    FinalPassProgress,
     InstancesUpdate,
     Notice,
+    PassProgress,
     PredictionUpdate,
     RegionUpdate,
     SettleUpdate,
@@ -164,7 +164,8 @@ class UNetTrainerWidget(QWidget):
         self._preset_name = ""
         self._worker: Any = None
         self._worker_failed = False
-        self._final_started = 0.0  # when the whole-image pass after Stop began (monotonic)
+        # (final, parts in all, monotonic time, parts done then): the pass being timed
+        self._pass_timing: tuple[bool, int, float, int] | None = None
         self._labels_source: Labels | None = None
         # Where outputs go: the image layers last trained on or predicted.
         self._target = OutputTarget()
@@ -369,18 +370,21 @@ class UNetTrainerWidget(QWidget):
         if s.status == "training" and self._run is None:
             self.status.setText("setting up: reading the strokes, building the model…")
         elif s.status == "training" and s.settled:
+            redraw = ""
+            if s.pass_total and not s.pass_final and s.pass_done < s.pass_total:
+                redraw = (" Redrawing the overlay at best quality: "
+                          f"{self._pass_position()}.")
             self.status.setText(f"paused after {s.step} steps: the model has settled on these "
                                 "strokes. Paint more (or raise 'pause after') to train on, "
-                                "or press Stop to finish.")
+                                f"or press Stop to finish.{redraw}")
         elif s.status == "training":
             self.status.setText(f"training · step {s.step} · loss {s.loss:.4f} · "
                                 f"{s.steps_per_s:.1f} steps/s ({s.samples_per_s:.0f} "
                                 f"patches/s) · {s.device}")
-        elif s.status == "stopping" and s.final_total:
-            left = "" if math.isnan(s.final_left_s) else \
-                f" · about {describe_duration(s.final_left_s)} left"
-            self.status.setText(f"predicting the whole image with the final model: part "
-                                f"{s.final_done + 1} of {s.final_total}{left}…")
+        elif s.status == "stopping" and s.pass_final:
+            self.status.setText(f"predicting the whole image with the final model: "
+                                f"{self._pass_position()}…" if s.pass_done < s.pass_total
+                                else "finishing…")
         elif s.status == "stopping":
             self.status.setText("stopping after this step, then predicting the whole image…")
         elif s.status == "predicting":
@@ -388,6 +392,13 @@ class UNetTrainerWidget(QWidget):
         else:
             self.status.setText("ready")
         self.model_label.setText(s.model_summary)
+
+    def _pass_position(self) -> str:
+        """"part k of n · about T left" for the best-quality pass running."""
+        s = self.state
+        left = "" if math.isnan(s.pass_left_s) else \
+            f" · about {describe_duration(s.pass_left_s)} left"
+        return f"part {s.pass_done + 1} of {s.pass_total}{left}"
 
     # -- layers ------------------------------------------------------------------------------
 
@@ -806,6 +817,8 @@ class UNetTrainerWidget(QWidget):
             self.state.settled = event.settled
             if event.settled:
                 return  # no step taken: nothing new to plot or count
+            if self.state.pass_total:
+                self._forget_pass()  # training resumed: the paused model's redraw is over
             self.loss_plot.append(event.loss)
             self.state.step = event.step
             self.state.loss = event.loss
@@ -817,26 +830,35 @@ class UNetTrainerWidget(QWidget):
                 show_warning(event.notice)
         elif isinstance(event, PredictionUpdate):
             self._apply_prediction(event)
+            if event.pass_progress is not None:
+                self._on_pass_progress(event.pass_progress)
         elif isinstance(event, InstancesUpdate):
             self._apply_instances(event)
-        elif isinstance(event, FinalPassProgress):
-            self._on_final_pass(event)
         elif isinstance(event, Notice):
             show_warning(event.message)
 
-    def _on_final_pass(self, event: FinalPassProgress) -> None:
-        # On a large image with test-time augmentation this pass takes minutes: say how far
-        # it is and, from the parts done so far, how long is left.
+    def _on_pass_progress(self, event: PassProgress) -> None:
+        # On a large image with test-time augmentation a pass takes minutes: say how far it
+        # is and, from the parts done since the first report, how long is left.
         now = time.monotonic()
-        if event.done == 0:
-            self._final_started = now
+        timing = self._pass_timing
+        if timing is None or timing[:2] != (event.final, event.total) or event.done < timing[3]:
+            timing = self._pass_timing = (event.final, event.total, now, event.done)
+        _, _, started, done_then = timing
+        parts = event.done - done_then
+        running = event.done < event.total
         self.progress.setMaximum(event.total)
-        self.progress.setValue(event.done)
-        self.state.final_left_s = (
-            (now - self._final_started) / event.done * (event.total - event.done)
-            if event.done else float("nan")
-        )
-        self.state.final_total, self.state.final_done = event.total, event.done
+        self.progress.setValue(event.done if running else 0)
+        self.state.pass_left_s = (now - started) / parts * (event.total - event.done) \
+            if parts else float("nan")
+        self.state.pass_final = event.final
+        self.state.pass_total, self.state.pass_done = event.total, event.done
+
+    def _forget_pass(self) -> None:
+        """No best-quality pass is running any more (training resumed, or the job ended)."""
+        self._pass_timing = None
+        self.progress.setValue(0)
+        self.state.pass_total = self.state.pass_done = 0
 
     def _on_trained(self, result: TrainResult | None) -> None:
         if result is not None:
@@ -863,8 +885,7 @@ class UNetTrainerWidget(QWidget):
         self._run = self._inbox = None
         self._labels_timer.stop()
         self._describe_model()
-        self.progress.setValue(0)
-        self.state.final_total = self.state.final_done = 0
+        self._forget_pass()
         self.state.status = "idle"
         release_freed_memory_soon()
 

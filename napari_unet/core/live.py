@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -66,6 +66,30 @@ class SettleUpdate:
 
 
 @dataclass(frozen=True)
+class PassProgress:
+    """How far a pass over the whole image at best quality has come.
+
+    Carried by each part's :class:`PredictionUpdate` (a part is a block of a 2D model's
+    plane, or a 3D model's frame), so the caller can say "part ``done + 1`` of ``total``"
+    while the pass runs: on a large image with test-time augmentation it takes minutes.
+
+    Attributes
+    ----------
+    done
+        Parts predicted so far, this one included (for a paused run's redraw, also those
+        predicted for an earlier view with the same model).
+    total
+        Parts in all.
+    final
+        True for the pass after training ended; False for the paused model's redraw.
+    """
+
+    done: int
+    total: int
+    final: bool
+
+
+@dataclass(frozen=True)
 class PredictionUpdate:
     """A prediction of part (or all) of the image.
 
@@ -82,6 +106,9 @@ class PredictionUpdate:
         Training step the prediction was made after.
     complete
         True when the region is the whole image.
+    pass_progress
+        Where this part lies in a pass over the whole image at best quality; ``None`` for
+        the overlays of a running training.
     """
 
     region: Region
@@ -89,6 +116,7 @@ class PredictionUpdate:
     confidence: np.ndarray | None
     step: int
     complete: bool
+    pass_progress: PassProgress | None = None
 
 
 @dataclass(frozen=True)
@@ -100,26 +128,13 @@ class InstancesUpdate:
 
 
 @dataclass(frozen=True)
-class FinalPassProgress:
-    """How far the whole-image prediction after training has come.
-
-    Yielded before each part (a block of a 2D model's plane, a 3D model's frame) is
-    predicted, so the caller can say "part ``done + 1`` of ``total``" while it runs: on a
-    large image with test-time augmentation that pass takes minutes.
-    """
-
-    done: int
-    total: int
-
-
-@dataclass(frozen=True)
 class Notice:
     """Something the user should hear about that does not stop training."""
 
     message: str
 
 
-LiveEvent = TrainProgress | PredictionUpdate | InstancesUpdate | FinalPassProgress | Notice
+LiveEvent = TrainProgress | PredictionUpdate | InstancesUpdate | Notice
 LiveMessage = LabelUpdate | RegionUpdate | SettleUpdate | None
 
 # Instances are recomputed at every whole-image refresh up to this size (a watershed of a
@@ -304,7 +319,8 @@ def live_training(
     ends (bound reached or :meth:`TrainingRun.stop`), the whole image is predicted from
     the view outwards: a 2D model's large planes in blocks of one window each (see
     :func:`~napari_unet.core.inference.one_window_blocks`), so the overlay fills
-    progressively; a :class:`FinalPassProgress` before each part says how far it is.
+    progressively; each part's :class:`PassProgress` says how far it is (also for a
+    paused run's redraw).
 
     Parameters
     ----------
@@ -419,8 +435,11 @@ def live_training(
                 if polish:
                     block = polish.pop(0)
                     polished.add(_block_key(block))
-                    update = show(predict_region(run.model, image, block, tiles,
-                                                 with_confidence, True, axes=axes))
+                    update = show(replace(
+                        predict_region(run.model, image, block, tiles, with_confidence, True,
+                                       axes=axes),
+                        pass_progress=PassProgress(len(polished), len(polished) + len(polish),
+                                                   final=False)))
                     take((yield update))
                     if not polish and class_map.size <= LIVE_INSTANCES_MAX_PIXELS:
                         extra = with_instances(update.step)
@@ -464,10 +483,10 @@ def live_training(
                  if not (polished_by_final and _block_key(block) in polished)]
     else:
         parts = _sample_regions(run, region, include_near=True) or [None]
-    for done, part in enumerate(parts):
-        yield FinalPassProgress(done, len(parts))
-        yield show(predict_region(run.model, image, part, tiles, with_confidence,
-                                  final_test_time_augmentation, axes=axes))
+    for done, part in enumerate(parts, 1):
+        update = predict_region(run.model, image, part, tiles, with_confidence,
+                                final_test_time_augmentation, axes=axes)
+        yield show(replace(update, pass_progress=PassProgress(done, len(parts), final=True)))
     extra = with_instances(result.steps)
     if extra is not None:
         yield extra

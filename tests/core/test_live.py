@@ -7,7 +7,7 @@ from napari_unet.core.config import TileConfig
 from napari_unet.core.errors import InputError
 from napari_unet.core.inference import one_window_blocks, predict
 from napari_unet.core.live import (
-    FinalPassProgress,
+    PassProgress,
     PredictionUpdate,
     RegionUpdate,
     SettleUpdate,
@@ -28,6 +28,9 @@ def test_overlay_comes_after_the_first_step_and_refreshes(blobs):
     assert len(predictions) == 31  # one per step with refresh 0, plus the final one
     assert predictions[-1].complete and predictions[-1].class_map.shape == image.shape
     assert predictions[-1].step == 30
+    # only the pass after training says how far it is (one part: the whole image)
+    assert all(p.pass_progress is None for p in predictions[:-1])
+    assert predictions[-1].pass_progress == PassProgress(1, 1, final=True)
     assert [e.step for e in events if isinstance(e, TrainProgress)] == list(range(1, 31))
 
 
@@ -197,6 +200,9 @@ def test_a_settled_run_polishes_the_overlay_with_test_time_augmentation():
                          if isinstance(e, TrainProgress) and e.settled)
     polished = [e for e in events[first_settled:] if isinstance(e, PredictionUpdate)]
     assert [u.region[0].start for u in polished] == [2] * 9 + [1] * 9 + [3] * 9 + [0] * 9
+    # each block says how far the redraw is
+    assert [u.pass_progress for u in polished] == [
+        PassProgress(k, 36, final=False) for k in range(1, 37)]
     assert all(u.step == 6 and u.class_map.shape == (1, 32, 32) for u in polished)
     # within a slice, from the view's centre outwards
     assert [(u.region[1].start, u.region[2].start) for u in polished[:5]] == [
@@ -211,8 +217,8 @@ def test_a_settled_run_polishes_the_overlay_with_test_time_augmentation():
 
     run.stop()
     rest = list(gen)
-    # already polished: nothing to predict, nothing to announce
-    assert not any(isinstance(e, (PredictionUpdate, FinalPassProgress)) for e in rest)
+    # already polished
+    assert not any(isinstance(e, PredictionUpdate) for e in rest)
 
 
 def test_blocks_lie_on_one_grid_so_stop_predicts_only_what_polishing_left():
@@ -234,6 +240,11 @@ def test_blocks_lie_on_one_grid_so_stop_predicts_only_what_polishing_left():
 
     run.stop()
     final = [e for e in gen if isinstance(e, PredictionUpdate)]
+    # the redraw counts every block of the image; the pass after Stop only those it does
+    assert [u.pass_progress for u in polished] == [
+        PassProgress(k, 25, final=False) for k in range(1, 5)]
+    assert [u.pass_progress for u in final] == [
+        PassProgress(k, 21, final=True) for k in range(1, 22)]
     starts = [(u.region[0].start, u.region[1].start) for u in final]
     assert len(starts) == 21 and set(starts) == {
         (y, x) for y in range(0, 160, 32) for x in range(0, 160, 32)} - corners
@@ -258,10 +269,9 @@ def test_the_final_pass_fills_a_large_image_block_by_block_from_the_view():
     rest = list(gen)
     final = [e for e in rest if isinstance(e, PredictionUpdate) and e.step == 3]
     assert [(u.region[0].start, u.region[1].start) for u in final[:2]] == [(128, 0), (96, 0)]
-    # Each block is announced before it is predicted, so a caller can say how far it is.
-    announced = [e for e in rest if isinstance(e, (FinalPassProgress, PredictionUpdate))]
-    assert announced[0::2] == [FinalPassProgress(k, 25) for k in range(25)]
-    assert announced[1::2] == final and len(final) == 25
+    # each block says how far the pass is, so a caller can say it
+    assert [u.pass_progress for u in final] == [
+        PassProgress(k, 25, final=True) for k in range(1, 26)]
     assert all(u.class_map.size <= 32 * 32 for u in final)
     overlay = np.zeros(truth.shape, np.uint8)
     for update in final:

@@ -15,6 +15,7 @@ from qtpy.QtCore import QElapsedTimer, Qt, QThreadPool, QTimer
 from napari_unet import _autosave, _widget
 from napari_unet.core.autosave import read_manifest
 from napari_unet.core.inference import predict
+from napari_unet.core.live import PassProgress
 from napari_unet.core.training import TrainingRun
 
 TRAIN_TIMEOUT_MS = 120_000
@@ -386,6 +387,8 @@ def test_confidence_layer(viewer_and_widget, qtbot):
 
 
 def test_large_image_predicts_the_view_first_then_everything(make_napari_viewer, qtbot):
+    """Zoomed in on a large image: the view first; paused, the redraw at best quality
+    block by block; after Stop the blocks left, the status saying how far each pass is."""
     from tests.conftest import make_blobs, strokes_from_truth
 
     viewer = make_napari_viewer(show=True)  # corner_pixels follow the view once drawn
@@ -393,6 +396,7 @@ def test_large_image_predicts_the_view_first_then_everything(make_napari_viewer,
     viewer.add_image(image, name="big")
     viewer.add_labels(strokes_from_truth(truth, every=25), name="strokes")
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    widget.settle_steps.value = 3
     camera = _widget.viewer_camera(viewer)
     camera.center = (200, 200)
     camera.zoom = 8
@@ -400,29 +404,40 @@ def test_large_image_predicts_the_view_first_then_everything(make_napari_viewer,
     updates = []
     original = widget._apply_prediction
     widget._apply_prediction = lambda update: (updates.append(update), original(update))
-    # What the user reads while the whole image is predicted after Stop.
+    # What the user reads after each part of a pass at best quality.
     said = []
-    announce = widget._on_final_pass
-    widget._on_final_pass = lambda event: (announce(event), said.append(
-        (widget.status.text(), widget.progress.value(), widget.progress.maximum())))
-    _train_until(qtbot, widget, lambda: len(updates) >= 1)
+    report = widget._on_pass_progress
+    widget._on_pass_progress = lambda event: (report(event), said.append(
+        (event, widget.status.text(), widget.progress.value(), widget.progress.maximum())))
+    _train_until(qtbot, widget, lambda: len(said) >= 2)
     first = updates[0]
-    assert not first.complete  # the field of view came first...
+    assert not first.complete and first.pass_progress is None  # the field of view first...
     assert first.class_map.size < image.size / 2
-    # ...then, after Stop, the whole image, in blocks from the view outwards
-    final = [u for u in updates[1:] if u.step == updates[-1].step]
+    # ...paused, the redraw of every block (400 px: 3 x 3), from the view's outwards...
+    redraw = [u for u in updates if u.pass_progress and not u.pass_progress.final]
+    assert [u.pass_progress for u in redraw] == [
+        PassProgress(k, 9, final=False) for k in range(1, len(redraw) + 1)]
+    assert redraw[0].region[0].start == 0 and redraw[0].region[1].start == 0
+    _, text, value, maximum = said[1]
+    assert text.startswith("paused after 3 steps: ") and (value, maximum) == (2, 9)
+    assert " Redrawing the overlay at best quality: part 3 of 9 · about " in text
+    assert text.endswith(" left.")
+    # ...then, after Stop, the blocks left, also from the view outwards
+    final = [u for u in updates if u.pass_progress and u.pass_progress.final]
+    parts = 9 - len(redraw)
+    assert [u.pass_progress.done for u in final] == list(range(1, parts + 1))
     covered = np.zeros(image.shape, bool)
-    for update in final:
+    for update in redraw + final:
+        assert update.step == 3
         covered[update.region] = True
     assert covered.all()
-    assert final[0].region[0].start < 400 and final[-1].region[0].stop == 1100
+    assert final[-1].region[0].stop == 1100
     assert viewer.layers["prediction"].data.min() >= 1
-    parts = len(final)
-    assert said[0] == (f"predicting the whole image with the final model: part 1 of {parts}…",
-                       0, parts)
-    assert said[-1][0].startswith(f"predicting the whole image with the final model: part "
-                                  f"{parts} of {parts} · about ")
-    assert said[-1][0].endswith(" left…") and said[-1][1:] == (parts - 1, parts)
+    stopping = [(text, value, maximum) for event, text, value, maximum in said if event.final]
+    assert stopping[-2][0].startswith(
+        f"predicting the whole image with the final model: part {parts} of {parts} · about ")
+    assert stopping[-2][0].endswith(" left…") and stopping[-2][1:] == (parts - 1, parts)
+    assert stopping[-1] == ("finishing…", 0, parts)
     assert widget.status.text() == "ready" and widget.progress.value() == 0
     widget.shutdown()
 
