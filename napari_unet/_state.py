@@ -8,6 +8,7 @@ from typing import Literal
 from psygnal import evented
 
 Status = Literal["idle", "training", "stopping", "predicting"]
+PassKind = Literal["", "redraw", "final", "predict"]
 
 
 @evented
@@ -24,12 +25,13 @@ class TrainerState:
     labels_version: int = 0
     settled: bool = False  # live training paused, waiting for new strokes
     model_summary: str = "no model yet: paint, then press Train"
-    # A pass over the whole image at best quality (the paused model's redraw, or the
-    # prediction after Stop when final): parts done, parts in all (0: none running), and
-    # the estimated seconds left (nan until a part is done).
+    # A long pass over the whole image: which ("redraw": the paused model's overlay at
+    # best quality, "final": the prediction after Stop, "predict": the Predict button's),
+    # parts done, parts in all (0: none running), and the estimated seconds left (nan
+    # until it can be told).
+    pass_kind: PassKind = ""
     pass_done: int = 0
     pass_total: int = 0
-    pass_final: bool = False
     pass_left_s: float = float("nan")
     overlay_updates: int = 0
     instance_updates: int = 0

@@ -56,7 +56,7 @@ from napari_unet._outputs import (
     show_instances,
     show_prediction,
 )
-from napari_unet._state import TrainerState
+from napari_unet._state import PassKind, TrainerState
 from napari_unet._workers import (
     TRAINING_JOB,
     Inbox,
@@ -164,8 +164,8 @@ class UNetTrainerWidget(QWidget):
         self._preset_name = ""
         self._worker: Any = None
         self._worker_failed = False
-        # (final, parts in all, monotonic time, parts done then): the pass being timed
-        self._pass_timing: tuple[bool, int, float, int] | None = None
+        # (kind, parts in all, monotonic time, parts done then): the pass being timed
+        self._pass_timing: tuple[PassKind, int, float, int] | None = None
         self._labels_source: Labels | None = None
         # Where outputs go: the image layers last trained on or predicted.
         self._target = OutputTarget()
@@ -371,7 +371,7 @@ class UNetTrainerWidget(QWidget):
             self.status.setText("setting up: reading the strokes, building the model…")
         elif s.status == "training" and s.settled:
             redraw = ""
-            if s.pass_total and not s.pass_final and s.pass_done < s.pass_total:
+            if s.pass_kind == "redraw" and s.pass_done < s.pass_total:
                 redraw = (" Redrawing the overlay at best quality: "
                           f"{self._pass_position()}.")
             self.status.setText(f"paused after {s.step} steps: the model has settled on these "
@@ -381,12 +381,18 @@ class UNetTrainerWidget(QWidget):
             self.status.setText(f"training · step {s.step} · loss {s.loss:.4f} · "
                                 f"{s.steps_per_s:.1f} steps/s ({s.samples_per_s:.0f} "
                                 f"patches/s) · {s.device}")
-        elif s.status == "stopping" and s.pass_final:
+        elif s.status == "stopping" and s.pass_kind == "final":
             self.status.setText(f"predicting the whole image with the final model: "
                                 f"{self._pass_position()}…" if s.pass_done < s.pass_total
                                 else "finishing…")
         elif s.status == "stopping":
             self.status.setText("stopping after this step, then predicting the whole image…")
+        elif s.status == "predicting" and s.pass_kind == "predict" and \
+                s.pass_done < s.pass_total:
+            left = "" if math.isnan(s.pass_left_s) else \
+                f" · about {describe_duration(s.pass_left_s)} left"
+            self.status.setText(f"predicting the whole image: "
+                                f"{100 * s.pass_done // s.pass_total} %{left}…")
         elif s.status == "predicting":
             self.status.setText("predicting…")
         else:
@@ -838,26 +844,29 @@ class UNetTrainerWidget(QWidget):
             show_warning(event.message)
 
     def _on_pass_progress(self, event: PassProgress) -> None:
+        self._report_pass("final" if event.final else "redraw", event.done, event.total)
+
+    def _report_pass(self, kind: PassKind, done: int, total: int) -> None:
         # On a large image with test-time augmentation a pass takes minutes: say how far it
         # is and, from the parts done since the first report, how long is left.
         now = time.monotonic()
         timing = self._pass_timing
-        if timing is None or timing[:2] != (event.final, event.total) or event.done < timing[3]:
-            timing = self._pass_timing = (event.final, event.total, now, event.done)
+        if timing is None or timing[:2] != (kind, total) or done < timing[3]:
+            timing = self._pass_timing = (kind, total, now, done)
         _, _, started, done_then = timing
-        parts = event.done - done_then
-        running = event.done < event.total
-        self.progress.setMaximum(event.total)
-        self.progress.setValue(event.done if running else 0)
-        self.state.pass_left_s = (now - started) / parts * (event.total - event.done) \
-            if parts else float("nan")
-        self.state.pass_final = event.final
-        self.state.pass_total, self.state.pass_done = event.total, event.done
+        parts = done - done_then
+        self.progress.setMaximum(total)
+        self.progress.setValue(done if done < total else 0)
+        self.state.pass_left_s = (now - started) / parts * (total - done) if parts \
+            else float("nan")
+        self.state.pass_kind = kind
+        self.state.pass_total, self.state.pass_done = total, done
 
     def _forget_pass(self) -> None:
-        """No best-quality pass is running any more (training resumed, or the job ended)."""
+        """No long pass is running any more (training resumed, or the job ended)."""
         self._pass_timing = None
         self.progress.setValue(0)
+        self.state.pass_kind = ""
         self.state.pass_total = self.state.pass_done = 0
 
     def _on_trained(self, result: TrainResult | None) -> None:
@@ -951,8 +960,7 @@ class UNetTrainerWidget(QWidget):
         worker.start()
 
     def _on_tile(self, progress: TileProgress) -> None:
-        self.progress.setMaximum(progress.tiles_total)
-        self.progress.setValue(progress.tiles_done)
+        self._report_pass("predict", progress.tiles_done, progress.tiles_total)
         if progress.notice:
             show_warning(progress.notice)
 
@@ -972,7 +980,7 @@ class UNetTrainerWidget(QWidget):
 
     def _on_prediction_finished(self) -> None:
         self._forget_worker()
-        self.progress.setValue(0)
+        self._forget_pass()
         self.state.status = "idle"
         release_freed_memory_soon()
 

@@ -439,6 +439,20 @@ def test_large_image_predicts_the_view_first_then_everything(make_napari_viewer,
     assert stopping[-2][0].endswith(" left…") and stopping[-2][1:] == (parts - 1, parts)
     assert stopping[-1] == ("finishing…", 0, parts)
     assert widget.status.text() == "ready" and widget.progress.value() == 0
+
+    # Predict says how far it is too (plain, so it is quick: 9 windows, one at a time)
+    widget.test_time_augmentation.value = False
+    tiles = []
+    on_tile = widget._on_tile
+    widget._on_tile = lambda p: (on_tile(p), tiles.append((p, widget.status.text())))
+    qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
+    assert len(tiles) == 9
+    for i, (p, text) in enumerate(tiles[:-1]):
+        assert text.startswith(f"predicting the whole image: {100 * p.tiles_done // 9} %")
+        assert (" · about " in text) == (i > 0)  # a rate needs two reports
+    assert tiles[-1][1] == "predicting…"
+    assert widget.status.text() == "ready" and widget.progress.value() == 0
     widget.shutdown()
 
 
