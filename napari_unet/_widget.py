@@ -400,7 +400,7 @@ class UNetTrainerWidget(QWidget):
         self.model_label.setText(s.model_summary)
 
     def _pass_position(self) -> str:
-        """"part k of n · about T left" for the best-quality pass running."""
+        """Say how far the pass running is: "part k of n · about T left"."""
         s = self.state
         left = "" if math.isnan(s.pass_left_s) else \
             f" · about {describe_duration(s.pass_left_s)} left"

@@ -67,11 +67,13 @@ class SettleUpdate:
 
 @dataclass(frozen=True)
 class PassProgress:
-    """How far a pass over the whole image at best quality has come.
+    """How far a pass over the whole image has come.
 
-    Carried by each part's :class:`PredictionUpdate` (a part is a block of a 2D model's
-    plane, or a 3D model's frame), so the caller can say "part ``done + 1`` of ``total``"
-    while the pass runs: on a large image with test-time augmentation it takes minutes.
+    The passes are a paused run's redraw at best quality and the prediction after
+    training ends. Each part's :class:`PredictionUpdate` carries one (a part is a block
+    of a 2D model's plane, or a 3D model's frame), so the caller can say "part
+    ``done + 1`` of ``total``" while the pass runs: on a large image with test-time
+    augmentation it takes minutes.
 
     Attributes
     ----------
@@ -107,8 +109,8 @@ class PredictionUpdate:
     complete
         True when the region is the whole image.
     pass_progress
-        Where this part lies in a pass over the whole image at best quality; ``None`` for
-        the overlays of a running training.
+        Where this part lies in a pass over the whole image (:class:`PassProgress`);
+        ``None`` for the overlays of a running training.
     """
 
     region: Region
