@@ -389,10 +389,8 @@ class UNetTrainerWidget(QWidget):
             self.status.setText("stopping after this step, then predicting the whole image…")
         elif s.status == "predicting" and s.pass_kind == "predict" and \
                 s.pass_done < s.pass_total:
-            left = "" if math.isnan(s.pass_left_s) else \
-                f" · about {describe_duration(s.pass_left_s)} left"
             self.status.setText(f"predicting the whole image: "
-                                f"{100 * s.pass_done // s.pass_total} %{left}…")
+                                f"{100 * s.pass_done // s.pass_total} %{self._time_left()}…")
         elif s.status == "predicting":
             self.status.setText("predicting…")
         else:
@@ -401,10 +399,12 @@ class UNetTrainerWidget(QWidget):
 
     def _pass_position(self) -> str:
         """Say how far the pass running is: "part k of n · about T left"."""
-        s = self.state
-        left = "" if math.isnan(s.pass_left_s) else \
-            f" · about {describe_duration(s.pass_left_s)} left"
-        return f"part {s.pass_done + 1} of {s.pass_total}{left}"
+        return f"part {self.state.pass_done + 1} of {self.state.pass_total}{self._time_left()}"
+
+    def _time_left(self) -> str:
+        """Return " · about T left" for the pass running; nothing while it cannot be told."""
+        left = self.state.pass_left_s
+        return "" if math.isnan(left) else f" · about {describe_duration(left)} left"
 
     # -- layers ------------------------------------------------------------------------------
 
