@@ -40,10 +40,11 @@ import torch.nn.functional as F
 
 from napari_unet.core.config import PRESETS, ModelConfig, TileConfig
 from napari_unet.core.inference import predict
-from napari_unet.core.live import PredictionUpdate, live_training
+from napari_unet.core.live import live_training
 from napari_unet.core.sampling import IGNORE_INDEX
 from napari_unet.core.training import TrainingRun, warm_up
 from napari_unet.core.unet import ChannelLayerNorm, build_unet
+from napari_unet.core.view_first import PredictionUpdate
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))

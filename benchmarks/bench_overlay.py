@@ -49,7 +49,7 @@ def measure(size: int, repeats: int) -> dict[str, Any]:
     import napari
 
     from napari_unet._outputs import OutputTarget, show_prediction
-    from napari_unet.core.live import PredictionUpdate
+    from napari_unet.core.view_first import PredictionUpdate
 
     os.environ["NAPARI_UNET_DATA_DIR"] = tempfile.mkdtemp(prefix="napari-unet-overlay-")
     viewer = napari.Viewer(show=True)

@@ -18,7 +18,8 @@ from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
 
 from napari_unet.core.axes import label_axes
-from napari_unet.core.live import InstancesUpdate, PredictionUpdate
+from napari_unet.core.live import InstancesUpdate
+from napari_unet.core.view_first import PredictionUpdate
 
 PREDICTION_LAYER = "prediction"
 INSTANCES_LAYER = "instances"

@@ -61,7 +61,6 @@ from napari_unet._workers import (
     TRAINING_JOB,
     Inbox,
     RunStarted,
-    Segmentation,
     live_training_worker,
     prediction_worker,
     release_freed_memory_soon,
@@ -91,17 +90,10 @@ from napari_unet.core.inference import TileProgress, model_axes
 from napari_unet.core.instances import InstanceConfig
 from napari_unet.core.io import write_labels
 from napari_unet.core.labels import default_class_names
-from napari_unet.core.live import (
-    InstancesUpdate,
-    Notice,
-    PassProgress,
-    PredictionUpdate,
-    RegionUpdate,
-    SettleUpdate,
-    prediction_update,
-)
+from napari_unet.core.live import InstancesUpdate, Notice, RegionUpdate, SettleUpdate
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
+from napari_unet.core.view_first import PassProgress, PredictionUpdate
 
 MODES = {"auto": None, "2D over slices": "2d", "3D": "3d"}
 ANNOTATION_LAYER = "annotations"
@@ -920,7 +912,12 @@ class UNetTrainerWidget(QWidget):
     # -- prediction --------------------------------------------------------------------------
 
     def predict(self) -> None:
-        """Predict the whole image with the current model in a worker thread."""
+        """Predict the whole image with the current model in a worker thread.
+
+        The overlay fills in from the part in view outwards, as after Stop: on a large
+        image the user sees where they look after seconds, not after minutes, and a
+        cancel from the activity dock keeps the parts done.
+        """
         if self.state.busy:
             return
         if self.model is None:
@@ -939,11 +936,11 @@ class UNetTrainerWidget(QWidget):
             self.anisotropy.value)
         spacing = tuple(z if a == "Z" else 1.0 for a in self._target.label_axes if a != "T")
         worker = prediction_worker(
-            self.model, image, axes, preset.tile, self.show_confidence.value,
-            self.test_time_augmentation.value, self._instance_config(), spacing,
+            self.model, image, axes, preset.tile, self._region_in_view(),
+            self.show_confidence.value, self.test_time_augmentation.value,
+            self._instance_config(), spacing,
         )
-        worker.yielded.connect(self._on_tile)
-        worker.returned.connect(self._on_predicted)
+        worker.yielded.connect(self._on_prediction_yielded)
         worker.errored.connect(self._on_worker_error)
         worker.finished.connect(self._on_prediction_finished)
         self._worker, self._worker_failed = worker, False
@@ -964,15 +961,13 @@ class UNetTrainerWidget(QWidget):
         if progress.notice:
             show_warning(progress.notice)
 
-    def _on_predicted(self, result: Segmentation) -> None:
-        prediction = result.prediction
-        shape = prediction.class_map.shape
-        step = int(self.model.metadata.get("steps", 0)) if self.model else 0
-        self._apply_prediction(
-            prediction_update(prediction, tuple(slice(0, s) for s in shape), shape, step)
-        )
-        if result.instances is not None:
-            self._apply_instances(InstancesUpdate(result.instances, step))
+    def _on_prediction_yielded(self, event: Any) -> None:
+        if isinstance(event, TileProgress):
+            self._on_tile(event)
+        elif isinstance(event, PredictionUpdate):
+            self._apply_prediction(event)
+        elif isinstance(event, InstancesUpdate):
+            self._apply_instances(event)
 
     def _forget_worker(self) -> None:
         self._active[:] = [(r, w) for r, w in self._active if w is not self._worker]

@@ -26,20 +26,21 @@ from typing import Any, TypeVar
 import numpy as np
 from napari.qt.threading import GeneratorWorker, create_worker
 
-from napari_unet.core.axes import label_axes
+from napari_unet.core.axes import label_axes, shape_without_channels
 from napari_unet.core.config import TileConfig
 from napari_unet.core.host_memory import release_freed_memory
-from napari_unet.core.inference import Prediction, iter_predict
+from napari_unet.core.inference import TileProgress
 from napari_unet.core.instances import InstanceConfig, instances_from_classes
 from napari_unet.core.live import (
+    InstancesUpdate,
     LiveMessage,
-    Region,
     RegionUpdate,
     SettleUpdate,
     live_training,
 )
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainResult, warm_up
+from napari_unet.core.view_first import PredictionUpdate, Region, predict_view_first
 
 # The training job's name in napari's activity dock (the widget appends "paused" to it).
 TRAINING_JOB = "Training U-Net"
@@ -63,14 +64,6 @@ def _reported(gen: Generator[_Y, _S, _R]) -> Generator[_Y, _S, _R]:
         return (yield from gen)
     except RuntimeError as err:
         raise WorkerFailure(f"{type(err).__name__}: {err}") from err
-
-
-@dataclass(frozen=True)
-class Segmentation:
-    """What a prediction worker returns: the class map and, if asked for, instances."""
-
-    prediction: Prediction
-    instances: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -143,18 +136,32 @@ def _build_and_train(
 
 def _segmentation_job(
     model: TrainedModel, image: np.ndarray, axes: str, tiles: TileConfig,
-    with_confidence: bool, test_time_augmentation: bool,
+    view: Region | None, with_confidence: bool, test_time_augmentation: bool,
     instances: InstanceConfig | None, spacing: tuple[float, ...],
-) -> Generator:
-    prediction = yield from _reported(iter_predict(
-        model, image, tiles, axes=axes, return_probabilities=with_confidence,
-        test_time_augmentation=test_time_augmentation,
-    ))
-    objects = None
+) -> Generator[TileProgress | PredictionUpdate | InstancesUpdate, None, None]:
+    yield from _reported(_segment(model, image, axes, tiles, view, with_confidence,
+                                  test_time_augmentation, instances, spacing))
+
+
+def _segment(
+    model: TrainedModel, image: np.ndarray, axes: str, tiles: TileConfig,
+    view: Region | None, with_confidence: bool, test_time_augmentation: bool,
+    instances: InstanceConfig | None, spacing: tuple[float, ...],
+) -> Generator[TileProgress | PredictionUpdate | InstancesUpdate, None, None]:
+    # Instances need the whole class map; the parts are assembled only for them.
+    class_map = None
     if instances is not None:
-        objects = instances_from_classes(prediction.class_map, label_axes(axes), spacing,
-                                         instances)
-    return Segmentation(prediction, objects)
+        class_map = np.zeros(shape_without_channels(image.shape, axes),
+                             np.uint8 if model.num_classes < 256 else np.uint16)
+    for event in predict_view_first(model, image, tiles, axes=axes, view=view,
+                                    with_confidence=with_confidence,
+                                    test_time_augmentation=test_time_augmentation):
+        if class_map is not None and isinstance(event, PredictionUpdate):
+            class_map[event.region] = event.class_map
+        yield event
+    if instances is not None and class_map is not None:
+        objects = instances_from_classes(class_map, label_axes(axes), spacing, instances)
+        yield InstancesUpdate(objects, int(model.metadata.get("steps", 0)))
 
 
 def live_training_worker(
@@ -187,12 +194,20 @@ def live_training_worker(
 
 def prediction_worker(
     model: TrainedModel, image: np.ndarray, axes: str, tiles: TileConfig,
-    with_confidence: bool, test_time_augmentation: bool,
+    view: Region | None, with_confidence: bool, test_time_augmentation: bool,
     instances: InstanceConfig | None, spacing: tuple[float, ...],
 ) -> GeneratorWorker:
-    """Return a (not yet started) worker that predicts tile by tile, then splits objects."""
+    """Return a (not yet started) worker that predicts the image, then splits objects.
+
+    It predicts in parts from ``view`` outwards
+    (:func:`~napari_unet.core.view_first.predict_view_first`), yielding its
+    :class:`~napari_unet.core.inference.TileProgress` and
+    :class:`~napari_unet.core.view_first.PredictionUpdate` records, then (if
+    ``instances``) one :class:`~napari_unet.core.live.InstancesUpdate`. A cancelled job
+    has yielded the parts it finished.
+    """
     return create_worker(
-        _segmentation_job, model, image, axes, tiles, with_confidence,
+        _segmentation_job, model, image, axes, tiles, view, with_confidence,
         test_time_augmentation, instances, spacing,
         _progress={"desc": "U-Net prediction"}, _start_thread=False, _ignore_errors=True,
     )

@@ -15,6 +15,7 @@ Modules, one job each:
 - :mod:`~napari_unet.core.metrics`    IoU and friends
 - :mod:`~napari_unet.core.axes`       what an image's axes mean; the model's two views of it
 - :mod:`~napari_unet.core.model`      a trained model: network plus what it needs on new images
+- :mod:`~napari_unet.core.view_first` a whole image predicted in parts, where the user looks first
 - :mod:`~napari_unet.core.live`       training interleaved with predictions for an overlay
 - :mod:`~napari_unet.core.instances`  one id per object, from a class map
 - :mod:`~napari_unet.core.autosave`   strokes and model kept on disk so nothing is lost

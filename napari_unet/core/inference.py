@@ -356,32 +356,14 @@ def iter_predict(
     image = np.asarray(image)
     axes = model_axes(model, image.shape, axes)
     lab_axes = label_axes(axes)
-    stack = SampleStack(to_canonical(image, axes),
-                        mode_for_spatial_dims(model.config.spatial_dims),
-                        model.config.context_slices)
+    stack = sample_stack(model, image, axes)
     normalization = model.normalization.per_plane(stack.planes_per_sample)
     canonical_region = region_to_canonical(region, lab_axes, stack.label_shape)
-    samples = list(stack.samples_in(canonical_region))
     multiples = model.config.size_multiples
-    halos = _halos(model, tiles)
-    tile_shape = (tiles.tile_size,) * 2 if len(multiples) == 2 else tiles.tile_size_3d
     passes = _D4 if test_time_augmentation else _D4[:1]
     need_probabilities = return_probabilities or len(passes) > 1
-
-    # Every sample's region has the same shape, so one context window and one tile plan
-    # per transform serve them all.
-    spatial_region = samples[0][1]
-    sample_shape = stack.sample_shape
-    context = tuple(
-        slice(max((sl.start - h) // m * m, 0), min(sl.stop + h, size))
-        for sl, h, m, size in zip(spatial_region, halos, multiples, sample_shape)
-    )
-    keep = tuple(slice(sl.start - c.start, sl.stop - c.start)
-                 for sl, c in zip(spatial_region, context))
-    padded_shape = tuple(_round_up(c.stop - c.start, m) for c, m in zip(context, multiples))
-    plans = [plan_tiles(_transformed_shape(padded_shape, t), tile_shape, halos, multiples)[1]
-             for t in passes]
-    total = len(samples) * sum(len(windows) for windows in plans)
+    plan = _plan_region(model, stack, canonical_region, tiles, passes)
+    context, keep, total = plan.context, plan.keep, plan.windows
 
     k = model.num_classes
     id_dtype = np.uint8 if k < 256 else np.uint16
@@ -390,7 +372,7 @@ def iter_predict(
     probabilities = np.zeros((k, *region_shape), np.float32) if return_probabilities else None
     runner = _Runner(network, device, autocast_dtype(device, mixed_precision))
     done = 0
-    for index, _ in samples:
+    for index, _ in plan.samples:
         crop = stack.read(index, context)
         padded: np.ndarray | _TileSource
         if need_probabilities:
@@ -400,7 +382,7 @@ def iter_predict(
             padded = _TileSource(crop, normalization, multiples)
         summed = np.zeros((k, *padded.shape[1:]), np.float32) if need_probabilities else None
         ids = None
-        for transform, windows in zip(passes, plans):
+        for transform, windows in zip(passes, plan.plans):
             view = padded if transform == _D4[0] else _apply(padded, transform)
             out = yield from _predict_windows(
                 runner, view, windows, tiles.batch_size, need_probabilities, id_dtype, done,
@@ -424,6 +406,70 @@ def iter_predict(
     if probabilities is not None:
         probabilities = np.stack([labels_from_canonical(p, lab_axes) for p in probabilities])
     return Prediction(np.ascontiguousarray(class_map), probabilities)
+
+
+def sample_stack(model: TrainedModel, image: np.ndarray, axes: str) -> SampleStack:
+    """Return ``image`` (with checked ``axes``) as the samples ``model`` predicts."""
+    return SampleStack(to_canonical(image, axes),
+                       mode_for_spatial_dims(model.config.spatial_dims),
+                       model.config.context_slices)
+
+
+@dataclass(frozen=True)
+class _RegionPlan:
+    """How a region of an image is predicted: which samples, what context, which windows."""
+
+    samples: list[tuple[int, tuple[slice, ...]]]  # sample index, spatial slices in it
+    context: tuple[slice, ...]  # spatial slices read from each sample: region plus halo
+    keep: tuple[slice, ...]  # the region within the context
+    plans: list[list[_Window]]  # the windows over the context, one list per transform
+
+    @property
+    def windows(self) -> int:
+        """Windows the network runs on for the whole region."""
+        return len(self.samples) * sum(len(windows) for windows in self.plans)
+
+
+def _plan_region(model: TrainedModel, stack: SampleStack, canonical_region: tuple[slice, ...],
+                 tiles: TileConfig, passes: list[_Transform]) -> _RegionPlan:
+    samples = list(stack.samples_in(canonical_region))
+    multiples = model.config.size_multiples
+    halos = _halos(model, tiles)
+    tile_shape = (tiles.tile_size,) * 2 if len(multiples) == 2 else tiles.tile_size_3d
+    # Every sample's region has the same shape, so one context window and one tile plan
+    # per transform serve them all.
+    spatial_region = samples[0][1]
+    context = tuple(
+        slice(max((sl.start - h) // m * m, 0), min(sl.stop + h, size))
+        for sl, h, m, size in zip(spatial_region, halos, multiples, stack.sample_shape)
+    )
+    keep = tuple(slice(sl.start - c.start, sl.stop - c.start)
+                 for sl, c in zip(spatial_region, context))
+    padded_shape = tuple(_round_up(c.stop - c.start, m) for c, m in zip(context, multiples))
+    plans = [plan_tiles(_transformed_shape(padded_shape, t), tile_shape, halos, multiples)[1]
+             for t in passes]
+    return _RegionPlan(samples, context, keep, plans)
+
+
+def count_windows(
+    model: TrainedModel,
+    image: np.ndarray,
+    tiles: TileConfig | None = None,
+    *,
+    axes: str | None = None,
+    region: tuple[slice, ...] | None = None,
+    test_time_augmentation: bool = False,
+) -> int:
+    """Return how many windows :func:`iter_predict` runs the network on for these arguments.
+
+    Its :class:`TileProgress` counts these; a job predicting an image in several parts
+    adds them up to report progress over all of them.
+    """
+    axes = model_axes(model, np.shape(image), axes)
+    stack = sample_stack(model, np.asarray(image), axes)
+    canonical_region = region_to_canonical(region, label_axes(axes), stack.label_shape)
+    passes = _D4 if test_time_augmentation else _D4[:1]
+    return _plan_region(model, stack, canonical_region, tiles or TileConfig(), passes).windows
 
 
 def _position_in_region(

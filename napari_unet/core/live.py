@@ -27,21 +27,22 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from napari_unet.core.axes import (
-    CANONICAL_LABELS,
-    label_axes,
-    region_from_canonical,
-    region_to_canonical,
-    shape_without_channels,
-)
 from napari_unet.core.config import TileConfig
 from napari_unet.core.errors import InputError, NapariUnetError
-from napari_unet.core.inference import Prediction, model_axes, one_window_blocks, predict
 from napari_unet.core.instances import InstanceConfig, instances_from_classes
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
-
-Region = tuple[slice, ...]
+from napari_unet.core.view_first import (
+    BlockKey,
+    PassProgress,
+    PredictionUpdate,
+    Region,
+    block_key,
+    blocks_view_first,
+    predict_region,
+    predict_view_first,
+    samples_nearest_first,
+)
 
 
 @dataclass(frozen=True)
@@ -66,62 +67,6 @@ class SettleUpdate:
 
 
 @dataclass(frozen=True)
-class PassProgress:
-    """How far a pass over the whole image has come.
-
-    The passes are a paused run's redraw at best quality and the prediction after
-    training ends. Each part's :class:`PredictionUpdate` carries one (a part is a block
-    of a 2D model's plane, or a 3D model's frame), so the caller can say "part
-    ``done + 1`` of ``total``" while the pass runs: on a large image with test-time
-    augmentation it takes minutes.
-
-    Attributes
-    ----------
-    done
-        Parts predicted so far, this one included (for a paused run's redraw, also those
-        predicted for an earlier view with the same model).
-    total
-        Parts in all.
-    final
-        True for the pass after training ended; False for the paused model's redraw.
-    """
-
-    done: int
-    total: int
-    final: bool
-
-
-@dataclass(frozen=True)
-class PredictionUpdate:
-    """A prediction of part (or all) of the image.
-
-    Attributes
-    ----------
-    region
-        Slices over the labels' axes (the image's without ``C``) that ``class_map``
-        covers.
-    class_map
-        Label ids ``1..K`` for the region.
-    confidence
-        Probability of the predicted class, float32, same shape; ``None`` if not asked for.
-    step
-        Training step the prediction was made after.
-    complete
-        True when the region is the whole image.
-    pass_progress
-        Where this part lies in a pass over the whole image (:class:`PassProgress`);
-        ``None`` for the overlays of a running training.
-    """
-
-    region: Region
-    class_map: np.ndarray
-    confidence: np.ndarray | None
-    step: int
-    complete: bool
-    pass_progress: PassProgress | None = None
-
-
-@dataclass(frozen=True)
 class InstancesUpdate:
     """Instance labels (one id per object) for the whole image, in the labels' axes."""
 
@@ -142,158 +87,6 @@ LiveMessage = LabelUpdate | RegionUpdate | SettleUpdate | None
 # Instances are recomputed at every whole-image refresh up to this size (a watershed of a
 # megapixel takes ~0.5 s on one core); larger images get them once, after training.
 LIVE_INSTANCES_MAX_PIXELS = 1024 * 1024
-
-
-def prediction_update(
-    prediction: Prediction, region: Region, label_shape: tuple[int, ...], step: int
-) -> PredictionUpdate:
-    """Describe a :class:`Prediction` of ``region`` of labels of ``label_shape``.
-
-    The confidence is the winning class's probability, when probabilities were computed.
-    """
-    confidence = None
-    if prediction.probabilities is not None:
-        confidence = prediction.probabilities.max(axis=0)
-    complete = all(sl.start == 0 and sl.stop == s for sl, s in zip(region, label_shape))
-    return PredictionUpdate(region, prediction.class_map, confidence, step, complete)
-
-
-def predict_region(
-    model: TrainedModel,
-    image: np.ndarray,
-    region: Region | None,
-    tiles: TileConfig,
-    with_confidence: bool = False,
-    test_time_augmentation: bool = False,
-    axes: str | None = None,
-) -> PredictionUpdate:
-    """Predict ``region`` of ``image`` (the whole image for ``None``).
-
-    Parameters
-    ----------
-    model
-        The model to predict with (during training: the run's averaged model).
-    image
-        The raw image, with axes ``axes``.
-    region
-        Slices over the labels' axes (the image's axes without ``C``), or ``None``.
-    tiles
-        Tiling for the prediction.
-    with_confidence
-        Also return the winning class's probability.
-    test_time_augmentation
-        Average over flips and rotations (8x slower, more accurate).
-    axes
-        The image's axes; ``None`` guesses as :func:`~napari_unet.core.inference.predict`.
-    """
-    axes = model_axes(model, image.shape, axes)
-    lab_axes = label_axes(axes)
-    label_shape = shape_without_channels(image.shape, axes)
-    canonical_shape = tuple(label_shape[lab_axes.index(a)] if a in lab_axes else 1
-                            for a in CANONICAL_LABELS)
-    clipped = region_from_canonical(
-        region_to_canonical(region, lab_axes, canonical_shape), lab_axes
-    )
-    result = predict(model, image, tiles, axes=axes, region=clipped,
-                     return_probabilities=with_confidence,
-                     test_time_augmentation=test_time_augmentation)
-    return prediction_update(result, clipped, label_shape, int(model.metadata.get("steps", 0)))
-
-
-def _block_key(block: Region) -> tuple[tuple[int, int], ...]:
-    """Return ``block`` in a hashable form (slices are not hashable before Python 3.12)."""
-    return tuple((sl.start, sl.stop) for sl in block)
-
-
-def _plane_blocks(run: TrainingRun, region: Region | None,
-                  block: tuple[int, int]) -> list[Region]:
-    """Return the blocks of a 2D model's run that ``region`` touches, plane by plane.
-
-    Blocks are the cells of one grid of ``block`` (Y, X) sides anchored at each plane's
-    origin (cells on the far edges clipped to the plane), whatever the region: a block
-    polished for one view is the same block for the next view and for the whole plane,
-    so nothing is predicted twice with the same model.
-    """
-    canonical = region_to_canonical(region, run.label_axes, run.stack.label_shape)
-    times, depths, rows, columns = canonical
-    height, width = run.stack.label_shape[2:]
-    (block_y, block_x) = block
-    return [
-        region_from_canonical((slice(t, t + 1), slice(z, z + 1),
-                               slice(y, min(y + block_y, height)),
-                               slice(x, min(x + block_x, width))), run.label_axes)
-        for t in range(times.start, times.stop) for z in range(depths.start, depths.stop)
-        for y in range(rows.start - rows.start % block_y, rows.stop, block_y)
-        for x in range(columns.start - columns.start % block_x, columns.stop, block_x)
-    ]
-
-
-def _blocks_view_first(run: TrainingRun, view: Region | None,
-                       tiles: TileConfig) -> list[Region]:
-    """Return every block of a 2D model's image once, in the order the user wants them.
-
-    Blocks cost one window each (:func:`~napari_unet.core.inference.one_window_blocks`):
-    a settled run's block keeps new strokes waiting for one window at most, and the final
-    pass fills the overlay outwards from the view instead of all at once at the end.
-
-    The view's blocks first, then the rest of the view's planes, then the other planes
-    nearest to the view first (as :func:`_sample_regions`); within a plane, blocks
-    nearest to the view's centre first, so the overlay fills outwards from where the
-    user looks.
-    """
-    shape = run.stack.label_shape
-    block = one_window_blocks(run.model, tiles, shape[2:])
-    _, _, rows, columns = region_to_canonical(view, run.label_axes, shape)
-    centre = ((rows.start + rows.stop) / 2, (columns.start + columns.stop) / 2)
-
-    def distance(block_region: Region) -> float:
-        _, _, ys, xs = region_to_canonical(block_region, run.label_axes, shape)
-        return (abs((ys.start + ys.stop) / 2 - centre[0])
-                + abs((xs.start + xs.stop) / 2 - centre[1]))
-
-    ordered: list[Region] = []
-    seen: set[tuple[tuple[int, int], ...]] = set()
-    planes = _sample_regions(run, view, include_near=True) or [None]
-    for part in ([view] if view is not None else []) + planes:
-        # sorted() is stable: where a part spans planes, ties keep their (T, Z) order
-        for candidate in sorted(_plane_blocks(run, part, block), key=distance):
-            key = _block_key(candidate)
-            if key not in seen:
-                seen.add(key)
-                ordered.append(candidate)
-    return ordered
-
-
-def _sample_regions(
-    run: TrainingRun, near: Region | None, include_near: bool = False
-) -> list[Region]:
-    """One region per sample (slice or frame) of the run's image, nearest to ``near`` first.
-
-    Samples ``near`` touches are left out unless ``include_near``. A single image has none:
-    it is one sample, predicted through the view region.
-    """
-    stack = run.stack
-    if stack.num_samples == 1:
-        return []
-    shape = stack.label_shape
-    view = region_to_canonical(near, run.label_axes, shape)
-    centre_t = (view[0].start + view[0].stop - 1) / 2
-    centre_z = (view[1].start + view[1].stop - 1) / 2
-    in_view = set()
-    if near is not None and not include_near:
-        in_view = {i for i, _ in stack.samples_in(view)}
-    regions = []
-    for index in range(stack.num_samples):
-        if index in in_view:
-            continue
-        t, z = stack.sample_position(index)
-        canonical = (slice(t, t + 1),
-                     slice(z, z + 1) if stack.mode == "2d" else slice(0, shape[1]),
-                     slice(0, shape[2]), slice(0, shape[3]))
-        distance = (abs(t - centre_t), abs(z - centre_z) if stack.mode == "2d" else 0)
-        regions.append((distance, region_from_canonical(canonical, run.label_axes)))
-    regions.sort(key=lambda item: item[0])
-    return [region for _, region in regions]
 
 
 def live_training(
@@ -371,7 +164,7 @@ def live_training(
     # step), and the blocks of that step's model already done.
     polish: list[Region] = []
     polish_for: tuple[Region | None, int] | None = None
-    polished: set[tuple[tuple[int, int], ...]] = set()
+    polished: set[BlockKey] = set()
 
     def save(model: TrainedModel) -> Notice | None:
         if checkpoint is None:
@@ -431,12 +224,13 @@ def live_training(
                 if polish_for != (region, progress.step):
                     if polish_for is None or polish_for[1] != progress.step:
                         polished.clear()  # a new settled model: everything again
-                    polish = [block for block in _blocks_view_first(run, region, tiles)
-                              if _block_key(block) not in polished]
+                    polish = [block for block in blocks_view_first(
+                                  run.model, run.stack, run.label_axes, region, tiles)
+                              if block_key(block) not in polished]
                     polish_for = (region, progress.step)
                 if polish:
                     block = polish.pop(0)
-                    polished.add(_block_key(block))
+                    polished.add(block_key(block))
                     update = show(replace(
                         predict_region(run.model, image, block, tiles, with_confidence, True,
                                        axes=axes),
@@ -460,7 +254,8 @@ def live_training(
                     if extra is not None:
                         take((yield extra))
                 if progress.step != background_step:  # else: already done by this model
-                    background, background_step = _sample_regions(run, region), progress.step
+                    background = samples_nearest_first(run.stack, run.label_axes, region)
+                    background_step = progress.step
                 background_time, refreshed_at = 0.0, time.monotonic()
             elif background and (progress.settled or
                                  background_time <= background_share * (now - refreshed_at)):
@@ -479,16 +274,14 @@ def live_training(
     # From the view outwards, so the overlay fills where the user looks: a 3D model frame
     # by frame, a 2D model block by block. Blocks the settled model already predicted
     # with test-time augmentation are not predicted again (a run stopped while paused).
-    if run.mode == "2d":
-        polished_by_final = polish_for is not None and polish_for[1] == result.steps
-        parts = [block for block in _blocks_view_first(run, region, tiles)
-                 if not (polished_by_final and _block_key(block) in polished)]
-    else:
-        parts = _sample_regions(run, region, include_near=True) or [None]
-    for done, part in enumerate(parts, 1):
-        update = predict_region(run.model, image, part, tiles, with_confidence,
-                                final_test_time_augmentation, axes=axes)
-        yield show(replace(update, pass_progress=PassProgress(done, len(parts), final=True)))
+    polished_by_final = polish_for is not None and polish_for[1] == result.steps
+    for event in predict_view_first(
+        run.model, image, tiles, axes=axes, view=region, with_confidence=with_confidence,
+        test_time_augmentation=final_test_time_augmentation,
+        skip=polished if polished_by_final else (),
+    ):
+        if isinstance(event, PredictionUpdate):  # tile progress: the parts' count says it
+            yield show(event)
     extra = with_instances(result.steps)
     if extra is not None:
         yield extra

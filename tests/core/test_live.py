@@ -6,14 +6,9 @@ import pytest
 from napari_unet.core.config import TileConfig
 from napari_unet.core.errors import InputError
 from napari_unet.core.inference import one_window_blocks, predict
-from napari_unet.core.live import (
-    PassProgress,
-    PredictionUpdate,
-    RegionUpdate,
-    SettleUpdate,
-    live_training,
-)
+from napari_unet.core.live import RegionUpdate, SettleUpdate, live_training
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress
+from napari_unet.core.view_first import PassProgress, PredictionUpdate
 from tests.conftest import make_blobs, strokes_from_truth
 from tests.core.test_stacks import _stack
 from tests.core.test_training import FAST, TINY_MODEL

@@ -12,11 +12,12 @@ from napari_unet.core.checkpoint import from_dict, load_model, save_model, to_di
 from napari_unet.core.config import PRESETS, ModelConfig, TileConfig
 from napari_unet.core.errors import InputError
 from napari_unet.core.inference import predict
-from napari_unet.core.live import PredictionUpdate, RegionUpdate, live_training
+from napari_unet.core.live import RegionUpdate, live_training
 from napari_unet.core.metrics import foreground_iou
 from napari_unet.core.sampling import IGNORE_INDEX, PatchSampler
 from napari_unet.core.training import TrainingRun
 from napari_unet.core.unet import build_unet
+from napari_unet.core.view_first import PredictionUpdate
 from tests.conftest import SAMPLE_DIR, make_blobs, strokes_from_truth
 from tests.core.test_training import FAST, TINY_MODEL
 

@@ -15,8 +15,8 @@ from qtpy.QtCore import QElapsedTimer, Qt, QThreadPool, QTimer
 from napari_unet import _autosave, _widget
 from napari_unet.core.autosave import read_manifest
 from napari_unet.core.inference import predict
-from napari_unet.core.live import PassProgress
 from napari_unet.core.training import TrainingRun
+from napari_unet.core.view_first import PassProgress
 
 TRAIN_TIMEOUT_MS = 120_000
 
@@ -440,20 +440,51 @@ def test_large_image_predicts_the_view_first_then_everything(make_napari_viewer,
     assert stopping[-1] == ("finishing…", 0, parts)
     assert widget.status.text() == "ready" and widget.progress.value() == 0
 
-    # Predict says how far it is too (plain, so it is quick: 9 windows, one at a time)
+    # Predict fills in from the view outwards too, saying how far it is (plain, so it is
+    # quick: 9 blocks of one window each)
     widget.test_time_augmentation.value = False
+    viewer.layers.remove("prediction")
+    updates.clear()
     tiles = []
     on_tile = widget._on_tile
-    widget._on_tile = lambda p: (on_tile(p), tiles.append((p, widget.status.text())))
+    widget._on_tile = lambda p: (on_tile(p), tiles.append((p, widget.status.text(),
+                                                           len(updates))))
     qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
     _wait_idle(qtbot, widget)
     assert len(tiles) == 9
-    for i, (p, text) in enumerate(tiles[:-1]):
+    for i, (p, text, shown) in enumerate(tiles[:-1]):
         assert text.startswith(f"predicting the whole image: {100 * p.tiles_done // 9} %")
         assert (" · about " in text) == (i > 0)  # a rate needs two reports
+        assert shown == i  # each part is on screen before the next one is predicted
     assert tiles[-1][1] == "predicting…"
+    assert [u.pass_progress for u in updates] == [
+        PassProgress(k, 9, final=True) for k in range(1, 10)]
+    assert updates[0].region[0].start == 0 and updates[0].region[1].start == 0  # the view
+    assert (_assembled(updates, image.shape) == viewer.layers["prediction"].data).all()
+    assert viewer.layers["prediction"].data.min() >= 1
     assert widget.status.text() == "ready" and widget.progress.value() == 0
+
+    # Cancelled from the activity dock, Predict keeps the parts it did
+    widget.test_time_augmentation.value = True  # 8 windows a block: time to cancel
+    viewer.layers.remove("prediction")
+    updates.clear()
+    qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(updates) >= 1, timeout=TRAIN_TIMEOUT_MS)
+    widget._worker.quit()
+    _wait_idle(qtbot, widget)
+    assert 1 <= len(updates) < 9
+    kept = viewer.layers["prediction"].data
+    done = _assembled(updates, image.shape)
+    assert (kept[done > 0] == done[done > 0]).all() and (kept[done == 0] == 0).all()
+    assert widget.status.text() == "ready" and widget.predict_button.isEnabled()
     widget.shutdown()
+
+
+def _assembled(updates, shape):
+    overlay = np.zeros(shape, np.uint8)
+    for update in updates:
+        overlay[update.region] = update.class_map
+    return overlay
 
 
 @pytest.mark.parametrize(("seconds", "said"), [

@@ -1,0 +1,379 @@
+"""Predicting an image in parts, where the user looks first, and the records that carry them.
+
+A whole-image prediction of a large image takes minutes on a CPU (with test-time
+augmentation, ~14 min at 8k x 8k on 2 cores). Predicted in one piece, the overlay appears
+only at the end; predicted in parts, from the view outwards, the part the user looks at
+appears after seconds and the rest fills in around it, and a cancelled job keeps what it
+did. The parts are
+
+- for a 2D model, blocks of each plane that cost one window each
+  (:func:`~napari_unet.core.inference.one_window_blocks`): the view's first, nearest to
+  its centre first, then the other planes nearest to the view first;
+- for a 3D model, frames, nearest to the view first.
+
+Live training (:mod:`~napari_unet.core.live`) uses the same order for its passes over the
+whole image; :func:`predict_view_first` is the same for a model that is not training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Generator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from napari_unet.core.axes import (
+    CANONICAL_LABELS,
+    SampleStack,
+    label_axes,
+    region_from_canonical,
+    region_to_canonical,
+    shape_without_channels,
+)
+from napari_unet.core.config import TileConfig
+from napari_unet.core.generators import run_to_end
+from napari_unet.core.inference import (
+    Prediction,
+    TileProgress,
+    count_windows,
+    iter_predict,
+    model_axes,
+    one_window_blocks,
+    sample_stack,
+)
+from napari_unet.core.model import TrainedModel
+
+Region = tuple[slice, ...]
+BlockKey = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class PassProgress:
+    """How far a pass over the whole image has come.
+
+    The passes are a paused run's redraw at best quality, the prediction after training
+    ends, and :func:`predict_view_first`. Each part's :class:`PredictionUpdate` carries
+    one (a part is a block of a 2D model's plane, or a 3D model's frame), so the caller
+    can say "part ``done + 1`` of ``total``" while the pass runs: on a large image with
+    test-time augmentation it takes minutes.
+
+    Attributes
+    ----------
+    done
+        Parts predicted so far, this one included (for a paused run's redraw, also those
+        predicted for an earlier view with the same model).
+    total
+        Parts in all.
+    final
+        True for a pass with a model that no longer changes (after training ended, or a
+        prediction job); False for the paused model's redraw.
+    """
+
+    done: int
+    total: int
+    final: bool
+
+
+@dataclass(frozen=True)
+class PredictionUpdate:
+    """A prediction of part (or all) of the image.
+
+    Attributes
+    ----------
+    region
+        Slices over the labels' axes (the image's without ``C``) that ``class_map``
+        covers.
+    class_map
+        Label ids ``1..K`` for the region.
+    confidence
+        Probability of the predicted class, float32, same shape; ``None`` if not asked for.
+    step
+        Training step the prediction was made after.
+    complete
+        True when the region is the whole image.
+    pass_progress
+        Where this part lies in a pass over the whole image (:class:`PassProgress`);
+        ``None`` for the overlays of a running training.
+    """
+
+    region: Region
+    class_map: np.ndarray
+    confidence: np.ndarray | None
+    step: int
+    complete: bool
+    pass_progress: PassProgress | None = None
+
+
+def prediction_update(
+    prediction: Prediction, region: Region, label_shape: tuple[int, ...], step: int
+) -> PredictionUpdate:
+    """Describe a :class:`Prediction` of ``region`` of labels of ``label_shape``.
+
+    The confidence is the winning class's probability, when probabilities were computed.
+    """
+    confidence = None
+    if prediction.probabilities is not None:
+        confidence = prediction.probabilities.max(axis=0)
+    complete = all(sl.start == 0 and sl.stop == s for sl, s in zip(region, label_shape))
+    return PredictionUpdate(region, prediction.class_map, confidence, step, complete)
+
+
+def _clip(region: Region | None, lab_axes: str, label_shape: tuple[int, ...]) -> Region:
+    """``region`` (``None``: everything) as explicit slices inside labels of ``label_shape``."""
+    canonical_shape = tuple(label_shape[lab_axes.index(a)] if a in lab_axes else 1
+                            for a in CANONICAL_LABELS)
+    return region_from_canonical(
+        region_to_canonical(region, lab_axes, canonical_shape), lab_axes
+    )
+
+
+def predict_region(
+    model: TrainedModel,
+    image: np.ndarray,
+    region: Region | None,
+    tiles: TileConfig,
+    with_confidence: bool = False,
+    test_time_augmentation: bool = False,
+    axes: str | None = None,
+) -> PredictionUpdate:
+    """Predict ``region`` of ``image`` (the whole image for ``None``).
+
+    Parameters
+    ----------
+    model
+        The model to predict with (during training: the run's averaged model).
+    image
+        The raw image, with axes ``axes``.
+    region
+        Slices over the labels' axes (the image's axes without ``C``), or ``None``.
+    tiles
+        Tiling for the prediction.
+    with_confidence
+        Also return the winning class's probability.
+    test_time_augmentation
+        Average over flips and rotations (8x slower, more accurate).
+    axes
+        The image's axes; ``None`` guesses as :func:`~napari_unet.core.inference.predict`.
+    """
+    axes = model_axes(model, image.shape, axes)
+    label_shape = shape_without_channels(image.shape, axes)
+    clipped = _clip(region, label_axes(axes), label_shape)
+    return run_to_end(_iter_predicted(model, image, clipped, tiles, with_confidence,
+                                      test_time_augmentation, axes))
+
+
+def _iter_predicted(model: TrainedModel, image: np.ndarray, region: Region,
+                    tiles: TileConfig, with_confidence: bool, test_time_augmentation: bool,
+                    axes: str) -> Generator[TileProgress, None, PredictionUpdate]:
+    """:func:`predict_region` for a clipped ``region``, yielding its tile progress."""
+    result = yield from iter_predict(model, image, tiles, axes=axes, region=region,
+                                     return_probabilities=with_confidence,
+                                     test_time_augmentation=test_time_augmentation)
+    return prediction_update(result, region, shape_without_channels(image.shape, axes),
+                             int(model.metadata.get("steps", 0)))
+
+
+def block_key(block: Region) -> BlockKey:
+    """Return ``block`` in a hashable form (slices are not hashable before Python 3.12)."""
+    return tuple((sl.start, sl.stop) for sl in block)
+
+
+def plane_blocks(stack: SampleStack, lab_axes: str, region: Region | None,
+                 block: tuple[int, int]) -> list[Region]:
+    """Return the blocks of a 2D model's image that ``region`` touches, plane by plane.
+
+    Blocks are the cells of one grid of ``block`` (Y, X) sides anchored at each plane's
+    origin (cells on the far edges clipped to the plane), whatever the region: a block
+    polished for one view is the same block for the next view and for the whole plane,
+    so nothing is predicted twice with the same model.
+
+    Parameters
+    ----------
+    stack
+        The image as the model's samples (for its shape).
+    lab_axes
+        The labels' axes, which ``region`` and the blocks are slices over.
+    region
+        Slices over ``lab_axes``; ``None`` for everything.
+    block
+        Block sides ``(Y, X)``.
+    """
+    times, depths, rows, columns = region_to_canonical(region, lab_axes, stack.label_shape)
+    height, width = stack.label_shape[2:]
+    (block_y, block_x) = block
+    return [
+        region_from_canonical((slice(t, t + 1), slice(z, z + 1),
+                               slice(y, min(y + block_y, height)),
+                               slice(x, min(x + block_x, width))), lab_axes)
+        for t in range(times.start, times.stop) for z in range(depths.start, depths.stop)
+        for y in range(rows.start - rows.start % block_y, rows.stop, block_y)
+        for x in range(columns.start - columns.start % block_x, columns.stop, block_x)
+    ]
+
+
+def blocks_view_first(model: TrainedModel, stack: SampleStack, lab_axes: str,
+                      view: Region | None, tiles: TileConfig) -> list[Region]:
+    """Return every block of a 2D model's image once, in the order the user wants them.
+
+    Blocks cost one window each (:func:`~napari_unet.core.inference.one_window_blocks`):
+    a settled run's block keeps new strokes waiting for one window at most, and a pass
+    over the whole image fills the overlay outwards from the view instead of all at once
+    at the end.
+
+    The view's blocks first, then the rest of the view's planes, then the other planes
+    nearest to the view first (as :func:`samples_nearest_first`); within a plane, blocks
+    nearest to the view's centre first, so the overlay fills outwards from where the user
+    looks.
+
+    Parameters
+    ----------
+    model
+        A 2D model (its receptive field sets the blocks' size).
+    stack
+        The image as the model's samples.
+    lab_axes
+        The labels' axes, which ``view`` and the blocks are slices over.
+    view
+        The region in view; ``None`` for everything (blocks from the image's centre).
+    tiles
+        The tiling the blocks will be predicted with.
+    """
+    shape = stack.label_shape
+    block = one_window_blocks(model, tiles, shape[2:])
+    _, _, rows, columns = region_to_canonical(view, lab_axes, shape)
+    centre = ((rows.start + rows.stop) / 2, (columns.start + columns.stop) / 2)
+
+    def distance(block_region: Region) -> float:
+        _, _, ys, xs = region_to_canonical(block_region, lab_axes, shape)
+        return (abs((ys.start + ys.stop) / 2 - centre[0])
+                + abs((xs.start + xs.stop) / 2 - centre[1]))
+
+    ordered: list[Region] = []
+    seen: set[BlockKey] = set()
+    planes = samples_nearest_first(stack, lab_axes, view, include_near=True) or [None]
+    for part in ([view] if view is not None else []) + planes:
+        # sorted() is stable: where a part spans planes, ties keep their (T, Z) order
+        for candidate in sorted(plane_blocks(stack, lab_axes, part, block), key=distance):
+            key = block_key(candidate)
+            if key not in seen:
+                seen.add(key)
+                ordered.append(candidate)
+    return ordered
+
+
+def samples_nearest_first(stack: SampleStack, lab_axes: str, near: Region | None,
+                          include_near: bool = False) -> list[Region]:
+    """One region per sample (plane or frame) of the image, nearest to ``near`` first.
+
+    Samples ``near`` touches are left out unless ``include_near``. A single image has none:
+    it is one sample, predicted through the view region.
+
+    Parameters
+    ----------
+    stack
+        The image as the model's samples.
+    lab_axes
+        The labels' axes, which ``near`` and the regions are slices over.
+    near
+        The region in view; ``None`` for everything.
+    include_near
+        Also return the samples ``near`` touches.
+    """
+    if stack.num_samples == 1:
+        return []
+    shape = stack.label_shape
+    view = region_to_canonical(near, lab_axes, shape)
+    centre_t = (view[0].start + view[0].stop - 1) / 2
+    centre_z = (view[1].start + view[1].stop - 1) / 2
+    in_view = set()
+    if near is not None and not include_near:
+        in_view = {i for i, _ in stack.samples_in(view)}
+    regions = []
+    for index in range(stack.num_samples):
+        if index in in_view:
+            continue
+        t, z = stack.sample_position(index)
+        canonical = (slice(t, t + 1),
+                     slice(z, z + 1) if stack.mode == "2d" else slice(0, shape[1]),
+                     slice(0, shape[2]), slice(0, shape[3]))
+        distance = (abs(t - centre_t), abs(z - centre_z) if stack.mode == "2d" else 0)
+        regions.append((distance, region_from_canonical(canonical, lab_axes)))
+    regions.sort(key=lambda item: item[0])
+    return [region for _, region in regions]
+
+
+def parts_view_first(model: TrainedModel, stack: SampleStack, lab_axes: str,
+                     view: Region | None, tiles: TileConfig) -> list[Region | None]:
+    """Return the parts a pass over the whole image predicts, in order (see the module).
+
+    ``None`` stands for the whole image (a 3D model's single frame).
+    """
+    if stack.mode == "2d":
+        return list(blocks_view_first(model, stack, lab_axes, view, tiles))
+    return list(samples_nearest_first(stack, lab_axes, view, include_near=True)) or [None]
+
+
+def predict_view_first(
+    model: TrainedModel,
+    image: np.ndarray,
+    tiles: TileConfig | None = None,
+    *,
+    axes: str | None = None,
+    view: Region | None = None,
+    with_confidence: bool = False,
+    test_time_augmentation: bool = False,
+    skip: Collection[BlockKey] = (),
+) -> Generator[TileProgress | PredictionUpdate, None, None]:
+    """Predict the whole image part by part, from ``view`` outwards (see the module).
+
+    Parameters
+    ----------
+    model
+        A trained model.
+    image
+        The raw image, with axes ``axes``.
+    tiles
+        Tiling for the prediction; defaults to :class:`TileConfig` defaults.
+    axes
+        The image's axes; ``None`` guesses (:func:`~napari_unet.core.inference.model_axes`).
+    view
+        The region the user looks at (slices over the labels' axes): predicted first.
+        ``None``: start from the image's centre.
+    with_confidence
+        Include the winning class's probability in each update.
+    test_time_augmentation
+        Average over flips and rotations (8x slower, more accurate).
+    skip
+        Blocks (:func:`block_key`) already predicted with this model, left out.
+
+    Yields
+    ------
+    TileProgress
+        After every batch of windows, counted over the whole pass.
+    PredictionUpdate
+        After every part, with its :class:`PassProgress` (``final=True``). Memory stays
+        bounded by a part: the caller assembles the parts if it needs the whole map.
+    """
+    tiles = tiles or TileConfig()
+    axes = model_axes(model, image.shape, axes)
+    lab_axes = label_axes(axes)
+    label_shape = shape_without_channels(image.shape, axes)
+    stack = sample_stack(model, image, axes)
+    parts = [_clip(part, lab_axes, label_shape)
+             for part in parts_view_first(model, stack, lab_axes, view, tiles)
+             if part is None or block_key(part) not in skip]
+    sizes = [count_windows(model, image, tiles, axes=axes, region=part,
+                           test_time_augmentation=test_time_augmentation) for part in parts]
+    total, before = sum(sizes), 0
+    for done, (part, size) in enumerate(zip(parts, sizes), 1):
+        predicting = _iter_predicted(model, image, part, tiles, with_confidence,
+                                     test_time_augmentation, axes)
+        while True:
+            try:
+                tile = next(predicting)
+            except StopIteration as finished:
+                update: PredictionUpdate = finished.value
+                break
+            yield TileProgress(before + tile.tiles_done, total, tile.notice)
+        before += size
+        yield replace(update, pass_progress=PassProgress(done, len(parts), final=True))
