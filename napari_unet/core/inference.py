@@ -192,35 +192,44 @@ def _halos(model: TrainedModel, tiles: TileConfig) -> tuple[int, ...]:
 
 
 def one_window_blocks(model: TrainedModel, tiles: TileConfig,
-                      plane_shape: tuple[int, int]) -> tuple[int, int]:
-    """Block sides ``(Y, X)`` of a 2D model's plane that each cost one window to predict.
+                      sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Block sides of a sample (a 2D model's plane, a 3D model's volume) costing one window.
 
     A side that fits in one tile is one block; a longer side is cut into the tile's core
     (the tile less a halo either side, rounded as :func:`plan_tiles` rounds them). A region
-    that large plus its halo is one window, whereas a tile-sized region needs four.
+    that large plus its halo is one window, whereas a tile-sized region needs four (eight
+    in 3D).
 
     Parameters
     ----------
     model
-        A 2D model.
+        A trained model.
     tiles
         The tiling its predictions use.
-    plane_shape
-        ``(Y, X)`` size of the planes to cut.
+    sample_shape
+        Size of the samples to cut: ``(Y, X)`` for a 2D model, ``(Z, Y, X)`` for a 3D one.
 
     Returns
     -------
     tuple of int
-        Block height and width, each at least the model's size multiple.
+        Block sides along the sample's axes, each at least the model's size multiple.
+
+    Raises
+    ------
+    InputError
+        If ``sample_shape`` has not as many axes as the model has spatial dimensions.
     """
-    if model.config.spatial_dims != 2:
-        raise InputError("blocks of one window are for 2D models")
+    multiples = model.config.size_multiples
+    if len(sample_shape) != len(multiples):
+        raise InputError(f"a {len(multiples)}D model's samples have {len(multiples)} axes, "
+                         f"not {len(sample_shape)} ({tuple(sample_shape)})")
+    tile_shape = (tiles.tile_size,) * 2 if len(multiples) == 2 else tiles.tile_size_3d
     sides = []
-    for size, halo, multiple in zip(plane_shape, _halos(model, tiles),
-                                    model.config.size_multiples):
-        tile, halo = _window_and_halo(tiles.tile_size, halo, multiple)
+    for size, tile, halo, multiple in zip(sample_shape, tile_shape, _halos(model, tiles),
+                                          multiples):
+        tile, halo = _window_and_halo(tile, halo, multiple)
         sides.append(size if size <= tile else tile - 2 * halo)
-    return sides[0], sides[1]
+    return tuple(sides)
 
 
 def _pad_to_multiple(image: np.ndarray, multiples: tuple[int, ...]) -> np.ndarray:

@@ -112,10 +112,10 @@ def live_training(
     other slices follow at full speed, and then only messages are taken (with
     ``final_test_time_augmentation``, see there). After training
     ends (bound reached or :meth:`TrainingRun.stop`), the whole image is predicted from
-    the view outwards: a 2D model's large planes in blocks of one window each (see
-    :func:`~napari_unet.core.inference.one_window_blocks`), so the overlay fills
-    progressively; each part's :class:`PassProgress` says how far it is (also for a
-    paused run's redraw).
+    the view outwards, in blocks of one window each (a 2D model's large planes, a 3D
+    model's large volumes; see :func:`~napari_unet.core.view_first.predict_view_first`),
+    so the overlay fills progressively; each part's :class:`PassProgress` says how far
+    it is (also for a paused run's redraw).
 
     Parameters
     ----------
@@ -271,8 +271,8 @@ def live_training(
         final_save = save(run.model) if run.model.metadata.get("steps") else None
     if final_save is not None:
         yield final_save
-    # From the view outwards, so the overlay fills where the user looks: a 3D model frame
-    # by frame, a 2D model block by block. Blocks the settled model already predicted
+    # From the view outwards, block by block, so the overlay fills where the user looks
+    # first. Blocks the settled model already predicted
     # with test-time augmentation are not predicted again (a run stopped while paused).
     polished_by_final = polish_for is not None and polish_for[1] == result.steps
     for event in predict_view_first(

@@ -6,10 +6,10 @@ only at the end; predicted in parts, from the view outwards, the part the user l
 appears after seconds and the rest fills in around it, and a cancelled job keeps what it
 did. The parts are
 
-- for a 2D model, blocks of each plane that cost one window each
-  (:func:`~napari_unet.core.inference.one_window_blocks`): the view's first, nearest to
-  its centre first, then the other planes nearest to the view first;
-- for a 3D model, frames, nearest to the view first.
+blocks that cost one window each (:func:`~napari_unet.core.inference.one_window_blocks`):
+of each plane for a 2D model, of each frame's volume for a 3D one. The blocks the view
+touches come first, then the rest of the view's plane (volume) nearest to the view's
+centre first, then the other planes (frames) nearest to the view first.
 
 Live training (:mod:`~napari_unet.core.live`) uses the same order for its passes over the
 whole image; :func:`predict_view_first` is the same for a model that is not training.
@@ -178,57 +178,61 @@ def block_key(block: Region) -> BlockKey:
     return tuple((sl.start, sl.stop) for sl in block)
 
 
-def plane_blocks(stack: SampleStack, lab_axes: str, region: Region | None,
-                 block: tuple[int, int]) -> list[Region]:
-    """Return the blocks of a 2D model's image that ``region`` touches, plane by plane.
+def sample_blocks(stack: SampleStack, lab_axes: str, region: Region | None,
+                  block: tuple[int, ...]) -> list[Region]:
+    """Return the blocks of the image that ``region`` touches, sample by sample.
 
-    Blocks are the cells of one grid of ``block`` (Y, X) sides anchored at each plane's
-    origin (cells on the far edges clipped to the plane), whatever the region: a block
-    polished for one view is the same block for the next view and for the whole plane,
+    Blocks are the cells of one grid of ``block`` sides anchored at each sample's origin
+    (cells on the far edges clipped to the sample), whatever the region: a block
+    polished for one view is the same block for the next view and for the whole sample,
     so nothing is predicted twice with the same model.
 
     Parameters
     ----------
     stack
-        The image as the model's samples (for its shape).
+        The image as the model's samples (a 2D model's planes, a 3D model's frames).
     lab_axes
         The labels' axes, which ``region`` and the blocks are slices over.
     region
         Slices over ``lab_axes``; ``None`` for everything.
     block
-        Block sides ``(Y, X)``.
+        Block sides: ``(Y, X)`` in 2D mode, ``(Z, Y, X)`` in 3D mode.
     """
-    times, depths, rows, columns = region_to_canonical(region, lab_axes, stack.label_shape)
-    height, width = stack.label_shape[2:]
-    (block_y, block_x) = block
+    times, *spatial = region_to_canonical(region, lab_axes, stack.label_shape)
+    sizes = stack.label_shape[1:]
+    if stack.mode == "2d":  # one plane at a time: a block is one plane deep
+        block = (1, *block)
+
+    def cells(touched: slice, side: int, size: int) -> list[slice]:
+        return [slice(start, min(start + side, size))
+                for start in range(touched.start - touched.start % side, touched.stop, side)]
+
+    per_axis = [cells(touched, side, size) for touched, side, size in zip(spatial, block, sizes)]
     return [
-        region_from_canonical((slice(t, t + 1), slice(z, z + 1),
-                               slice(y, min(y + block_y, height)),
-                               slice(x, min(x + block_x, width))), lab_axes)
-        for t in range(times.start, times.stop) for z in range(depths.start, depths.stop)
-        for y in range(rows.start - rows.start % block_y, rows.stop, block_y)
-        for x in range(columns.start - columns.start % block_x, columns.stop, block_x)
+        region_from_canonical((slice(t, t + 1), z, y, x), lab_axes)
+        for t in range(times.start, times.stop)
+        for z in per_axis[0] for y in per_axis[1] for x in per_axis[2]
     ]
 
 
 def blocks_view_first(model: TrainedModel, stack: SampleStack, lab_axes: str,
                       view: Region | None, tiles: TileConfig) -> list[Region]:
-    """Return every block of a 2D model's image once, in the order the user wants them.
+    """Return every block of the image once, in the order the user wants them.
 
     Blocks cost one window each (:func:`~napari_unet.core.inference.one_window_blocks`):
     a settled run's block keeps new strokes waiting for one window at most, and a pass
     over the whole image fills the overlay outwards from the view instead of all at once
     at the end.
 
-    The view's blocks first, then the rest of the view's planes, then the other planes
-    nearest to the view first (as :func:`samples_nearest_first`); within a plane, blocks
-    nearest to the view's centre first, so the overlay fills outwards from where the user
-    looks.
+    The view's blocks first, then the rest of the view's samples (planes of a 2D model,
+    frames of a 3D one), then the other samples nearest to the view first (as
+    :func:`samples_nearest_first`); within a sample, blocks nearest to the view's centre
+    first, so the overlay fills outwards from where the user looks.
 
     Parameters
     ----------
     model
-        A 2D model (its receptive field sets the blocks' size).
+        The model (its receptive field and the tiling set the blocks' size).
     stack
         The image as the model's samples.
     lab_axes
@@ -239,21 +243,23 @@ def blocks_view_first(model: TrainedModel, stack: SampleStack, lab_axes: str,
         The tiling the blocks will be predicted with.
     """
     shape = stack.label_shape
-    block = one_window_blocks(model, tiles, shape[2:])
-    _, _, rows, columns = region_to_canonical(view, lab_axes, shape)
-    centre = ((rows.start + rows.stop) / 2, (columns.start + columns.stop) / 2)
+    block = one_window_blocks(model, tiles, stack.sample_shape)
+    # Distances within a sample: in Y and X for a 2D model, also Z for a 3D one (a 2D
+    # model's planes are ordered by samples_nearest_first).
+    first_axis = 2 if stack.mode == "2d" else 1
+    centre = [(sl.start + sl.stop) / 2
+              for sl in region_to_canonical(view, lab_axes, shape)[first_axis:]]
 
     def distance(block_region: Region) -> float:
-        _, _, ys, xs = region_to_canonical(block_region, lab_axes, shape)
-        return (abs((ys.start + ys.stop) / 2 - centre[0])
-                + abs((xs.start + xs.stop) / 2 - centre[1]))
+        slices = region_to_canonical(block_region, lab_axes, shape)[first_axis:]
+        return sum(abs((sl.start + sl.stop) / 2 - c) for sl, c in zip(slices, centre))
 
     ordered: list[Region] = []
     seen: set[BlockKey] = set()
-    planes = samples_nearest_first(stack, lab_axes, view, include_near=True) or [None]
-    for part in ([view] if view is not None else []) + planes:
-        # sorted() is stable: where a part spans planes, ties keep their (T, Z) order
-        for candidate in sorted(plane_blocks(stack, lab_axes, part, block), key=distance):
+    samples = samples_nearest_first(stack, lab_axes, view, include_near=True) or [None]
+    for part in ([view] if view is not None else []) + samples:
+        # sorted() is stable: where a part spans samples, ties keep their (T, Z) order
+        for candidate in sorted(sample_blocks(stack, lab_axes, part, block), key=distance):
             key = block_key(candidate)
             if key not in seen:
                 seen.add(key)
@@ -302,17 +308,6 @@ def samples_nearest_first(stack: SampleStack, lab_axes: str, near: Region | None
     return [region for _, region in regions]
 
 
-def parts_view_first(model: TrainedModel, stack: SampleStack, lab_axes: str,
-                     view: Region | None, tiles: TileConfig) -> list[Region | None]:
-    """Return the parts a pass over the whole image predicts, in order (see the module).
-
-    ``None`` stands for the whole image (a 3D model's single frame).
-    """
-    if stack.mode == "2d":
-        return list(blocks_view_first(model, stack, lab_axes, view, tiles))
-    return list(samples_nearest_first(stack, lab_axes, view, include_near=True)) or [None]
-
-
 def predict_view_first(
     model: TrainedModel,
     image: np.ndarray,
@@ -357,11 +352,9 @@ def predict_view_first(
     tiles = tiles or TileConfig()
     axes = model_axes(model, image.shape, axes)
     lab_axes = label_axes(axes)
-    label_shape = shape_without_channels(image.shape, axes)
-    stack = sample_stack(model, image, axes)
-    parts = [_clip(part, lab_axes, label_shape)
-             for part in parts_view_first(model, stack, lab_axes, view, tiles)
-             if part is None or block_key(part) not in skip]
+    parts = [block for block in blocks_view_first(model, sample_stack(model, image, axes),
+                                                  lab_axes, view, tiles)
+             if block_key(block) not in skip]
     sizes = [count_windows(model, image, tiles, axes=axes, region=part,
                            test_time_augmentation=test_time_augmentation) for part in parts]
     total, before = sum(sizes), 0

@@ -155,5 +155,14 @@ def test_a_one_window_block_is_predicted_in_one_window_wherever_it_lies(tile_siz
         steps = iter_predict(model, image, tiles, region=region)
         progress = next(steps)
         assert progress.tiles_total == 1
-    with pytest.raises(InputError, match="2D models"):
+    with pytest.raises(InputError, match="3D model's samples have 3 axes"):
         one_window_blocks(_random_model(spatial_dims=3), tiles, (300, 40))
+
+
+def test_a_3d_model_block_is_one_window_too():
+    model = _random_model(spatial_dims=3)  # 24 px halo on every axis
+    tiles = TileConfig(tile_size_3d=(64, 80, 80))
+    assert one_window_blocks(model, tiles, (70, 100, 30)) == (16, 32, 30)
+    image = np.random.default_rng(0).random((70, 100, 30), dtype=np.float32)
+    region = (slice(48, 64), slice(64, 96), slice(0, 30))
+    assert next(iter_predict(model, image, tiles, axes="ZYX", region=region)).tiles_total == 1

@@ -99,6 +99,22 @@ def test_a_3d_model_goes_frame_by_frame_nearest_first():
     assert len(one) == 1 and one[0].complete and one[0].pass_progress == PassProgress(1, 1, True)
 
 
+def test_a_3d_model_cuts_a_volume_larger_than_a_tile_into_blocks_from_the_view():
+    model = _random_model(spatial_dims=3)  # 24 px halo: a 64 x 80 x 80 tile's core 16 x 32
+    tiles = TileConfig(tile_size_3d=(64, 80, 80))
+    image = np.random.default_rng(5).random((70, 100, 30), dtype=np.float32)
+    view = (slice(40, 41), slice(0, 50), slice(0, 30))  # slice 40, top half
+    progress, updates = _split(list(predict_view_first(model, image, tiles, axes="ZYX",
+                                                       view=view)))
+    starts = [tuple(sl.start for sl in u.region) for u in updates]
+    assert len(starts) == len(set(starts)) == 20  # Z 4 x 16 + 6, Y 3 x 32 + 4, X whole
+    assert starts[:2] == [(32, 0, 0), (32, 32, 0)]  # the view's blocks, its centre's first
+    assert starts[-1] == (0, 96, 0)  # the farthest
+    assert [t.tiles_done for t in progress] == list(range(1, 21))  # one window a block
+    assert (_assembled(updates, image.shape)
+            == predict(model, image, tiles, axes="ZYX").class_map).all()
+
+
 def test_blocks_already_predicted_are_skipped():
     model = _random_model()
     image = np.random.default_rng(4).random((96, 96), dtype=np.float32)
