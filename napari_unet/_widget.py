@@ -802,7 +802,9 @@ class UNetTrainerWidget(QWidget):
         return tuple(region)
 
     def _send_region(self) -> None:
-        if self._inbox is None or self.state.status != "training" or not self._target.sources:
+        # Also after Stop and while Predict runs: the parts left of the image follow the view.
+        following = self.state.status in ("training", "stopping", "predicting")
+        if self._inbox is None or not following or not self._target.sources:
             return
         region = self._region_in_view()
         if region is not None:
@@ -935,15 +937,16 @@ class UNetTrainerWidget(QWidget):
         z = self.model.config.anisotropy if self.model.config.spatial_dims == 3 else float(
             self.anisotropy.value)
         spacing = tuple(z if a == "Z" else 1.0 for a in self._target.label_axes if a != "T")
+        inbox = Inbox()  # the view, as the user moves it: the parts left follow it
         worker = prediction_worker(
-            self.model, image, axes, preset.tile, self._region_in_view(),
+            self.model, image, axes, preset.tile, self._region_in_view(), inbox,
             self.show_confidence.value, self.test_time_augmentation.value,
             self._instance_config(), spacing,
         )
         worker.yielded.connect(self._on_prediction_yielded)
         worker.errored.connect(self._on_worker_error)
         worker.finished.connect(self._on_prediction_finished)
-        self._worker, self._worker_failed = worker, False
+        self._worker, self._worker_failed, self._inbox = worker, False, inbox
         self._active.append((None, worker))
         self.state.status = "predicting"
         self._start(worker)
@@ -975,6 +978,7 @@ class UNetTrainerWidget(QWidget):
 
     def _on_prediction_finished(self) -> None:
         self._forget_worker()
+        self._inbox = None
         self._forget_pass()
         self.state.status = "idle"
         release_freed_memory_soon()

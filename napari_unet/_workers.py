@@ -136,16 +136,16 @@ def _build_and_train(
 
 def _segmentation_job(
     model: TrainedModel, image: np.ndarray, axes: str, tiles: TileConfig,
-    view: Region | None, with_confidence: bool, test_time_augmentation: bool,
+    view: Region | None, inbox: Inbox, with_confidence: bool, test_time_augmentation: bool,
     instances: InstanceConfig | None, spacing: tuple[float, ...],
 ) -> Generator[TileProgress | PredictionUpdate | InstancesUpdate, None, None]:
-    yield from _reported(_segment(model, image, axes, tiles, view, with_confidence,
+    yield from _reported(_segment(model, image, axes, tiles, view, inbox, with_confidence,
                                   test_time_augmentation, instances, spacing))
 
 
 def _segment(
     model: TrainedModel, image: np.ndarray, axes: str, tiles: TileConfig,
-    view: Region | None, with_confidence: bool, test_time_augmentation: bool,
+    view: Region | None, inbox: Inbox, with_confidence: bool, test_time_augmentation: bool,
     instances: InstanceConfig | None, spacing: tuple[float, ...],
 ) -> Generator[TileProgress | PredictionUpdate | InstancesUpdate, None, None]:
     # Instances need the whole class map; the parts are assembled only for them.
@@ -153,12 +153,21 @@ def _segment(
     if instances is not None:
         class_map = np.zeros(shape_without_channels(image.shape, axes),
                              np.uint8 if model.num_classes < 256 else np.uint16)
-    for event in predict_view_first(model, image, tiles, axes=axes, view=view,
-                                    with_confidence=with_confidence,
-                                    test_time_augmentation=test_time_augmentation):
+    parts = predict_view_first(model, image, tiles, axes=axes, view=view,
+                               with_confidence=with_confidence,
+                               test_time_augmentation=test_time_augmentation)
+    new_view: Region | None = None
+    while True:
+        try:
+            event = parts.send(new_view)
+        except StopIteration:
+            break
         if class_map is not None and isinstance(event, PredictionUpdate):
             class_map[event.region] = event.class_map
         yield event
+        # The user looked elsewhere: the parts left go from there outwards.
+        message = inbox.take()
+        new_view = message.region if isinstance(message, RegionUpdate) else None
     if instances is not None and class_map is not None:
         objects = instances_from_classes(class_map, label_axes(axes), spacing, instances)
         yield InstancesUpdate(objects, int(model.metadata.get("steps", 0)))
@@ -194,12 +203,13 @@ def live_training_worker(
 
 def prediction_worker(
     model: TrainedModel, image: np.ndarray, axes: str, tiles: TileConfig,
-    view: Region | None, with_confidence: bool, test_time_augmentation: bool,
+    view: Region | None, inbox: Inbox, with_confidence: bool, test_time_augmentation: bool,
     instances: InstanceConfig | None, spacing: tuple[float, ...],
 ) -> GeneratorWorker:
     """Return a (not yet started) worker that predicts the image, then splits objects.
 
-    It predicts in parts from ``view`` outwards
+    It predicts in parts from ``view`` outwards, and from the newest
+    :class:`~napari_unet.core.live.RegionUpdate` put in ``inbox`` once one comes
     (:func:`~napari_unet.core.view_first.predict_view_first`), yielding its
     :class:`~napari_unet.core.inference.TileProgress` and
     :class:`~napari_unet.core.view_first.PredictionUpdate` records, then (if
@@ -207,7 +217,7 @@ def prediction_worker(
     has yielded the parts it finished.
     """
     return create_worker(
-        _segmentation_job, model, image, axes, tiles, view, with_confidence,
+        _segmentation_job, model, image, axes, tiles, view, inbox, with_confidence,
         test_time_augmentation, instances, spacing,
         _progress={"desc": "U-Net prediction"}, _start_thread=False, _ignore_errors=True,
     )

@@ -16,7 +16,9 @@ nearest first. When the run settles (no new strokes for ``settle_steps``), the v
 then the rest of the image are predicted once with the settled model (with test-time
 augmentation when the final prediction uses it: the paused overlay is then what Stop would
 give), and nothing more is computed until new strokes or a new view arrive. When training
-ends, the whole image is predicted once more, and instance labels are derived if asked for.
+ends, the whole image is predicted once more, from the view outwards (a
+:class:`RegionUpdate` sent meanwhile moves where it continues), and instance labels are
+derived if asked for.
 """
 
 from __future__ import annotations
@@ -270,18 +272,30 @@ def live_training(
         # generator is closed at a yield above and nothing below runs.
         final_save = save(run.model) if run.model.metadata.get("steps") else None
     if final_save is not None:
-        yield final_save
+        received = yield final_save
+        if isinstance(received, RegionUpdate):
+            region = received.region
     # From the view outwards, block by block, so the overlay fills where the user looks
     # first. Blocks the settled model already predicted
     # with test-time augmentation are not predicted again (a run stopped while paused).
+    # A new view sent meanwhile (the user scrolled or panned) is predicted next.
     polished_by_final = polish_for is not None and polish_for[1] == result.steps
-    for event in predict_view_first(
+    final_pass = predict_view_first(
         run.model, image, tiles, axes=axes, view=region, with_confidence=with_confidence,
         test_time_augmentation=final_test_time_augmentation,
         skip=polished if polished_by_final else (),
-    ):
+    )
+    new_view: Region | None = None
+    while True:
+        try:
+            event = final_pass.send(new_view)
+        except StopIteration:
+            break
+        new_view = None
         if isinstance(event, PredictionUpdate):  # tile progress: the parts' count says it
-            yield show(event)
+            received = yield show(event)
+            if isinstance(received, RegionUpdate):
+                new_view = received.region
     extra = with_instances(result.steps)
     if extra is not None:
         yield extra

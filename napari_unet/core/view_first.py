@@ -318,8 +318,12 @@ def predict_view_first(
     with_confidence: bool = False,
     test_time_augmentation: bool = False,
     skip: Collection[BlockKey] = (),
-) -> Generator[TileProgress | PredictionUpdate, None, None]:
+) -> Generator[TileProgress | PredictionUpdate, Region | None, None]:
     """Predict the whole image part by part, from ``view`` outwards (see the module).
+
+    Send a region at any yield when the user looks elsewhere (scrolls to another slice
+    or frame, pans): once the part under way is done, the parts left are taken from the
+    new view outwards.
 
     Parameters
     ----------
@@ -352,13 +356,21 @@ def predict_view_first(
     tiles = tiles or TileConfig()
     axes = model_axes(model, image.shape, axes)
     lab_axes = label_axes(axes)
-    parts = [block for block in blocks_view_first(model, sample_stack(model, image, axes),
-                                                  lab_axes, view, tiles)
-             if block_key(block) not in skip]
-    sizes = [count_windows(model, image, tiles, axes=axes, region=part,
-                           test_time_augmentation=test_time_augmentation) for part in parts]
-    total, before = sum(sizes), 0
-    for done, (part, size) in enumerate(zip(parts, sizes), 1):
+    stack = sample_stack(model, image, axes)
+    done: set[BlockKey] = set(skip)
+
+    def left_from(around: Region | None) -> list[Region]:
+        return [block for block in blocks_view_first(model, stack, lab_axes, around, tiles)
+                if block_key(block) not in done]
+
+    parts = left_from(view)
+    sizes = {block_key(part): count_windows(model, image, tiles, axes=axes, region=part,
+                                            test_time_augmentation=test_time_augmentation)
+             for part in parts}
+    total, before, count = sum(sizes.values()), 0, len(parts)
+    moved_to: list[Region] = []  # the newest view sent, if any, since the last reorder
+    while parts:
+        part = parts.pop(0)
         predicting = _iter_predicted(model, image, part, tiles, with_confidence,
                                      test_time_augmentation, axes)
         while True:
@@ -367,6 +379,15 @@ def predict_view_first(
             except StopIteration as finished:
                 update: PredictionUpdate = finished.value
                 break
-            yield TileProgress(before + tile.tiles_done, total, tile.notice)
-        before += size
-        yield replace(update, pass_progress=PassProgress(done, len(parts), final=True))
+            sent = yield TileProgress(before + tile.tiles_done, total, tile.notice)
+            if sent is not None:
+                moved_to[:] = [sent]
+        key = block_key(part)
+        before += sizes[key]
+        done.add(key)
+        sent = yield replace(update, pass_progress=PassProgress(count - len(parts), count,
+                                                                final=True))
+        if sent is not None:
+            moved_to[:] = [sent]
+        if moved_to:
+            parts = left_from(moved_to.pop())

@@ -274,6 +274,24 @@ def test_the_final_pass_fills_a_large_image_block_by_block_from_the_view():
     assert (overlay == predict(run.model, image, tiles).class_map).all()
 
 
+def test_the_final_pass_follows_a_view_sent_after_stop():
+    image, _, strokes = _stack(5)
+    run = TrainingRun(image, strokes, FAST, axes="ZYX", mode="2d", model_config=TINY_MODEL)
+    gen = live_training(run, refresh_s=3600, region=(slice(0, 1), slice(0, 48), slice(0, 48)))
+    for event in gen:
+        if isinstance(event, TrainProgress) and event.step == 3:
+            run.stop()
+            break
+    event = next(gen)
+    while not (isinstance(event, PredictionUpdate) and event.pass_progress):
+        event = next(gen)
+    assert event.region[0] == slice(0, 1)  # the slice in view first...
+    moved = gen.send(RegionUpdate((slice(4, 5), slice(0, 48), slice(0, 48))))
+    assert moved.region[0] == slice(4, 5)  # ...then the one scrolled to
+    rest = [e.region[0].start for e in gen if isinstance(e, PredictionUpdate)]
+    assert rest == [3, 2, 1]
+
+
 def test_new_strokes_interrupt_polishing_after_one_block():
     image, _, strokes = _stack(4)
     run = TrainingRun(image, strokes, replace(FAST, settle_steps=6), axes="ZYX", mode="2d",

@@ -115,6 +115,27 @@ def test_a_3d_model_cuts_a_volume_larger_than_a_tile_into_blocks_from_the_view()
             == predict(model, image, tiles, axes="ZYX").class_map).all()
 
 
+def test_a_view_sent_meanwhile_is_predicted_next():
+    """The user scrolls to another slice while the pass runs: that slice comes next."""
+    model = _random_model()
+    image = np.random.default_rng(6).random((5, 40, 40), dtype=np.float32)
+    plane = [(slice(z, z + 1), slice(0, 40), slice(0, 40)) for z in range(5)]
+    untouched = [u.region[0].start for u in predict_view_first(model, image, TILES, axes="ZYX",
+                                                               view=plane[0])
+                 if isinstance(u, PredictionUpdate)]
+    assert untouched == [0, 1, 2, 3, 4]
+    gen = predict_view_first(model, image, TILES, axes="ZYX", view=plane[0])
+    assert isinstance(next(gen), TileProgress)  # plane 0 under way...
+    first = gen.send(plane[4])  # ...when the user scrolls to plane 4
+    progress, updates = _split([first, *gen])
+    assert [u.region[0].start for u in updates] == [0, 4, 3, 2, 1]
+    assert [u.pass_progress for u in updates] == [
+        PassProgress(k, 5, final=True) for k in range(1, 6)]
+    assert [t.tiles_done for t in progress] == [2, 3, 4, 5]  # counted on across the move
+    assert (_assembled(updates, image.shape)
+            == predict(model, image, TILES, axes="ZYX").class_map).all()
+
+
 def test_blocks_already_predicted_are_skipped():
     model = _random_model()
     image = np.random.default_rng(4).random((96, 96), dtype=np.float32)

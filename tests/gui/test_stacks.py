@@ -69,6 +69,37 @@ def test_z_stack_trains_from_one_slice_and_overlay_follows_the_slice(trainer, qt
     assert foreground_iou(prediction[unpainted], truth[unpainted]) > 0.3  # all-fg ~0.15
 
 
+def test_predict_follows_the_slice_the_user_scrolls_to(trainer, qtbot):
+    """Predict goes slice by slice from the one in view; scrolled elsewhere meanwhile, the
+    slice scrolled to comes next, not last."""
+    viewer, widget = trainer
+    image, truth = _blob_stack(6, shape=(192, 192))
+    viewer.add_image(image, name="stack")
+    _paint(viewer, widget, strokes_from_truth(truth[0], every=5), (0,))
+    widget.mode.value = "2D over slices"
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.state.step >= 3, timeout=TRAIN_TIMEOUT_MS)
+    widget.stop()
+    _wait_idle(qtbot, widget)
+    viewer.layers.remove("prediction")
+    viewer.dims.set_current_step(0, 0)
+    widget.test_time_augmentation.value = True  # 8 windows a slice: time to scroll
+    order = []
+
+    def shown(update):
+        order.append(update.region[0].start)
+        if len(order) == 1:
+            viewer.dims.set_current_step(0, 5)  # the far end, predicted last so far
+
+    apply = widget._apply_prediction
+    widget._apply_prediction = lambda update: (shown(update), apply(update))
+    qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
+    assert order[0] == 0 and sorted(order) == [0, 1, 2, 3, 4, 5]
+    assert order.index(5) <= 3, order  # next, or after the one or two under way
+    assert (viewer.layers["prediction"].data > 0).all()
+
+
 def test_channel_layers_time_axis_instances_and_export(trainer, qtbot, tmp_path, monkeypatch):
     viewer, widget = trainer
     image, truth = _blob_stack(3)
