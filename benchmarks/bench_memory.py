@@ -10,11 +10,11 @@ themselves (they grow with the image by necessity: the input and the answer), an
 keep flat. Cases: 2D images of growing side, a Z stack predicted plane by plane by a 2D
 model, and a stack predicted by a 3D model.
 
-``--passes`` compares, on 2D images, the two ways a whole image is predicted: in one
-piece (``predict``: the command line) and block by block from the view outwards
-(``predict_view_first``: the widget's Predict, and the pass after Stop), each plain and
-with test-time augmentation, which needs per-class probabilities over whatever is
-predicted at once.
+``--passes`` compares, on 2D images, the two ways a whole image is predicted:
+``predict`` (the command line: in one piece, or with test-time augmentation in
+one-window blocks) and ``predict_view_first`` (the widget's Predict and the pass after
+Stop: one-window blocks from the view outwards), each plain and with test-time
+augmentation, which needs per-class probabilities over whatever is predicted at once.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def measure(kind: str, shape: tuple[int, ...], how: str = "whole", tta: bool = F
 
 def compare_passes(sizes: list[int]) -> list[str]:
     """Table rows: whole against view first, plain and with test-time augmentation."""
-    rows = ["| image | test-time augmentation | in one piece: working memory (MiB) | "
-            "time (s) | view first, in blocks: working memory (MiB) | time (s) |",
+    rows = ["| image | test-time augmentation | `predict` (command line): working memory "
+            "(MiB) | time (s) | view first (widget): working memory (MiB) | time (s) |",
             "|---|---|---|---|---|---|"]
     for size in sizes:
         for tta in (False, True):

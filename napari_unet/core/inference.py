@@ -27,7 +27,9 @@ from napari_unet.core.axes import (
     infer_axes,
     label_axes,
     labels_from_canonical,
+    labels_to_canonical,
     mode_for_spatial_dims,
+    region_from_canonical,
     region_to_canonical,
     to_canonical,
 )
@@ -346,8 +348,9 @@ def iter_predict(
         Also return per-class probabilities (memory grows with the image).
     test_time_augmentation
         Average the probabilities of the 8 flips/90 degree rotations in Y and X: 8x the
-        time, smoother and more accurate boundaries (see docs/benchmarks.md). Memory grows
-        with the image.
+        time, smoother and more accurate boundaries (see docs/benchmarks.md). The region
+        is then predicted in blocks of one window each (:func:`one_window_blocks`), so
+        memory stays bounded by the tile unless ``return_probabilities`` is set.
     device
         Where to run; defaults to the device the network is on.
     mixed_precision
@@ -371,6 +374,11 @@ def iter_predict(
     multiples = model.config.size_multiples
     passes = _D4 if test_time_augmentation else _D4[:1]
     need_probabilities = return_probabilities or len(passes) > 1
+    blocks = _augmented_blocks(model, stack, canonical_region, tiles,
+                               test_time_augmentation, return_probabilities)
+    if len(blocks) > 1:
+        return (yield from _predict_blocks(model, image, tiles, axes, canonical_region,
+                                           blocks, device, mixed_precision))
     plan = _plan_region(model, stack, canonical_region, tiles, passes)
     context, keep, total = plan.context, plan.keep, plan.windows
 
@@ -467,6 +475,7 @@ def count_windows(
     *,
     axes: str | None = None,
     region: tuple[slice, ...] | None = None,
+    return_probabilities: bool = False,
     test_time_augmentation: bool = False,
 ) -> int:
     """Return how many windows :func:`iter_predict` runs the network on for these arguments.
@@ -474,11 +483,70 @@ def count_windows(
     Its :class:`TileProgress` counts these; a job predicting an image in several parts
     adds them up to report progress over all of them.
     """
+    tiles = tiles or TileConfig()
     axes = model_axes(model, np.shape(image), axes)
     stack = sample_stack(model, np.asarray(image), axes)
     canonical_region = region_to_canonical(region, label_axes(axes), stack.label_shape)
     passes = _D4 if test_time_augmentation else _D4[:1]
-    return _plan_region(model, stack, canonical_region, tiles or TileConfig(), passes).windows
+    return sum(_plan_region(model, stack, block, tiles, passes).windows
+               for block in _augmented_blocks(model, stack, canonical_region, tiles,
+                                              test_time_augmentation, return_probabilities))
+
+
+def _augmented_blocks(
+    model: TrainedModel, stack: SampleStack, region: tuple[slice, ...], tiles: TileConfig,
+    test_time_augmentation: bool, return_probabilities: bool,
+) -> list[tuple[slice, ...]]:
+    """Return the blocks a canonical ``(T, Z, Y, X)`` region is predicted in, one by one.
+
+    With test-time augmentation (and only the class map to return), one-window blocks
+    (:func:`one_window_blocks`) on a grid from the sample's origin, clipped to the
+    region: each flip or rotation applies to everything predicted at once, and the 8 are
+    averaged as probabilities, so predicted at once a 4k x 4k plane needed 713 MiB, and
+    more as the pixels grow (``bench_memory.py --passes``). Otherwise the region is one
+    block. Every block spans all the region's samples (its
+    frames, and a 2D model's planes): :func:`iter_predict` takes them one by one anyway.
+    """
+    if not test_time_augmentation or return_probabilities:
+        return [region]
+    sides = one_window_blocks(model, tiles, stack.sample_shape)
+    first = 2 if stack.mode == "2d" else 1
+    per_axis = [[sl] for sl in region[:first]]
+    for sl, side in zip(region[first:], sides):
+        per_axis.append([slice(max(start, sl.start), min(start + side, sl.stop))
+                         for start in range(sl.start - sl.start % side, sl.stop, side)])
+    return [tuple(block) for block in itertools.product(*per_axis)]
+
+
+def _predict_blocks(
+    model: TrainedModel, image: np.ndarray, tiles: TileConfig, axes: str,
+    region: tuple[slice, ...], blocks: list[tuple[slice, ...]], device: torch.device,
+    mixed_precision: bool,
+) -> Generator[TileProgress, None, Prediction]:
+    """Predict ``region`` with test-time augmentation block by block, counting windows."""
+    lab_axes = label_axes(axes)
+    parts = [region_from_canonical(block, lab_axes) for block in blocks]
+    stack = sample_stack(model, image, axes)
+    sizes = [_plan_region(model, stack, block, tiles, _D4).windows for block in blocks]
+    k = model.num_classes
+    class_map = np.zeros(tuple(sl.stop - sl.start for sl in region),
+                         np.uint8 if k < 256 else np.uint16)
+    total, before = sum(sizes), 0
+    for block, part, size in zip(blocks, parts, sizes):
+        predicting = iter_predict(model, image, tiles, axes=axes, region=part,
+                                  test_time_augmentation=True, device=device,
+                                  mixed_precision=mixed_precision)
+        while True:
+            try:
+                progress = next(predicting)
+            except StopIteration as finished:
+                done: Prediction = finished.value
+                break
+            yield TileProgress(before + progress.tiles_done, total, progress.notice)
+        before += size
+        at = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(block, region))
+        class_map[at] = labels_to_canonical(done.class_map, lab_axes)
+    return Prediction(np.ascontiguousarray(labels_from_canonical(class_map, lab_axes)))
 
 
 def _position_in_region(

@@ -8,7 +8,13 @@ from hypothesis import strategies as st
 
 from napari_unet.core.config import ModelConfig, TileConfig, TrainConfig
 from napari_unet.core.errors import InputError
-from napari_unet.core.inference import iter_predict, one_window_blocks, plan_tiles, predict
+from napari_unet.core.inference import (
+    count_windows,
+    iter_predict,
+    one_window_blocks,
+    plan_tiles,
+    predict,
+)
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.normalization import Normalization
 from napari_unet.core.training import TrainingRun
@@ -166,3 +172,34 @@ def test_a_3d_model_block_is_one_window_too():
     image = np.random.default_rng(0).random((70, 100, 30), dtype=np.float32)
     region = (slice(48, 64), slice(64, 96), slice(0, 30))
     assert next(iter_predict(model, image, tiles, axes="ZYX", region=region)).tiles_total == 1
+
+
+def test_test_time_augmentation_goes_block_by_block_so_memory_follows_the_tile():
+    """Averaging the 8 flips needs probabilities over what is predicted at once: the
+    class map alone is predicted in one-window blocks, the same result in less memory."""
+    import tracemalloc
+
+    model = _random_model()
+    tiles = TileConfig(tile_size=200)  # 24 px halo: blocks of 152, 4 x 4 of them here
+    image = np.random.default_rng(0).random((600, 520), dtype=np.float32)
+    peaks, maps = [], []
+    for probabilities in (False, True):  # asked for, they are kept whole: one piece
+        tracemalloc.start()
+        steps = iter_predict(model, image, tiles, test_time_augmentation=True,
+                             return_probabilities=probabilities)
+        reports = []
+        while True:
+            try:
+                reports.append(next(steps))
+            except StopIteration as finished:
+                maps.append(finished.value.class_map)
+                break
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        done = [r.tiles_done for r in reports]
+        assert done == sorted(set(done)) and done[-1] == reports[-1].tiles_total
+        assert {r.tiles_total for r in reports} == {count_windows(
+            model, image, tiles, return_probabilities=probabilities,
+            test_time_augmentation=True)}
+    assert (maps[0] == maps[1]).all()
+    assert peaks[0] < peaks[1] / 3, peaks  # numpy's peak: 2.4 against 19.4 MiB here
