@@ -9,7 +9,10 @@ tile's core (``core.inference.one_window_blocks``), so with its halo it is one w
 This script times, on one image, the whole-image prediction, blocks of the tile's size
 (what session 17 used: four windows each), and blocks of one window, each without and
 with test-time augmentation, and checks that the blocks put together equal the whole.
-Untrained weights: speed does not depend on them.
+Untrained weights: speed does not depend on them. Since session 20, ``predict`` with
+test-time augmentation itself goes by one-window blocks (memory), so from then on the
+"whole image" row with augmentation measures that; the session 18 figures in the docs
+are the one-piece prediction.
 """
 
 from __future__ import annotations
