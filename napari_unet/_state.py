@@ -7,7 +7,8 @@ from typing import Literal
 
 from psygnal import evented
 
-Status = Literal["idle", "training", "stopping", "predicting"]
+# "cancelling": the user stopped a prediction pass (after Stop, or Predict) part-way.
+Status = Literal["idle", "training", "stopping", "predicting", "cancelling"]
 PassKind = Literal["", "redraw", "final", "predict"]
 
 

@@ -290,6 +290,9 @@ class UNetTrainerWidget(QWidget):
 
         self.train_button = QPushButton("Train")
         self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop training after this step; the model is kept and "
+                                    "the whole image predicted. Pressed again, or while "
+                                    "Predict runs: stop predicting, keeping the parts done")
         self.predict_button = QPushButton("Predict")
         self.reset_button = QPushButton("Reset")
         self.save_button = QPushButton("Save model…")
@@ -354,7 +357,7 @@ class UNetTrainerWidget(QWidget):
         s = self.state
         busy = s.busy
         self.train_button.setEnabled(not busy)
-        self.stop_button.setEnabled(s.status == "training")
+        self.stop_button.setEnabled(s.status in ("training", "stopping", "predicting"))
         for b in (self.predict_button, self.save_button):
             b.setEnabled(not busy and self.model is not None)
         self.reset_button.setEnabled(not busy and self.model is not None)
@@ -385,6 +388,8 @@ class UNetTrainerWidget(QWidget):
                                 f"{100 * s.pass_done // s.pass_total} %{self._time_left()}…")
         elif s.status == "predicting":
             self.status.setText("predicting…")
+        elif s.status == "cancelling":
+            self.status.setText("stopping the prediction; the parts done are kept…")
         else:
             self.status.setText("ready")
         self.model_label.setText(s.model_summary)
@@ -729,11 +734,21 @@ class UNetTrainerWidget(QWidget):
         self._render_state()
 
     def stop(self) -> None:
-        """Stop training after the current step; the model is kept."""
+        """Stop training after the current step; the model is kept.
+
+        Pressed again while the image is predicted after training, or while Predict runs,
+        stop that: on a large image at best quality it takes minutes, and the user may
+        have seen what they need. The parts done stay on screen; so does the model.
+        """
         if self._inbox is not None and self.state.status == "training":
             # Before the run is built this cancels it; after, training ends after this step.
             self._inbox.request_stop()
             self.state.status = "stopping"
+        elif self.state.status in ("stopping", "predicting") and self._worker is not None:
+            # As the activity dock's cancel: the job ends at its next yield, and its
+            # finished handler keeps the model.
+            self._worker.quit()
+            self.state.status = "cancelling"
 
     def _on_labels_changed(self, event: Any = None) -> None:
         self._labels_timer.start()  # (re)start: strokes go out once painting pauses

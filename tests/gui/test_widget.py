@@ -365,7 +365,7 @@ def test_demo_command_opens_napari_with_the_trainer():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_cancel_from_the_activity_dock_keeps_the_model(viewer_and_widget, qtbot):
+def test_cancel_from_the_activity_dock_or_stop_twice_keeps_the_model(viewer_and_widget, qtbot):
     _, widget = viewer_and_widget
     qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: widget.state.step >= 3, timeout=TRAIN_TIMEOUT_MS)
@@ -373,6 +373,19 @@ def test_cancel_from_the_activity_dock_keeps_the_model(viewer_and_widget, qtbot)
     _wait_idle(qtbot, widget)
     assert widget.model is not None and widget.model.metadata["steps"] >= 3
     assert widget.train_button.isEnabled() and widget.predict_button.isEnabled()
+
+    # Stop pressed twice: training stops, then so does the prediction after it
+    steps = widget.model.metadata["steps"]
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.state.step >= steps + 3, timeout=TRAIN_TIMEOUT_MS)
+    qtbot.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
+    assert widget.state.status == "stopping" and widget.stop_button.isEnabled()
+    qtbot.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
+    assert widget.status.text() == "stopping the prediction; the parts done are kept…"
+    assert not widget.stop_button.isEnabled()
+    _wait_idle(qtbot, widget)
+    assert widget.model.metadata["steps"] >= steps + 3  # the model trained on is kept
+    assert widget.status.text() == "ready" and widget.predict_button.isEnabled()
 
 
 def test_confidence_layer(viewer_and_widget, qtbot):
@@ -464,13 +477,14 @@ def test_large_image_predicts_the_view_first_then_everything(make_napari_viewer,
     assert viewer.layers["prediction"].data.min() >= 1
     assert widget.status.text() == "ready" and widget.progress.value() == 0
 
-    # Cancelled from the activity dock, Predict keeps the parts it did
+    # Stopped, Predict keeps the parts it did
     widget.test_time_augmentation.value = True  # 8 windows a block: time to cancel
     viewer.layers.remove("prediction")
     updates.clear()
     qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: len(updates) >= 1, timeout=TRAIN_TIMEOUT_MS)
-    widget._worker.quit()
+    qtbot.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)  # enabled: Predict runs
+    assert widget.status.text() == "stopping the prediction; the parts done are kept…"
     _wait_idle(qtbot, widget)
     assert 1 <= len(updates) < 9
     kept = viewer.layers["prediction"].data
