@@ -17,6 +17,7 @@ import copy
 import itertools
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -39,6 +40,8 @@ from napari_unet.core.errors import InputError
 from napari_unet.core.generators import run_to_end
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.normalization import Normalization
+
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -533,20 +536,45 @@ def _predict_blocks(
                          np.uint8 if k < 256 else np.uint16)
     total, before = sum(sizes), 0
     for block, part, size in zip(blocks, parts, sizes):
-        predicting = iter_predict(model, image, tiles, axes=axes, region=part,
-                                  test_time_augmentation=True, device=device,
-                                  mixed_precision=mixed_precision)
-        while True:
-            try:
-                progress = next(predicting)
-            except StopIteration as finished:
-                done: Prediction = finished.value
-                break
-            yield TileProgress(before + progress.tiles_done, total, progress.notice)
+        done, _ = yield from counted_on(
+            iter_predict(model, image, tiles, axes=axes, region=part,
+                         test_time_augmentation=True, device=device,
+                         mixed_precision=mixed_precision), before, total)
         before += size
         at = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(block, region))
         class_map[at] = labels_to_canonical(done.class_map, lab_axes)
     return Prediction(np.ascontiguousarray(labels_from_canonical(class_map, lab_axes)))
+
+
+def counted_on(
+    predicting: Generator[TileProgress, None, _R], before: int, total: int
+) -> Generator[TileProgress, Any, tuple[_R, Any]]:
+    """Re-yield one part's :class:`TileProgress` as progress over a job of several parts.
+
+    Parameters
+    ----------
+    predicting
+        The part's prediction (:func:`iter_predict` or one built on it).
+    before
+        Windows of the job done before this part.
+    total
+        Windows of the whole job.
+
+    Returns
+    -------
+    tuple
+        The part's return value, and the last non-``None`` value sent in meanwhile (a
+        caller's message, e.g. a new view; ``None`` if none came).
+    """
+    received = None
+    while True:
+        try:
+            progress = next(predicting)
+        except StopIteration as finished:
+            return finished.value, received
+        sent = yield TileProgress(before + progress.tiles_done, total, progress.notice)
+        if sent is not None:
+            received = sent
 
 
 def _position_in_region(

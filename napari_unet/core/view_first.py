@@ -36,6 +36,7 @@ from napari_unet.core.inference import (
     Prediction,
     TileProgress,
     count_windows,
+    counted_on,
     iter_predict,
     model_axes,
     one_window_blocks,
@@ -368,26 +369,16 @@ def predict_view_first(
                                             test_time_augmentation=test_time_augmentation)
              for part in parts}
     total, before, count = sum(sizes.values()), 0, len(parts)
-    moved_to: list[Region] = []  # the newest view sent, if any, since the last reorder
     while parts:
         part = parts.pop(0)
-        predicting = _iter_predicted(model, image, part, tiles, with_confidence,
-                                     test_time_augmentation, axes)
-        while True:
-            try:
-                tile = next(predicting)
-            except StopIteration as finished:
-                update: PredictionUpdate = finished.value
-                break
-            sent = yield TileProgress(before + tile.tiles_done, total, tile.notice)
-            if sent is not None:
-                moved_to[:] = [sent]
+        update, moved_to = yield from counted_on(
+            _iter_predicted(model, image, part, tiles, with_confidence,
+                            test_time_augmentation, axes), before, total)
         key = block_key(part)
         before += sizes[key]
         done.add(key)
         sent = yield replace(update, pass_progress=PassProgress(count - len(parts), count,
                                                                 final=True))
-        if sent is not None:
-            moved_to[:] = [sent]
-        if moved_to:
-            parts = left_from(moved_to.pop())
+        moved_to = sent if sent is not None else moved_to  # the newest view sent
+        if moved_to is not None:
+            parts = left_from(moved_to)
