@@ -35,12 +35,13 @@ from napari_unet.core.generators import run_to_end
 from napari_unet.core.inference import (
     Prediction,
     TileProgress,
-    count_windows,
     counted_on,
+    grid_cells,
     iter_predict,
     model_axes,
     one_window_blocks,
     sample_stack,
+    windows_per_region,
 )
 from napari_unet.core.model import TrainedModel
 
@@ -204,11 +205,8 @@ def sample_blocks(stack: SampleStack, lab_axes: str, region: Region | None,
     if stack.mode == "2d":  # one plane at a time: a block is one plane deep
         block = (1, *block)
 
-    def cells(touched: slice, side: int, size: int) -> list[slice]:
-        return [slice(start, min(start + side, size))
-                for start in range(touched.start - touched.start % side, touched.stop, side)]
-
-    per_axis = [cells(touched, side, size) for touched, side, size in zip(spatial, block, sizes)]
+    per_axis = [grid_cells(touched, side, slice(0, size))
+                for touched, side, size in zip(spatial, block, sizes)]
     return [
         region_from_canonical((slice(t, t + 1), z, y, x), lab_axes)
         for t in range(times.start, times.stop)
@@ -365,9 +363,8 @@ def predict_view_first(
                 if block_key(block) not in done]
 
     parts = left_from(view)
-    sizes = {block_key(part): count_windows(model, image, tiles, axes=axes, region=part,
-                                            test_time_augmentation=test_time_augmentation)
-             for part in parts}
+    sizes = dict(zip(map(block_key, parts), windows_per_region(
+        model, image, parts, tiles, axes=axes, test_time_augmentation=test_time_augmentation)))
     total, before, count = sum(sizes.values()), 0, len(parts)
     while parts:
         part = parts.pop(0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_unet.core.config import TileConfig
-from napari_unet.core.inference import TileProgress, count_windows, iter_predict, predict
+from napari_unet.core.inference import TileProgress, iter_predict, predict, windows_per_region
 from napari_unet.core.view_first import (
     PassProgress,
     PredictionUpdate,
@@ -155,5 +155,5 @@ def test_window_count_is_what_prediction_reports(region, tta):
     image = np.zeros((120, 100), np.float32)
     reported = [t.tiles_total for t in iter_predict(model, image, TILES, region=region,
                                                     test_time_augmentation=tta)]
-    assert set(reported) == {count_windows(model, image, TILES, region=region,
-                                           test_time_augmentation=tta)}
+    assert set(reported) == set(windows_per_region(model, image, [region], TILES,
+                                                   test_time_augmentation=tta))
