@@ -932,8 +932,8 @@ class UNetTrainerWidget(QWidget):
         """Predict the whole image with the current model in a worker thread.
 
         The overlay fills in from the part in view outwards, as after Stop: on a large
-        image the user sees where they look after seconds, not after minutes, and a
-        cancel from the activity dock keeps the parts done.
+        image the user sees where they look after seconds, not after minutes, and Stop
+        (or a cancel from the activity dock) keeps the parts done.
         """
         if self.state.busy:
             return

@@ -276,9 +276,9 @@ def live_training(
         if isinstance(received, RegionUpdate):
             region = received.region
     # From the view outwards, block by block, so the overlay fills where the user looks
-    # first. Blocks the settled model already predicted
-    # with test-time augmentation are not predicted again (a run stopped while paused).
-    # A new view sent meanwhile (the user scrolled or panned) is predicted next.
+    # first; a new view sent meanwhile (the user scrolled or panned) is predicted next.
+    # Blocks the settled model already predicted with test-time augmentation are not
+    # predicted again (a run stopped while paused).
     polished_by_final = polish_for is not None and polish_for[1] == result.steps
     final_pass = predict_view_first(
         run.model, image, tiles, axes=axes, view=region, with_confidence=with_confidence,
