@@ -78,9 +78,8 @@ def measure(size: int, repeats: int) -> dict[str, Any]:
     def replace_whole() -> None:  # what show_prediction did for complete updates
         layer.data = update(whole, True).class_map
 
-    def write(region: tuple[slice, ...]) -> None:
-        # complete=False makes show_prediction write in place whatever the region.
-        show_prediction(viewer, target, update(region, False), strokes, 2)
+    def write(region: tuple[slice, ...]) -> None:  # what show_prediction does now
+        show_prediction(viewer, target, update(region, region == whole), strokes, 2)
 
     kinds = {
         "redraw alone (no write)": canvas.update,
