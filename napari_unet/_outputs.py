@@ -2,19 +2,21 @@
 
 Each is made once over the image it was computed from (same scale and translate), then
 filled in place as updates arrive. None of them takes the user's selected layer away.
+Each remembers, in its metadata, the image layers it was computed from: results for one
+image are never written over another's, which is kept under a name that says whose it is.
 Called on the GUI thread only, with records the workers yielded.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import napari.viewer
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Layer
 from napari.utils.colormaps import DirectLabelColormap
 
 from napari_unet.core.axes import label_axes
@@ -25,6 +27,7 @@ PREDICTION_LAYER = "prediction"
 INSTANCES_LAYER = "instances"
 CONFIDENCE_LAYER = "confidence"
 OUTPUT_LAYERS = (PREDICTION_LAYER, INSTANCES_LAYER)
+_METADATA_KEY = "napari_unet_output"
 
 
 @contextlib.contextmanager
@@ -72,6 +75,32 @@ class OutputTarget:
         """Whether the source layers are all still in the viewer."""
         return bool(self.sources) and all(layer in viewer.layers for layer in self.sources)
 
+    @property
+    def source_key(self) -> tuple[str, ...]:
+        """Identifies the source layers (not their names, which the user may reuse)."""
+        return tuple(str(layer.unique_id) for layer in self.sources)
+
+
+def is_output(layer: Layer) -> bool:
+    """Whether ``layer`` holds results this plugin computed (under any name)."""
+    return _METADATA_KEY in layer.metadata or layer.name in (*OUTPUT_LAYERS, CONFIDENCE_LAYER)
+
+
+def clear_outputs(
+    viewer: napari.viewer.Viewer, target: OutputTarget, names: Iterable[str]
+) -> None:
+    """Empty the named output layers of ``target``'s image before a job writes them anew.
+
+    Predict fills its layers in part by part and may be stopped half way: the parts not
+    reached must read as not predicted (0), not as an older model's answer that an export
+    would then mix in silently. Layers of other images are left alone.
+    """
+    for name in names:
+        layer = _own_layer(viewer, target, name)
+        if layer is not None:
+            layer.data[...] = 0
+            layer.refresh()
+
 
 def show_prediction(
     viewer: napari.viewer.Viewer, target: OutputTarget, update: PredictionUpdate,
@@ -109,24 +138,51 @@ def show_instances(
     return True
 
 
+def _own_layer(viewer: napari.viewer.Viewer, target: OutputTarget, name: str) -> Layer | None:
+    """Return the layer called ``name`` if it holds ``target``'s results, in their shape."""
+    if name not in viewer.layers:
+        return None
+    layer = viewer.layers[name]
+    made_for = layer.metadata.get(_METADATA_KEY, {}).get("source")
+    if made_for == target.source_key and layer.data.shape == target.label_shape:
+        return layer
+    return None
+
+
+def _set_aside(viewer: napari.viewer.Viewer, name: str) -> None:
+    """Rename the layer called ``name`` after the image it came from, so it is kept.
+
+    It holds another image's results (or a layer of the user's that happens to be called
+    so): a new layer takes the name, and nothing the user has not exported is lost.
+    """
+    layer = viewer.layers[name]
+    image = layer.metadata.get(_METADATA_KEY, {}).get("image") or "earlier"
+    layer.name = f"{name} ({image})"  # napari adds a number if that is taken too
+
+
 def _output_layer(
     viewer: napari.viewer.Viewer, target: OutputTarget, name: str
 ) -> tuple[Labels, bool]:
-    """Return the prediction or instances layer, (re)made to the labels' shape.
+    """Return the prediction or instances layer of ``target``'s image, made if need be.
 
     The flag says whether it was made now (a new prediction layer takes the painting's
     colours).
     """
+    layer = _own_layer(viewer, target, name)
+    if layer is not None:
+        return layer, False
     if name in viewer.layers:
-        layer = viewer.layers[name]
-        if isinstance(layer, Labels) and layer.data.shape == target.label_shape:
-            return layer, False
-        viewer.layers.remove(layer)
+        _set_aside(viewer, name)
     dtype = np.uint8 if name == PREDICTION_LAYER else np.int32
     with selection_kept(viewer):
         layer = viewer.add_labels(np.zeros(target.label_shape, dtype=dtype), name=name,
-                                  opacity=0.5, **target.placement)
+                                  opacity=0.5, metadata=_made_for(target), **target.placement)
     return layer, True
+
+
+def _made_for(target: OutputTarget) -> dict[str, Any]:
+    return {_METADATA_KEY: {"source": target.source_key,
+                            "image": ", ".join(layer.name for layer in target.sources)}}
 
 
 def _colours_like(reference: Labels, num_classes: int) -> DirectLabelColormap:
@@ -141,16 +197,15 @@ def _colours_like(reference: Labels, num_classes: int) -> DirectLabelColormap:
 def _show_confidence(
     viewer: napari.viewer.Viewer, target: OutputTarget, update: PredictionUpdate
 ) -> None:
-    shape = target.label_shape
-    if CONFIDENCE_LAYER in viewer.layers and viewer.layers[CONFIDENCE_LAYER].data.shape != shape:
-        viewer.layers.remove(CONFIDENCE_LAYER)
-    if CONFIDENCE_LAYER not in viewer.layers:
+    layer = _own_layer(viewer, target, CONFIDENCE_LAYER)
+    if layer is None:
+        if CONFIDENCE_LAYER in viewer.layers:
+            _set_aside(viewer, CONFIDENCE_LAYER)
         with selection_kept(viewer):
-            viewer.add_image(
-                np.zeros(shape, np.float32), name=CONFIDENCE_LAYER, colormap="inferno",
-                contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive",
-                **target.placement,
+            layer = viewer.add_image(
+                np.zeros(target.label_shape, np.float32), name=CONFIDENCE_LAYER,
+                colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.5,
+                blending="additive", metadata=_made_for(target), **target.placement,
             )
-    layer = viewer.layers[CONFIDENCE_LAYER]
     layer.data[update.region] = update.confidence
     layer.refresh()

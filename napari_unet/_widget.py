@@ -50,9 +50,11 @@ from napari_unet._gc_pause import pause_full_collections, resume_full_collection
 from napari_unet._loss_plot import LossPlot
 from napari_unet._outputs import (
     CONFIDENCE_LAYER,
-    OUTPUT_LAYERS,
+    INSTANCES_LAYER,
     PREDICTION_LAYER,
     OutputTarget,
+    clear_outputs,
+    is_output,
     show_instances,
     show_prediction,
 )
@@ -338,13 +340,13 @@ class UNetTrainerWidget(QWidget):
     def _image_choices(self, widget: Any = None) -> list[tuple[str, Image]]:
         # our own confidence layer is no image to train on
         return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Image) and layer.name != CONFIDENCE_LAYER]
+                if isinstance(layer, Image) and not is_output(layer)]
 
     def _labels_choices(self, widget: Any = None) -> list[tuple[str, Labels]]:
         # napari's Labels is not an Image subclass, so each picker lists only its own kind;
         # our own outputs are no annotations to train on.
         return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Labels) and layer.name not in OUTPUT_LAYERS]
+                if isinstance(layer, Labels) and not is_output(layer)]
 
     def _reset_layer_choices(self, event: Any = None) -> None:
         self.image_picker.reset_choices()
@@ -952,6 +954,11 @@ class UNetTrainerWidget(QWidget):
         z = self.model.config.anisotropy if self.model.config.spatial_dims == 3 else float(
             self.anisotropy.value)
         spacing = tuple(z if a == "Z" else 1.0 for a in self._target.label_axes if a != "T")
+        # Emptied first: if Predict is stopped, the parts it did not reach read as not
+        # predicted instead of showing (and exporting) an older model's answer.
+        clear_outputs(self._viewer, self._target, [PREDICTION_LAYER]
+                      + [CONFIDENCE_LAYER] * self.show_confidence.value
+                      + [INSTANCES_LAYER] * self.show_instances.value)
         inbox = Inbox()  # the view, as the user moves it: the parts left follow it
         worker = prediction_worker(
             self.model, image, axes, preset.tile, self._region_in_view(), inbox,
@@ -1053,7 +1060,7 @@ class UNetTrainerWidget(QWidget):
 
     def _export_layer(self) -> Labels | None:
         active = self._viewer.layers.selection.active
-        if isinstance(active, Labels) and active.name in OUTPUT_LAYERS:
+        if isinstance(active, Labels) and is_output(active):
             return active
         if PREDICTION_LAYER in self._viewer.layers:
             return self._viewer.layers[PREDICTION_LAYER]

@@ -1,0 +1,78 @@
+"""Output layers in a real viewer: one image's results never overwrite another's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.layers import Image, Labels
+
+from napari_unet._outputs import OutputTarget, clear_outputs, is_output, show_prediction
+from napari_unet.core.view_first import PredictionUpdate
+
+
+def _whole(value: int, shape=(20, 30), confidence: float | None = None) -> PredictionUpdate:
+    class_map = np.full(shape, value, np.uint8)
+    return PredictionUpdate(
+        region=(slice(0, shape[0]), slice(0, shape[1])), class_map=class_map,
+        confidence=None if confidence is None else np.full(shape, confidence, np.float32),
+        step=1, complete=True,
+    )
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((20, 30), np.uint8), name="a")
+    viewer.add_image(np.ones((20, 30), np.uint8), name="b")
+    return viewer
+
+
+def _target(layer: Image) -> OutputTarget:
+    return OutputTarget((layer,), layer.data.shape, "YX", {})
+
+
+def test_another_images_results_are_set_aside_not_overwritten(viewer):
+    a, b = _target(viewer.layers["a"]), _target(viewer.layers["b"])
+    assert show_prediction(viewer, a, _whole(2, confidence=0.9), None, 2)
+    assert show_prediction(viewer, b, _whole(1, confidence=0.6), None, 2)  # same shape
+
+    assert (viewer.layers["prediction"].data == 1).all()  # b's, under the usual name
+    assert (viewer.layers["prediction (a)"].data == 2).all()  # a's, kept whole
+    assert (viewer.layers["confidence (a)"].data == 0.9).all()
+    assert (viewer.layers["confidence"].data == 0.6).all()
+    # a again: its old layers are not found by name any more; b's are set aside in turn
+    assert show_prediction(viewer, a, _whole(2), None, 2)
+    assert (viewer.layers["prediction (b)"].data == 1).all()
+    assert [layer.name for layer in viewer.layers if isinstance(layer, Labels)] == [
+        "prediction (a)", "prediction (b)", "prediction"]
+
+
+def test_a_users_own_layer_of_that_name_is_kept(viewer):
+    viewer.add_labels(np.full((20, 30), 7, np.uint8), name="prediction")  # e.g. from a file
+    assert show_prediction(viewer, _target(viewer.layers["a"]), _whole(2), None, 2)
+    assert (viewer.layers["prediction (earlier)"].data == 7).all()
+    assert (viewer.layers["prediction"].data == 2).all()
+
+
+def test_clearing_empties_only_this_images_layers(viewer):
+    a, b = _target(viewer.layers["a"]), _target(viewer.layers["b"])
+    show_prediction(viewer, a, _whole(2), None, 2)
+    show_prediction(viewer, b, _whole(1), None, 2)
+    clear_outputs(viewer, a, ["prediction"])  # a's layer is "prediction (a)" now: untouched
+    assert (viewer.layers["prediction (a)"].data == 2).all()
+    clear_outputs(viewer, b, ["prediction", "confidence", "instances"])  # absent: skipped
+    assert (viewer.layers["prediction"].data == 0).all()
+
+
+def test_pickers_leave_out_results_under_any_name(viewer, make_napari_viewer):
+    a, b = _target(viewer.layers["a"]), _target(viewer.layers["b"])
+    show_prediction(viewer, a, _whole(2, confidence=0.5), None, 2)
+    show_prediction(viewer, b, _whole(1, confidence=0.5), None, 2)
+    outputs = [layer.name for layer in viewer.layers if is_output(layer)]
+    assert outputs == ["prediction (a)", "confidence (a)", "prediction", "confidence"]
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    try:
+        assert [name for name, _ in widget._image_choices()] == ["a", "b"]
+        assert widget._labels_choices() == []
+    finally:
+        widget.shutdown()
