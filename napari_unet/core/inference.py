@@ -74,23 +74,59 @@ class TileProgress:
     notice: str = ""
 
 
+@dataclass
+class DeviceLimits:
+    """What out-of-memory errors taught about the device, shared by the parts of one job.
+
+    A job predicted in many parts (view first, block by block) would otherwise learn
+    again in every part that the GPU is full: each part would first fail, then tell the
+    user again, and make another CPU copy of the network.
+
+    Attributes
+    ----------
+    max_batch
+        Most windows per forward pass that fit; ``None`` until a pass did not fit.
+    on_cpu
+        Not even one window fit: predict on the CPU.
+    """
+
+    max_batch: int | None = None
+    on_cpu: bool = False
+
+    def describe(self) -> str:
+        """Say what was learnt, for the user ("" when nothing)."""
+        if self.on_cpu:
+            return "out of memory on the GPU even for one tile: predicting on the CPU (slower)"
+        if self.max_batch is not None:
+            return f"out of memory on the GPU: predicting {self.max_batch} tile(s) per pass"
+        return ""
+
+
 class _Runner:
     """Runs the network on batches; on out-of-memory splits them, then moves to the CPU.
 
     The CPU fallback uses a copy of the network, so a model being trained on the GPU at
-    the same time (live overlays) is left where it is.
+    the same time (live overlays) is left where it is. The copy is made per call (per
+    part), not kept: during training the weights change between parts.
     """
 
     def __init__(self, network: torch.nn.Module, device: torch.device,
-                 amp: torch.dtype | None) -> None:
+                 amp: torch.dtype | None, limits: DeviceLimits) -> None:
         self.network, self.device, self.amp = network, device, amp
+        self.limits = limits
         self.notice = ""
-        self.max_batch: int | None = None  # learned from out-of-memory errors
+        if limits.on_cpu and device.type != "cpu":
+            self._move_to_cpu()
+
+    def _move_to_cpu(self) -> None:
+        self.network = copy.deepcopy(self.network).to("cpu").float()
+        self.device, self.amp = torch.device("cpu"), None
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        if self.max_batch is not None and x.shape[0] > self.max_batch:
+        max_batch = self.limits.max_batch
+        if max_batch is not None and x.shape[0] > max_batch:
             return torch.cat([self.probabilities(part).cpu()
-                              for part in torch.split(x, self.max_batch)])
+                              for part in torch.split(x, max_batch)])
         try:
             with torch.inference_mode(), autocast(self.device, self.amp):
                 return self.network(x.to(self.device)).float().softmax(dim=1)
@@ -98,16 +134,16 @@ class _Runner:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             if x.shape[0] > 1:
-                self.max_batch = x.shape[0] // 2
+                self.limits.max_batch = x.shape[0] // 2
                 self.notice = (f"{self.device.type.upper()} out of memory: predicting "
-                               f"{self.max_batch} tile(s) per pass")
+                               f"{self.limits.max_batch} tile(s) per pass")
                 return self.probabilities(x)
             if self.device.type == "cpu":
                 raise
             self.notice = (f"{self.device.type.upper()} out of memory even for one tile: "
                            "predicting on the CPU (slower)")
-            self.network = copy.deepcopy(self.network).to("cpu").float()
-            self.device, self.amp = torch.device("cpu"), None
+            self.limits.on_cpu = True
+            self._move_to_cpu()
             return self.probabilities(x)
 
 
@@ -327,6 +363,7 @@ def iter_predict(
     test_time_augmentation: bool = False,
     device: torch.device | None = None,
     mixed_precision: bool = True,
+    limits: DeviceLimits | None = None,
 ) -> Generator[TileProgress, None, Prediction]:
     """Predict tile by tile, yielding progress; the return value is the :class:`Prediction`.
 
@@ -359,6 +396,9 @@ def iter_predict(
         Where to run; defaults to the device the network is on.
     mixed_precision
         Autocast to bf16/fp16 on CUDA.
+    limits
+        What out-of-memory errors taught so far in this job (updated here); pass one
+        object to every part of a job predicted in parts. ``None``: a fresh one.
 
     Returns
     -------
@@ -366,6 +406,7 @@ def iter_predict(
         For ``region`` (or the whole image), in the labels' axes.
     """
     tiles = tiles or TileConfig()
+    limits = limits if limits is not None else DeviceLimits()
     network = model.network
     device = device or next(network.parameters()).device
     network = network.to(device).eval()
@@ -381,8 +422,8 @@ def iter_predict(
     blocks = _augmented_blocks(model, stack, canonical_region, tiles,
                                test_time_augmentation, return_probabilities)
     if len(blocks) > 1:
-        return (yield from _predict_blocks(model, image, stack, tiles, axes,
-                                           canonical_region, blocks, device, mixed_precision))
+        return (yield from _predict_blocks(model, image, stack, tiles, axes, canonical_region,
+                                           blocks, device, mixed_precision, limits))
     plan = _plan_region(model, stack, canonical_region, tiles, passes)
     context, keep, total = plan.context, plan.keep, plan.windows
 
@@ -391,7 +432,7 @@ def iter_predict(
     region_shape = tuple(sl.stop - sl.start for sl in canonical_region)
     class_map = np.zeros(region_shape, id_dtype)
     probabilities = np.zeros((k, *region_shape), np.float32) if return_probabilities else None
-    runner = _Runner(network, device, autocast_dtype(device, mixed_precision))
+    runner = _Runner(network, device, autocast_dtype(device, mixed_precision), limits)
     done = 0
     for index, _ in plan.samples:
         crop = stack.read(index, context)
@@ -552,7 +593,7 @@ def grid_cells(span: slice, side: int, within: slice) -> list[slice]:
 def _predict_blocks(
     model: TrainedModel, image: np.ndarray, stack: SampleStack, tiles: TileConfig,
     axes: str, region: tuple[slice, ...], blocks: list[tuple[slice, ...]],
-    device: torch.device, mixed_precision: bool,
+    device: torch.device, mixed_precision: bool, limits: DeviceLimits,
 ) -> Generator[TileProgress, None, Prediction]:
     """Predict ``region`` with test-time augmentation block by block, counting windows."""
     lab_axes = label_axes(axes)
@@ -566,7 +607,7 @@ def _predict_blocks(
         done, _ = yield from counted_on(
             iter_predict(model, image, tiles, axes=axes, region=part,
                          test_time_augmentation=True, device=device,
-                         mixed_precision=mixed_precision), before, total)
+                         mixed_precision=mixed_precision, limits=limits), before, total)
         before += size
         at = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(block, region))
         class_map[at] = labels_to_canonical(done.class_map, lab_axes)

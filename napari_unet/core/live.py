@@ -31,6 +31,7 @@ import numpy as np
 
 from napari_unet.core.config import TileConfig
 from napari_unet.core.errors import InputError, NapariUnetError
+from napari_unet.core.inference import DeviceLimits
 from napari_unet.core.instances import InstanceConfig, instances_from_classes
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
@@ -192,6 +193,18 @@ def live_training(
         class_map[update.region] = update.class_map
         return update
 
+    # Out-of-memory lessons of the overlays, kept for the whole run: the GPU the model
+    # trains on is as full at the next refresh, and the user is told once.
+    limits = DeviceLimits()
+
+    def overlay(part: Region | None, test_time_augmentation: bool = False,
+                ) -> tuple[PredictionUpdate, Notice | None]:
+        before = replace(limits)
+        update = show(predict_region(run.model, image, part, tiles, with_confidence,
+                                     test_time_augmentation, axes=axes, limits=limits))
+        learnt = limits.describe() if limits != before else ""
+        return update, Notice(f"overlays: {learnt}") if learnt else None
+
     def with_instances(step: int) -> InstancesUpdate | None:
         if instances is None:
             return None
@@ -233,12 +246,12 @@ def live_training(
                 if polish:
                     block = polish.pop(0)
                     polished.add(block_key(block))
-                    update = show(replace(
-                        predict_region(run.model, image, block, tiles, with_confidence, True,
-                                       axes=axes),
-                        pass_progress=PassProgress(len(polished), len(polished) + len(polish),
-                                                   final=False)))
+                    update, notice = overlay(block, test_time_augmentation=True)
+                    update = replace(update, pass_progress=PassProgress(
+                        len(polished), len(polished) + len(polish), final=False))
                     take((yield update))
+                    if notice is not None:
+                        take((yield notice))
                     if not polish and class_map.size <= LIVE_INSTANCES_MAX_PIXELS:
                         extra = with_instances(update.step)
                         if extra is not None:
@@ -247,10 +260,11 @@ def live_training(
                 # Timed from the start of this prediction, so the interval the user sees is
                 # the setting, not the setting plus the prediction's own time.
                 next_refresh = now + refresh_s
-                update = show(predict_region(run.model, image, region, tiles,
-                                             with_confidence, axes=axes))
+                update, notice = overlay(region)
                 shown = (region, progress.step)
                 take((yield update))
+                if notice is not None:
+                    take((yield notice))
                 if update.complete and class_map.size <= LIVE_INSTANCES_MAX_PIXELS:
                     extra = with_instances(update.step)
                     if extra is not None:
@@ -262,10 +276,11 @@ def live_training(
             elif background and (progress.settled or
                                  background_time <= background_share * (now - refreshed_at)):
                 started = time.monotonic()
-                update = show(predict_region(run.model, image, background.pop(0), tiles,
-                                             with_confidence, axes=axes))
+                update, notice = overlay(background.pop(0))
                 background_time += time.monotonic() - started
                 take((yield update))
+                if notice is not None:
+                    take((yield notice))
     finally:
         steps.close()
         # Here, not after the loop: when the worker is quit (widget or napari closed) the

@@ -33,6 +33,7 @@ from napari_unet.core.axes import (
 from napari_unet.core.config import TileConfig
 from napari_unet.core.generators import run_to_end
 from napari_unet.core.inference import (
+    DeviceLimits,
     Prediction,
     TileProgress,
     counted_on,
@@ -137,6 +138,7 @@ def predict_region(
     with_confidence: bool = False,
     test_time_augmentation: bool = False,
     axes: str | None = None,
+    limits: DeviceLimits | None = None,
 ) -> PredictionUpdate:
     """Predict ``region`` of ``image`` (the whole image for ``None``).
 
@@ -156,21 +158,26 @@ def predict_region(
         Average over flips and rotations (8x slower, more accurate).
     axes
         The image's axes; ``None`` guesses as :func:`~napari_unet.core.inference.predict`.
+    limits
+        Out-of-memory lessons shared with the job's other parts
+        (:class:`~napari_unet.core.inference.DeviceLimits`).
     """
     axes = model_axes(model, image.shape, axes)
     label_shape = shape_without_channels(image.shape, axes)
     clipped = _clip(region, label_axes(axes), label_shape)
     return run_to_end(_iter_predicted(model, image, clipped, tiles, with_confidence,
-                                      test_time_augmentation, axes))
+                                      test_time_augmentation, axes, limits))
 
 
 def _iter_predicted(model: TrainedModel, image: np.ndarray, region: Region,
                     tiles: TileConfig, with_confidence: bool, test_time_augmentation: bool,
-                    axes: str) -> Generator[TileProgress, None, PredictionUpdate]:
+                    axes: str, limits: DeviceLimits | None,
+                    ) -> Generator[TileProgress, None, PredictionUpdate]:
     """:func:`predict_region` for a clipped ``region``, yielding its tile progress."""
     result = yield from iter_predict(model, image, tiles, axes=axes, region=region,
                                      return_probabilities=with_confidence,
-                                     test_time_augmentation=test_time_augmentation)
+                                     test_time_augmentation=test_time_augmentation,
+                                     limits=limits)
     return prediction_update(result, region, shape_without_channels(image.shape, axes),
                              int(model.metadata.get("steps", 0)))
 
@@ -357,6 +364,7 @@ def predict_view_first(
     lab_axes = label_axes(axes)
     stack = sample_stack(model, image, axes)
     done: set[BlockKey] = set(skip)
+    limits = DeviceLimits()  # learnt once for the whole pass, not again in every part
 
     def left_from(around: Region | None) -> list[Region]:
         return [block for block in blocks_view_first(model, stack, lab_axes, around, tiles)
@@ -370,7 +378,7 @@ def predict_view_first(
         part = parts.pop(0)
         update, moved_to = yield from counted_on(
             _iter_predicted(model, image, part, tiles, with_confidence,
-                            test_time_augmentation, axes), before, total)
+                            test_time_augmentation, axes, limits), before, total)
         key = block_key(part)
         before += sizes[key]
         done.add(key)

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from napari_unet.core import inference
 from napari_unet.core.config import TileConfig
-from napari_unet.core.inference import iter_predict, predict
+from napari_unet.core.inference import TileProgress, iter_predict, predict
+from napari_unet.core.live import Notice, live_training
 from napari_unet.core.training import TrainingRun
 from napari_unet.core.unet import UNet
+from napari_unet.core.view_first import PredictionUpdate, predict_view_first
 from tests.core.test_training import FAST, TINY_MODEL
 
 
@@ -87,3 +90,61 @@ def test_prediction_splits_tile_batches_and_says_so(blobs, monkeypatch):
             break
     assert "1 tile(s) per pass" in notices[0] and not any(notices[1:])
     np.testing.assert_array_equal(result.class_map, expected)
+
+
+def _gpu_that_fits_nothing(monkeypatch) -> list[int]:
+    """Pretend predictions run on a GPU (the "meta" device) on which no window fits.
+
+    The U-Net raises OutOfMemoryError for input on that device; its CPU copy, made by
+    the fallback, runs normally. Returns the batch sizes that ran out of memory.
+    """
+    failed: list[int] = []
+    forward, runner_init = UNet.forward, inference._Runner.__init__
+
+    def gpu_full(self, x):
+        if x.device.type == "meta":
+            failed.append(x.shape[0])
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(self, x)
+
+    def on_the_gpu(self, network, device, amp, limits):
+        runner_init(self, network, torch.device("meta"), amp, limits)
+
+    monkeypatch.setattr(UNet, "forward", gpu_full)
+    monkeypatch.setattr(inference._Runner, "__init__", on_the_gpu)
+    return failed
+
+
+def test_a_job_in_parts_learns_once_that_the_gpu_is_full(blobs, monkeypatch):
+    # Predict and Stop go view first, block by block; without a lesson shared by the
+    # blocks, every block would fail on the GPU first and tell the user again.
+    image, strokes, _ = blobs
+    model = TrainingRun(image, strokes, replace(FAST, max_steps=2),
+                        model_config=TINY_MODEL).run_to_end().model
+    tiles = TileConfig(tile_size=32, halo=8, batch_size=4)
+    expected = predict(model, image, tiles, test_time_augmentation=True).class_map
+    failed = _gpu_that_fits_nothing(monkeypatch)
+    events = list(predict_view_first(model, image, tiles, test_time_augmentation=True))
+    parts = [e for e in events if isinstance(e, PredictionUpdate)]
+    notices = [e.notice for e in events if isinstance(e, TileProgress) and e.notice]
+    assert len(parts) >= 4
+    assert failed == [1] and len(notices) == 1 and "on the CPU" in notices[0]
+    assembled = np.zeros_like(expected)
+    for part in parts:
+        assembled[part.region] = part.class_map
+    np.testing.assert_array_equal(assembled, expected)
+
+
+def test_live_overlays_say_once_that_they_moved_to_the_cpu(blobs, monkeypatch):
+    image, strokes, _ = blobs
+    run = TrainingRun(image, strokes, replace(FAST, max_steps=4), model_config=TINY_MODEL)
+    failed = _gpu_that_fits_nothing(monkeypatch)  # training itself stays on the CPU
+    events = list(live_training(run, refresh_s=0.0))
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    overlays = [e for e in events if isinstance(e, PredictionUpdate)]
+    assert len(overlays) == 5  # one per step, then the final pass
+    assert notices == ["overlays: out of memory on the GPU even for one tile: "
+                       "predicting on the CPU (slower)"]
+    # the final pass is a job of its own: it tries the GPU again (training's memory
+    # may be free now), once
+    assert failed == [1, 1]
