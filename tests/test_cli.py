@@ -1,4 +1,9 @@
-"""The command line, run as a user runs it: a subprocess on real files."""
+"""The command line on real files.
+
+A few tests run it as a user does, a subprocess through ``python -m``; the rest call
+``cli.main`` in this process (the ``cli`` fixture), the same code behind the entry point
+without a 2.5 s import of torch per call.
+"""
 
 import os
 import subprocess
@@ -8,6 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_unet.cli import main
 from napari_unet.core.checkpoint import load_model
 from tests.conftest import make_blobs, strokes_from_truth
 
@@ -19,6 +25,22 @@ def run_cli(*args, check=False):
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr)
     return proc
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``cli.main`` in this process; returns what :func:`run_cli` returns."""
+
+    def run(*args, check=False):
+        capsys.readouterr()
+        argv = [str(a) for a in args]
+        code = main(argv)
+        captured = capsys.readouterr()
+        if check and code != 0:
+            raise AssertionError(captured.err)
+        return subprocess.CompletedProcess(argv, code, captured.out, captured.err)
+
+    return run
 
 
 @pytest.fixture
@@ -51,7 +73,7 @@ def test_train_then_predict_round_trip(files):
     np.testing.assert_array_equal(probs.argmax(0) + 1, mask)
 
 
-def test_fine_tuning_keeps_the_models_z_context(tmp_path):
+def test_fine_tuning_keeps_the_models_z_context(tmp_path, cli):
     image, truth = make_blobs((40, 48))
     tifffile.imwrite(tmp_path / "stack.tif", np.stack([image] * 4))
     strokes = np.zeros((4, 40, 48), np.uint8)
@@ -59,27 +81,27 @@ def test_fine_tuning_keeps_the_models_z_context(tmp_path):
     tifffile.imwrite(tmp_path / "strokes.tif", strokes)
     common = ["--image", tmp_path / "stack.tif", "--labels", tmp_path / "strokes.tif",
               "--steps", "2", "--axes", "ZYX"]
-    run_cli("train", *common, "--out", tmp_path / "a.pt", "--z-context", "2", check=True)
-    line = _error_of(run_cli("train", *common, "--out", tmp_path / "b.pt", "--init",
+    cli("train", *common, "--out", tmp_path / "a.pt", "--z-context", "2", check=True)
+    line = _error_of(cli("train", *common, "--out", tmp_path / "b.pt", "--init",
                              tmp_path / "a.pt", "--z-context", "1"))
     assert "sees 2 neighbouring slice(s)" in line and not (tmp_path / "b.pt").exists()
-    run_cli("train", *common, "--out", tmp_path / "b.pt", "--init", tmp_path / "a.pt",
+    cli("train", *common, "--out", tmp_path / "b.pt", "--init", tmp_path / "a.pt",
             check=True)
     assert load_model(tmp_path / "b.pt").config.z_context == 2
-    line = _error_of(run_cli("train", *common, "--out", tmp_path / "b.pt", "--overwrite",
+    line = _error_of(cli("train", *common, "--out", tmp_path / "b.pt", "--overwrite",
                              "--init", tmp_path / "a.pt", "--absolute-intensity", "off"))
     assert "trained with it on" in line
     assert load_model(tmp_path / "b.pt").config.sees_absolute_intensity
 
 
-def test_absolute_intensity_can_be_chosen_for_a_2d_image(tmp_path):
+def test_absolute_intensity_can_be_chosen_for_a_2d_image(tmp_path, cli):
     image, truth = make_blobs((40, 48))
     tifffile.imwrite(tmp_path / "image.tif", image)
     tifffile.imwrite(tmp_path / "strokes.tif", strokes_from_truth(truth))
     common = ["--image", tmp_path / "image.tif", "--labels", tmp_path / "strokes.tif",
               "--steps", "2"]
-    run_cli("train", *common, "--out", tmp_path / "auto.pt", check=True)
-    run_cli("train", *common, "--out", tmp_path / "on.pt", "--absolute-intensity", "on",
+    cli("train", *common, "--out", tmp_path / "auto.pt", check=True)
+    cli("train", *common, "--out", tmp_path / "on.pt", "--absolute-intensity", "on",
             check=True)
     assert not load_model(tmp_path / "auto.pt").config.sees_absolute_intensity
     assert load_model(tmp_path / "on.pt").config.sees_absolute_intensity
@@ -101,7 +123,7 @@ def test_seconds_budget(files):
     assert load_model(files / "m.pt").metadata["seconds"] >= 1.0
 
 
-def test_a_stack_stops_at_its_step_limit_and_says_so(tmp_path):
+def test_a_stack_stops_at_its_step_limit_and_says_so(tmp_path, cli):
     """A budget on a Z stack ends at --stack-steps (default: the widget's pause, 500), and
     the user is told why it stopped early and how to lift the limit."""
     image, truth = make_blobs((40, 48))
@@ -111,16 +133,16 @@ def test_a_stack_stops_at_its_step_limit_and_says_so(tmp_path):
     tifffile.imwrite(tmp_path / "strokes.tif", strokes)
     common = ["train", "--image", tmp_path / "stack.tif", "--labels", tmp_path / "strokes.tif",
               "--axes", "ZYX", "--steps", "6", "--preset", "cpu-small"]
-    out = run_cli(*common, "--out", tmp_path / "a.pt", "--stack-steps", "4", check=True)
+    out = cli(*common, "--out", tmp_path / "a.pt", "--stack-steps", "4", check=True)
     assert "at most 4 steps on a Z stack" in out.stderr
     assert "stopped at 4 steps, the limit for Z stacks" in out.stderr
     assert "trained 4 steps" in out.stderr
     assert load_model(tmp_path / "a.pt").metadata["steps"] == 4
-    out = run_cli(*common, "--out", tmp_path / "b.pt", "--stack-steps", "0", check=True)
+    out = cli(*common, "--out", tmp_path / "b.pt", "--stack-steps", "0", check=True)
     assert "trained 6 steps" in out.stderr and "limit" not in out.stderr
-    out = run_cli(*common, "--out", tmp_path / "c.pt", check=True)  # 6 is under 500
+    out = cli(*common, "--out", tmp_path / "c.pt", check=True)  # 6 is under 500
     assert "trained 6 steps" in out.stderr and "stopped at" not in out.stderr
-    line = _error_of(run_cli(*common, "--out", tmp_path / "d.pt", "--stack-steps", "-1"))
+    line = _error_of(cli(*common, "--out", tmp_path / "d.pt", "--stack-steps", "-1"))
     assert "--stack-steps must be 0 (no limit) or more" in line
     assert not (tmp_path / "d.pt").exists()
 
@@ -133,7 +155,7 @@ def _error_of(proc):
     return lines[0]
 
 
-def test_user_errors_get_one_line(files):
+def test_user_errors_get_one_line(files, cli):
     img = files / "img.tif"
     tifffile.imwrite(files / "none.tif", np.zeros((64, 80), np.uint8))
     tifffile.imwrite(files / "one.tif", np.ones((64, 80), np.uint8))
@@ -151,7 +173,7 @@ def test_user_errors_get_one_line(files):
                                  "--out", files / "o.tif"],
     }
     for expected, args in cases.items():
-        assert expected in _error_of(run_cli(*args)), expected
+        assert expected in _error_of(cli(*args)), expected
     assert not (files / "m.pt").exists() and not (files / "o.tif").exists()
 
 
@@ -184,7 +206,7 @@ LAYOUTS = [
 
 
 @pytest.mark.parametrize(("axes", "written", "given", "mode"), LAYOUTS)
-def test_each_layout_trains_and_predicts(tmp_path, axes, written, given, mode):
+def test_each_layout_trains_and_predicts(tmp_path, axes, written, given, mode, cli):
     sizes = {"T": 3, "Z": 4, "C": 2, "Y": 40, "X": 48}
     blobs = [make_blobs((40, 48), seed=s) for s in range(12)]
     label_axes = axes.replace("C", "")
@@ -208,7 +230,7 @@ def test_each_layout_trains_and_predicts(tmp_path, axes, written, given, mode):
     axes_args = ["--axes", given] if given else []
     z_args = ["--z-context", "2"] if axes == "ZCYX" else []
 
-    out = run_cli("train", "--image", tmp_path / "img.tif", "--labels",
+    out = cli("train", "--image", tmp_path / "img.tif", "--labels",
                   tmp_path / "strokes.tif", "--out", tmp_path / "m.pt", "--steps", "3",
                   "--mode", mode, *axes_args, *z_args, check=True)
     if len(axes) > 2:
@@ -220,7 +242,7 @@ def test_each_layout_trains_and_predicts(tmp_path, axes, written, given, mode):
     assert model.in_channels == (2 if "C" in axes else 1)
     two_d_stack = "Z" in axes and model.config.spatial_dims == 2
     assert model.config.z_context == (2 if z_args else 1 if two_d_stack else 0)
-    run_cli("predict", "--model", tmp_path / "m.pt", "--image", tmp_path / "img.tif",
+    cli("predict", "--model", tmp_path / "m.pt", "--image", tmp_path / "img.tif",
             "--out", tmp_path / "mask.tif", "--instances", tmp_path / "objects.tif",
             "--no-tta", *axes_args, check=True)
     for name in ("mask.tif", "objects.tif"):
@@ -229,8 +251,8 @@ def test_each_layout_trains_and_predicts(tmp_path, axes, written, given, mode):
             assert tif.series[0].shape == tuple(label_shape), name
 
 
-def test_a_layout_mismatch_names_the_axes(files):
+def test_a_layout_mismatch_names_the_axes(files, cli):
     tifffile.imwrite(files / "stack.tif", np.zeros((3, 64, 80), np.uint8))
-    line = _error_of(run_cli("train", "--image", files / "stack.tif", "--labels",
+    line = _error_of(cli("train", "--image", files / "stack.tif", "--labels",
                              files / "strokes.tif", "--out", files / "m.pt", "--axes", "ZYX"))
     assert "(64, 80)" in line and "axes ZYX" in line
