@@ -40,16 +40,26 @@ def selection_kept(viewer: napari.viewer.Viewer) -> Iterator[None]:
     """
     layers = viewer.layers
     active = layers.selection.active
-    selected = list(layers.selection)
+    selected = set(layers.selection)
+    # Selecting the new layer and then the old one again switches napari's layer controls
+    # twice: ~55 ms of the ~200 ms add_labels holds the GUI thread (512 x 512, Xvfb;
+    # session 21 probe). The layer list has a switch for it; being private, it is used
+    # where present and the selection is put back below either way.
+    switch = hasattr(layers, "_activate_on_insert")
+    if switch:
+        before, layers._activate_on_insert = layers._activate_on_insert, False
     try:
         yield
     finally:
-        kept = [layer for layer in selected if layer in layers]
-        if active in layers:
-            layers.selection.active = active  # also selects it alone
-        else:
-            layers.selection.clear()
-        layers.selection.update(kept)
+        if switch:
+            layers._activate_on_insert = before
+        kept = {layer for layer in selected if layer in layers}
+        if layers.selection.active is not active or set(layers.selection) != kept:
+            if active in layers:
+                layers.selection.active = active  # also selects it alone
+            else:
+                layers.selection.clear()
+            layers.selection.update(kept)
 
 
 @dataclass(frozen=True)
