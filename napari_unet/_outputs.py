@@ -123,9 +123,12 @@ def show_prediction(
     """
     if not target.present(viewer):
         return False
-    layer, made = _output_layer(viewer, target, PREDICTION_LAYER)
-    if made:
-        layer.colormap = _colours_like(colours if colours is not None else layer, num_classes)
+    layer = _own_layer(viewer, target, PREDICTION_LAYER)
+    if layer is None:
+        # Given its colours when made: set afterwards they cost another 10 ms of the GUI
+        # thread while napari rebuilds them (session 21 probe).
+        layer = _new_labels(viewer, target, PREDICTION_LAYER, np.uint8,
+                            colormap=_colours_like(colours, num_classes))
     # Written into the layer's array, also for the whole image: assigning a new ``data``
     # also makes napari reset the layer's state, which froze the window 6-12 ms longer per
     # overlay of 0.25-4 MP, a tenth of the update (benchmarks/bench_overlay.py).
@@ -142,7 +145,9 @@ def show_instances(
     """Replace the instances layer's objects; ``False`` when the source image is gone."""
     if not target.present(viewer):
         return False
-    layer = _output_layer(viewer, target, INSTANCES_LAYER)[0]
+    layer = _own_layer(viewer, target, INSTANCES_LAYER)
+    if layer is None:
+        layer = _new_labels(viewer, target, INSTANCES_LAYER, np.int32)
     layer.data[...] = update.instances  # in place, as show_prediction says why
     layer.refresh()
     return True
@@ -170,24 +175,15 @@ def _set_aside(viewer: napari.viewer.Viewer, name: str) -> None:
     layer.name = f"{name} ({image})"  # napari adds a number if that is taken too
 
 
-def _output_layer(
-    viewer: napari.viewer.Viewer, target: OutputTarget, name: str
-) -> tuple[Labels, bool]:
-    """Return the prediction or instances layer of ``target``'s image, made if need be.
-
-    The flag says whether it was made now (a new prediction layer takes the painting's
-    colours).
-    """
-    layer = _own_layer(viewer, target, name)
-    if layer is not None:
-        return layer, False
+def _new_labels(viewer: napari.viewer.Viewer, target: OutputTarget, name: str,
+                dtype: type, **kwargs: Any) -> Labels:
+    """Add an empty output Labels layer for ``target``'s image, setting aside a namesake."""
     if name in viewer.layers:
         _set_aside(viewer, name)
-    dtype = np.uint8 if name == PREDICTION_LAYER else np.int32
     with selection_kept(viewer):
-        layer = viewer.add_labels(np.zeros(target.label_shape, dtype=dtype), name=name,
-                                  opacity=0.5, metadata=_made_for(target), **target.placement)
-    return layer, True
+        return viewer.add_labels(np.zeros(target.label_shape, dtype=dtype), name=name,
+                                 opacity=0.5, metadata=_made_for(target),
+                                 **target.placement, **kwargs)
 
 
 def _made_for(target: OutputTarget) -> dict[str, Any]:
@@ -195,11 +191,16 @@ def _made_for(target: OutputTarget) -> dict[str, Any]:
                             "image": ", ".join(layer.name for layer in target.sources)}}
 
 
-def _colours_like(reference: Labels, num_classes: int) -> DirectLabelColormap:
-    """Colour ids as ``reference`` does; background (1) transparent so the image shows."""
+def _colours_like(reference: Labels | None, num_classes: int) -> DirectLabelColormap:
+    """Colour ids as ``reference`` does; background (1) transparent so the image shows.
+
+    Without a reference (no painting layer), napari's default label colours.
+    """
     colours: dict[int | None, Any] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (0, 0, 0, 0)}
     ids = np.arange(2, max(num_classes, 8) + 1)
-    for k, rgba in zip(ids, np.asarray(reference.colormap.map(ids))):
+    colormap = reference.colormap if reference is not None else Labels(
+        np.zeros((1, 1), np.uint8)).colormap
+    for k, rgba in zip(ids, np.asarray(colormap.map(ids))):
         colours[int(k)] = rgba
     return DirectLabelColormap(color_dict=colours)
 
