@@ -19,7 +19,10 @@ script itself). Sections:
 3. Our training loop (patch sampling, augmentation, masked loss, averaging) against that
    plain loop at the same settings: how much the CPU-side sampling costs on a GPU.
 4. Tiled prediction: megapixels (megavoxels) per second and peak GPU memory, 2D images up
-   to 8k x 8k and 3D stacks, across tile batch sizes.
+   to 8k x 8k and 3D stacks, across tile batch sizes; then the passes the widget runs
+   (Predict and the pass after Stop: :func:`~napari_unet.core.view_first.predict_view_first`,
+   one window per block, plain and with test-time augmentation, whose 8 transforms go one
+   window per forward pass) against the command line's ``predict`` on the same image.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from napari_unet.core.live import live_training
 from napari_unet.core.sampling import IGNORE_INDEX
 from napari_unet.core.training import TrainingRun, warm_up
 from napari_unet.core.unet import ChannelLayerNorm, build_unet
-from napari_unet.core.view_first import PredictionUpdate
+from napari_unet.core.view_first import PredictionUpdate, predict_view_first
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -277,6 +280,32 @@ def _timed_predict(model, image: np.ndarray, warm_up_image: np.ndarray, tiles: T
     return seconds, gib
 
 
+def _timed_pass(model, image: np.ndarray, tiles: TileConfig, device: torch.device,
+                how: str, tta: bool) -> tuple[float, float]:
+    """Seconds and peak GPU GiB of ``predict`` or the widget's view-first pass."""
+    model.network.to(device)  # predict_view_first predicts where the network is
+
+    def run(img: np.ndarray) -> None:
+        if how == "predict":
+            predict(model, img, tiles, device=device, test_time_augmentation=tta)
+            return
+        class_map = np.zeros(img.shape, np.uint8)  # assembled, as the widget's layer
+        for event in predict_view_first(model, img, tiles, test_time_augmentation=tta):
+            if isinstance(event, PredictionUpdate):
+                class_map[event.region] = event.class_map
+
+    run(image[:1024, :1024])  # warm-up
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    _sync(device)
+    t0 = time.perf_counter()
+    run(image)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
+    return seconds, gib
+
+
 def prediction(device: torch.device, smoke: bool, quick: bool = False) -> list[dict]:
     preset = PRESETS["gpu"]
     rows = []
@@ -294,6 +323,20 @@ def prediction(device: torch.device, smoke: bool, quick: bool = False) -> list[d
             rows.append({"dims": 2, "shape": f"{side} x {side}", "tile_batch": tile_batch,
                          "mega_s": big.size / 1e6 / seconds, "seconds": seconds, "gib": gib})
             print(f"predict {side}^2 tile batch {tile_batch}: {rows[-1]['mega_s']:.1f} MP/s, "
+                  f"{gib:.2f} GiB", flush=True)
+    # The widget's passes against predict, at the preset's tiles: does one window per
+    # forward pass (the view-first blocks, and each of the 8 transforms of test-time
+    # augmentation) leave the GPU idle?
+    side = 256 if smoke else 4096
+    big = np.tile(image, (side // 512 + 1, side // 512 + 1))[:side, :side]
+    tiles = preset.tile  # in the smoke run the image is one window
+    for how in ("predict", "view first"):
+        for tta in (False, True):
+            seconds, gib = _timed_pass(model, big, tiles, device, how, tta)
+            rows.append({"dims": 2, "shape": f"{side} x {side}", "how": how, "tta": tta,
+                         "tile_batch": tiles.batch_size, "mega_s": big.size / 1e6 / seconds,
+                         "seconds": seconds, "gib": gib})
+            print(f"{how}{' + TTA' if tta else ''} {side}^2: {rows[-1]['mega_s']:.1f} MP/s, "
                   f"{gib:.2f} GiB", flush=True)
     # 3D: a 3D model on stacks of growing size.
     model3 = replace(preset.model, spatial_dims=3)
@@ -358,12 +401,13 @@ def report(results: dict, device: torch.device, command: str) -> str:
     for r in results["loop"]:
         lines.append(f"| {r['batch']} | {r['ours']:.0f} | {r['plain']:.0f} | "
                      f"{r['ours'] / r['plain']:.2f} | {r['sampling']:.0f} |")
-    lines += ["", "Tiled prediction (preset `gpu` tiles, random weights):", "",
-              "| image | tiles per pass | MP/s or Mvox/s | seconds | peak GPU GiB |",
-              "|---|---|---|---|---|"]
+    lines += ["", "Tiled prediction (preset `gpu` tiles, the model after one step):", "",
+              "| image | how | tiles per pass | MP/s or Mvox/s | seconds | peak GPU GiB |",
+              "|---|---|---|---|---|---|"]
     for r in results["prediction"]:
-        lines.append(f"| {r['dims']}D {r['shape']} | {r['tile_batch']} | {r['mega_s']:.1f} | "
-                     f"{r['seconds']:.2f} | {r['gib']:.2f} |")
+        how = r.get("how", "predict") + (" + test-time augmentation" if r.get("tta") else "")
+        lines.append(f"| {r['dims']}D {r['shape']} | {how} | {r['tile_batch']} | "
+                     f"{r['mega_s']:.1f} | {r['seconds']:.2f} | {r['gib']:.2f} |")
     return "\n".join(lines)
 
 
