@@ -38,21 +38,16 @@ def selection_kept(viewer: napari.viewer.Viewer) -> Iterator[None]:
     while the user paints would then receive their next brush stroke, or turn it into a
     pan of the view, so the selection before the block is put back after it.
     """
+    # Selecting the new layer and then the old one again switches napari's layer controls
+    # twice, ~55 ms of the ~200 ms add_labels (512 x 512, Xvfb; session 21 probe). The
+    # layer list's switch against it is private: napari's plugin proxy warns on it and
+    # will refuse it, so the selection is put back instead.
     layers = viewer.layers
     active = layers.selection.active
     selected = set(layers.selection)
-    # Selecting the new layer and then the old one again switches napari's layer controls
-    # twice: ~55 ms of the ~200 ms add_labels holds the GUI thread (512 x 512, Xvfb;
-    # session 21 probe). The layer list has a switch for it; being private, it is used
-    # where present and the selection is put back below either way.
-    switch = hasattr(layers, "_activate_on_insert")
-    if switch:
-        before, layers._activate_on_insert = layers._activate_on_insert, False
     try:
         yield
     finally:
-        if switch:
-            layers._activate_on_insert = before
         kept = {layer for layer in selected if layer in layers}
         if layers.selection.active is not active or set(layers.selection) != kept:
             if active in layers:
