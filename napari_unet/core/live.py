@@ -198,12 +198,22 @@ def live_training(
     limits = DeviceLimits()
 
     def overlay(part: Region | None, test_time_augmentation: bool = False,
-                ) -> tuple[PredictionUpdate, Notice | None]:
-        before = replace(limits)
-        update = show(predict_region(run.model, image, part, tiles, with_confidence,
-                                     test_time_augmentation, axes=axes, limits=limits))
-        learnt = limits.describe() if limits != before else ""
-        return update, Notice(f"overlays: {learnt}") if learnt else None
+                pass_progress: PassProgress | None = None,
+                ) -> Generator[LiveEvent, LiveMessage, tuple[PredictionUpdate, float]]:
+        """Predict ``part``, yield it (and what out-of-memory taught, if anything new).
+
+        Returns the update and the seconds spent predicting it (not waiting at yields).
+        """
+        before, started = replace(limits), time.monotonic()
+        update = show(replace(
+            predict_region(run.model, image, part, tiles, with_confidence,
+                           test_time_augmentation, axes=axes, limits=limits),
+            pass_progress=pass_progress))
+        seconds = time.monotonic() - started
+        take((yield update))
+        if limits != before:
+            take((yield Notice(f"overlays: {limits.describe()}")))
+        return update, seconds
 
     def with_instances(step: int) -> InstancesUpdate | None:
         if instances is None:
@@ -246,12 +256,10 @@ def live_training(
                 if polish:
                     block = polish.pop(0)
                     polished.add(block_key(block))
-                    update, notice = overlay(block, test_time_augmentation=True)
-                    update = replace(update, pass_progress=PassProgress(
-                        len(polished), len(polished) + len(polish), final=False))
-                    take((yield update))
-                    if notice is not None:
-                        take((yield notice))
+                    where = PassProgress(len(polished), len(polished) + len(polish),
+                                         final=False)
+                    update, _ = yield from overlay(block, test_time_augmentation=True,
+                                                   pass_progress=where)
                     if not polish and class_map.size <= LIVE_INSTANCES_MAX_PIXELS:
                         extra = with_instances(update.step)
                         if extra is not None:
@@ -260,11 +268,8 @@ def live_training(
                 # Timed from the start of this prediction, so the interval the user sees is
                 # the setting, not the setting plus the prediction's own time.
                 next_refresh = now + refresh_s
-                update, notice = overlay(region)
-                shown = (region, progress.step)
-                take((yield update))
-                if notice is not None:
-                    take((yield notice))
+                shown = (region, progress.step)  # before: a view sent meanwhile resets it
+                update, _ = yield from overlay(region)
                 if update.complete and class_map.size <= LIVE_INSTANCES_MAX_PIXELS:
                     extra = with_instances(update.step)
                     if extra is not None:
@@ -275,12 +280,8 @@ def live_training(
                 background_time, refreshed_at = 0.0, time.monotonic()
             elif background and (progress.settled or
                                  background_time <= background_share * (now - refreshed_at)):
-                started = time.monotonic()
-                update, notice = overlay(background.pop(0))
-                background_time += time.monotonic() - started
-                take((yield update))
-                if notice is not None:
-                    take((yield notice))
+                _, seconds = yield from overlay(background.pop(0))
+                background_time += seconds
     finally:
         steps.close()
         # Here, not after the loop: when the worker is quit (widget or napari closed) the
