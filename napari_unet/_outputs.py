@@ -4,7 +4,9 @@ Each is made once over the image it was computed from (same scale and translate)
 filled in place as updates arrive. None of them takes the user's selected layer away.
 Each remembers, in its metadata, the image layers it was computed from: results for one
 image are never written over another's, which is kept under a name that says whose it is.
-Called on the GUI thread only, with records the workers yielded.
+Nor over results the user corrected by hand (painted, filled, erased): those are kept
+too, renamed, and new results go to a new layer. Called on the GUI thread only, with
+records the workers yielded.
 """
 
 from __future__ import annotations
@@ -153,10 +155,20 @@ def _own_layer(viewer: napari.viewer.Viewer, target: OutputTarget, name: str) ->
     if name not in viewer.layers:
         return None
     layer = viewer.layers[name]
-    made_for = layer.metadata.get(_METADATA_KEY, {}).get("source")
-    if made_for == target.source_key and layer.data.shape == target.label_shape:
+    made_for = layer.metadata.get(_METADATA_KEY, {})
+    if made_for.get("source") == target.source_key and not made_for.get("edited") \
+            and layer.data.shape == target.label_shape:
         return layer
     return None
+
+
+def _mark_edited(event: Any) -> None:
+    """Note that the user changed an output layer by hand (napari's paint event).
+
+    Our own writes go straight into the array and emit no paint event; every brush,
+    fill, erase or polygon edit does (napari's undo history).
+    """
+    event.source.metadata[_METADATA_KEY]["edited"] = True
 
 
 def _set_aside(viewer: napari.viewer.Viewer, name: str) -> None:
@@ -166,8 +178,11 @@ def _set_aside(viewer: napari.viewer.Viewer, name: str) -> None:
     so): a new layer takes the name, and nothing the user has not exported is lost.
     """
     layer = viewer.layers[name]
-    image = layer.metadata.get(_METADATA_KEY, {}).get("image") or "earlier"
-    layer.name = f"{name} ({image})"  # napari adds a number if that is taken too
+    made_for = layer.metadata.get(_METADATA_KEY, {})
+    whose = made_for.get("image") or "earlier"
+    if made_for.get("edited"):
+        whose += ", edited"
+    layer.name = f"{name} ({whose})"  # napari adds a number if that is taken too
 
 
 def _new_labels(viewer: napari.viewer.Viewer, target: OutputTarget, name: str,
@@ -176,9 +191,11 @@ def _new_labels(viewer: napari.viewer.Viewer, target: OutputTarget, name: str,
     if name in viewer.layers:
         _set_aside(viewer, name)
     with selection_kept(viewer):
-        return viewer.add_labels(np.zeros(target.label_shape, dtype=dtype), name=name,
-                                 opacity=0.5, metadata=_made_for(target),
-                                 **target.placement, **kwargs)
+        layer = viewer.add_labels(np.zeros(target.label_shape, dtype=dtype), name=name,
+                                  opacity=0.5, metadata=_made_for(target),
+                                  **target.placement, **kwargs)
+    layer.events.paint.connect(_mark_edited)
+    return layer
 
 
 def _made_for(target: OutputTarget) -> dict[str, Any]:

@@ -76,3 +76,22 @@ def test_pickers_leave_out_results_under_any_name(viewer, make_napari_viewer):
         assert widget._labels_choices() == []
     finally:
         widget.shutdown()
+
+
+def test_results_the_user_corrected_are_kept_not_overwritten(viewer):
+    a = _target(viewer.layers["a"])
+    show_prediction(viewer, a, _whole(2), None, 2)
+    prediction = viewer.layers["prediction"]
+    prediction.paint((5, 5), 1)  # a correction with the brush, as the user makes one
+    corrected = prediction.data.copy()
+    assert corrected[5, 5] == 1 and (corrected == 2).sum() > 0
+    clear_outputs(viewer, a, ["prediction"])  # Predict starting does not empty it...
+    assert (prediction.data == corrected).all()
+    show_prediction(viewer, a, _whole(2), None, 2)  # ...nor does the next result write it
+    assert viewer.layers["prediction (a, edited)"] is prediction
+    assert (prediction.data == corrected).all()
+    assert (viewer.layers["prediction"].data == 2).all()
+    # results written by the trainer itself are no edit
+    show_prediction(viewer, a, _whole(1), None, 2)
+    assert [layer.name for layer in viewer.layers if isinstance(layer, Labels)] == [
+        "prediction (a, edited)", "prediction"]
