@@ -12,7 +12,7 @@ records the workers yielded.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,15 +185,23 @@ def _set_aside(viewer: napari.viewer.Viewer, name: str) -> None:
     layer.name = f"{name} ({whose})"  # napari adds a number if that is taken too
 
 
-def _new_labels(viewer: napari.viewer.Viewer, target: OutputTarget, name: str,
-                dtype: type, **kwargs: Any) -> Labels:
-    """Add an empty output Labels layer for ``target``'s image, setting aside a namesake."""
+def _new_layer(viewer: napari.viewer.Viewer, target: OutputTarget, name: str,
+               add: Callable[..., Layer], dtype: type, **kwargs: Any) -> Any:
+    """Add an empty output layer for ``target``'s image with ``add``; rename a namesake.
+
+    ``add`` is ``viewer.add_labels`` or ``viewer.add_image``.
+    """
     if name in viewer.layers:
         _set_aside(viewer, name)
     with selection_kept(viewer):
-        layer = viewer.add_labels(np.zeros(target.label_shape, dtype=dtype), name=name,
-                                  opacity=0.5, metadata=_made_for(target),
-                                  **target.placement, **kwargs)
+        return add(np.zeros(target.label_shape, dtype=dtype), name=name, opacity=0.5,
+                   metadata=_made_for(target), **target.placement, **kwargs)
+
+
+def _new_labels(viewer: napari.viewer.Viewer, target: OutputTarget, name: str,
+                dtype: type, **kwargs: Any) -> Labels:
+    """Add an empty output Labels layer that notes when the user edits it."""
+    layer = _new_layer(viewer, target, name, viewer.add_labels, dtype, **kwargs)
     layer.events.paint.connect(_mark_edited)
     return layer
 
@@ -222,13 +230,8 @@ def _show_confidence(
 ) -> None:
     layer = _own_layer(viewer, target, CONFIDENCE_LAYER)
     if layer is None:
-        if CONFIDENCE_LAYER in viewer.layers:
-            _set_aside(viewer, CONFIDENCE_LAYER)
-        with selection_kept(viewer):
-            layer = viewer.add_image(
-                np.zeros(target.label_shape, np.float32), name=CONFIDENCE_LAYER,
-                colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.5,
-                blending="additive", metadata=_made_for(target), **target.placement,
-            )
+        layer = _new_layer(viewer, target, CONFIDENCE_LAYER, viewer.add_image, np.float32,
+                           colormap="inferno", contrast_limits=(0.0, 1.0),
+                           blending="additive")
     layer.data[update.region] = update.confidence
     layer.refresh()
