@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 import types
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -265,19 +266,26 @@ def loop_overhead(device: torch.device, smoke: bool) -> list[dict]:
 # -- 4. prediction -----------------------------------------------------------------------
 
 
-def _timed_predict(model, image: np.ndarray, warm_up_image: np.ndarray, tiles: TileConfig,
-                   device: torch.device, axes: str | None = None) -> tuple[float, float]:
-    """Seconds and peak GPU GiB of one tiled prediction, after a warm-up on a crop."""
-    predict(model, warm_up_image, tiles, axes=axes, device=device)
+def _timed(run: Callable[[np.ndarray], object], image: np.ndarray, warm_up_image: np.ndarray,
+           device: torch.device) -> tuple[float, float]:
+    """Seconds and peak GPU GiB of ``run(image)``, after ``run(warm_up_image)``."""
+    run(warm_up_image)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
     t0 = time.perf_counter()
-    predict(model, image, tiles, axes=axes, device=device)
+    run(image)
     _sync(device)
     seconds = time.perf_counter() - t0
     gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
     return seconds, gib
+
+
+def _timed_predict(model, image: np.ndarray, warm_up_image: np.ndarray, tiles: TileConfig,
+                   device: torch.device, axes: str | None = None) -> tuple[float, float]:
+    """Seconds and peak GPU GiB of one tiled prediction, after a warm-up on a crop."""
+    return _timed(lambda img: predict(model, img, tiles, axes=axes, device=device),
+                  image, warm_up_image, device)
 
 
 def _timed_pass(model, image: np.ndarray, tiles: TileConfig, device: torch.device,
@@ -294,16 +302,7 @@ def _timed_pass(model, image: np.ndarray, tiles: TileConfig, device: torch.devic
             if isinstance(event, PredictionUpdate):
                 class_map[event.region] = event.class_map
 
-    run(image[:1024, :1024])  # warm-up
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    _sync(device)
-    t0 = time.perf_counter()
-    run(image)
-    _sync(device)
-    seconds = time.perf_counter() - t0
-    gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
-    return seconds, gib
+    return _timed(run, image, image[:1024, :1024], device)
 
 
 def prediction(device: torch.device, smoke: bool, quick: bool = False) -> list[dict]:
