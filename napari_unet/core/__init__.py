@@ -9,6 +9,7 @@ Modules, one job each:
 - :mod:`~napari_unet.core.device`     device choice, threads, mixed precision
 - :mod:`~napari_unet.core.sampling`   patches drawn around painted pixels, augmentation
 - :mod:`~napari_unet.core.training`   training as a generator of progress records
+- :mod:`~napari_unet.core.optimizer`  AdamW without importing torch's compiler
 - :mod:`~napari_unet.core.inference`  tiled prediction
 - :mod:`~napari_unet.core.checkpoint` one safe model file
 - :mod:`~napari_unet.core.io`         TIFF reading and writing

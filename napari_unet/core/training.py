@@ -60,6 +60,7 @@ from napari_unet.core.labels import (
 )
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.normalization import Normalization
+from napari_unet.core.optimizer import AdamW
 from napari_unet.core.sampling import IGNORE_INDEX, PatchBatch, PatchSampler
 from napari_unet.core.unet import build_unet
 
@@ -384,12 +385,10 @@ class TrainingRun:
         # to help (TrainConfig.edge_weight).
         self.edge_weight = config.edge_weight if config.edge_weight is not None else (
             1.0 if self.mode == "2d" and self.is_z_stack else 0.0)
-        # foreach: one multi-tensor kernel per update instead of a Python loop over tensors
-        # (torch's CPU default is the loop).
-        self._optimizer = torch.optim.AdamW(
-            self._network.parameters(), lr=config.learning_rate,
-            weight_decay=config.weight_decay, foreach=True,
-        )
+        # Not torch.optim.AdamW: building any torch.optim optimiser imports torch's compiler
+        # (1.6-2.0 s on 2 cores), the same update without it is core.optimizer.AdamW.
+        self._optimizer = AdamW(self._network.parameters(), lr=config.learning_rate,
+                                weight_decay=config.weight_decay)
         # Loss scaling is only needed for fp16; bf16 has fp32's exponent range.
         self._scaler = torch.amp.GradScaler(
             "cuda", enabled=self._amp_dtype == torch.float16
@@ -747,12 +746,12 @@ class TrainingRun:
 def warm_up(device: str = "auto") -> None:
     """Pay torch's one-off start-up costs with one tiny training step, CPU and ``device``.
 
-    The first optimiser a process makes imports ``torch._dynamo`` (1.5 s on 2 CPU cores,
-    measured) and the first convolutions choose their kernels. On a GPU, the first step
-    also starts CUDA and its cuDNN/cuBLAS handles: 5 s of a cold 6.9 s wait for the first
-    overlay on an H100, and 1.5 s -> 0.9 s even after the CPU warm-up
-    (benchmarks/bench_gpu.py). Run in a worker thread while the user paints, this takes
-    those seconds off the wait for the first overlay.
+    On a GPU, the first step starts CUDA and its cuDNN/cuBLAS handles: 5 s of a cold 6.9 s
+    wait for the first overlay on an H100 (benchmarks/bench_gpu.py). On the CPU little is
+    left to pay since training stopped using ``torch.optim`` (whose import of
+    ``torch._dynamo`` took 1.6-2.0 s on 2 cores; :mod:`~napari_unet.core.optimizer`): the
+    first convolutions choose their kernels. Run in a worker thread while the user paints,
+    this takes those seconds off the wait for the first overlay.
 
     Parameters
     ----------
@@ -762,7 +761,7 @@ def warm_up(device: str = "auto") -> None:
     """
     for target in dict.fromkeys([torch.device("cpu"), resolve_device(device)]):
         network = build_unet(ModelConfig(depth=1, base_channels=4)).to(target)
-        optimizer = torch.optim.AdamW(network.parameters(), foreach=True)
+        optimizer = AdamW(network.parameters())
         with autocast(target, autocast_dtype(target)):
             logits = network(torch.zeros(1, 1, 16, 16, device=target))
         logits.float().mean().backward()

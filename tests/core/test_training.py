@@ -437,16 +437,6 @@ def test_on_a_gpu_the_next_batch_is_drawn_during_the_step_and_redrawn_after_new_
     assert ("draw", first_after) in events[update:]
 
 
-def test_warm_up_pays_torchs_one_off_import_in_advance():
-    import sys
-
-    from napari_unet.core.training import warm_up
-
-    warm_up()
-    # The optimiser's lazy import of torch._dynamo is what made the first Train slow.
-    assert "torch._dynamo" in sys.modules
-
-
 @pytest.mark.parametrize("absolute", [False, True])
 def test_absolute_intensity_lets_the_network_tell_dim_from_bright(absolute):
     """Dim squares are background, bright ones objects; nothing else differs.
