@@ -88,17 +88,22 @@ class DeviceLimits:
         Most windows per forward pass that fit; ``None`` until a pass did not fit.
     on_cpu
         Not even one window fit: predict on the CPU.
+    device
+        The type of the device that ran out of memory, as torch names it (``"cuda"``).
     """
 
     max_batch: int | None = None
     on_cpu: bool = False
+    device: str = ""
 
     def describe(self) -> str:
         """Say what was learnt, for the user ("" when nothing)."""
         if self.on_cpu:
-            return "out of memory on the GPU even for one tile: predicting on the CPU (slower)"
+            return (f"{self.device.upper()} out of memory even for one tile: predicting on "
+                    "the CPU (slower)")
         if self.max_batch is not None:
-            return f"out of memory on the GPU: predicting {self.max_batch} tile(s) per pass"
+            return (f"{self.device.upper()} out of memory: predicting {self.max_batch} "
+                    "tile(s) per pass")
         return ""
 
 
@@ -133,16 +138,15 @@ class _Runner:
         except torch.OutOfMemoryError:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+            self.limits.device = self.device.type
             if x.shape[0] > 1:
                 self.limits.max_batch = x.shape[0] // 2
-                self.notice = (f"{self.device.type.upper()} out of memory: predicting "
-                               f"{self.limits.max_batch} tile(s) per pass")
+                self.notice = self.limits.describe()
                 return self.probabilities(x)
             if self.device.type == "cpu":
                 raise
-            self.notice = (f"{self.device.type.upper()} out of memory even for one tile: "
-                           "predicting on the CPU (slower)")
             self.limits.on_cpu = True
+            self.notice = self.limits.describe()
             self._move_to_cpu()
             return self.probabilities(x)
 
