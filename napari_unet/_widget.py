@@ -225,11 +225,13 @@ class UNetTrainerWidget(QWidget):
         )
         self.edge_smoothing = ComboBox(
             choices=list(EDGE_SMOOTHING_WEIGHTS), value="auto", label="edge smoothing",
-            tooltip="Keep neighbouring pixels of like brightness in one class, in the "
-                    "unpainted band between your strokes and an object's edge. auto: on "
-                    "for Z stacks in 2D mode, where it steadied training; off for 2D "
-                    "images, time-lapses and 3D models. Turn it off for textured "
-                    "objects, whose texture it takes for edges.",
+            tooltip="Keep neighbouring pixels of like brightness in one class, and draw "
+                    "each object's edge where its brightness is half way between the "
+                    "classes', in the unpainted band between your strokes and the edge. "
+                    "auto: on for Z stacks in 2D mode, where it steadied training and "
+                    "drew nuclei tighter; off for 2D images, time-lapses and 3D models. "
+                    "Turn it off for textured objects, or classes that brightness does "
+                    "not tell apart.",
         )
         self.anisotropy = FloatSpinBox(
             value=1.0, min=0.1, max=100.0, step=0.1, label="Z spacing / pixel",

@@ -70,9 +70,10 @@ def _build_parser() -> argparse.ArgumentParser:
                             "contrast (default auto: on for Z stacks, where brightness tells "
                             "in-focus objects from blur; off for 2D images)")
     train.add_argument("--edge-weight", type=float, metavar="W",
-                       help="weight of the term that keeps neighbouring pixels of like "
-                            "brightness in one class, between strokes and an object's "
-                            "edge; it steadies training on stacks, and costs textured "
+                       help="weight of the terms that keep neighbouring pixels of like "
+                            "brightness in one class and draw an object's edge half way "
+                            "between the classes' brightness, between strokes and the "
+                            "edge; they steady training on stacks, and cost textured "
                             "objects (default: 1 for Z stacks in 2D mode, 0 otherwise)")
     train.add_argument("--stack-steps", type=int, metavar="N",
                        help="for Z stacks: stop after at most N steps, whatever the time "

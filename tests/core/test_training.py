@@ -15,6 +15,7 @@ from napari_unet.core.training import (
     LabelUpdate,
     TrainingRun,
     edge_smoothness,
+    region_contrast,
     sparse_loss,
     train,
 )
@@ -297,6 +298,50 @@ def test_edge_term_is_cheapest_where_the_intensity_changes():
     assert beside.grad is not None and beside.grad.abs().sum() > 0
     with pytest.raises(InputError, match="edge_weight"):
         TrainConfig(edge_weight=-1.0)
+
+
+def test_region_term_pushes_each_pixel_toward_the_class_of_nearer_intensity():
+    image = torch.zeros(2, 1, 8, 8)
+    image[..., 4:] = 1.0  # dark left, bright right, in both patches of the batch
+    image[0, 0, 0, 3] = 0.8  # a bright pixel on the dark side
+    logits = torch.full((2, 2, 8, 8), -10.0)
+    logits[:, 0, :, :4] = 10.0
+    logits[:, 1, :, 4:] = 10.0
+    logits[0, :, 0, 3] = 0.0  # undecided there
+    logits.requires_grad_()
+    value = region_contrast(image, logits)
+    assert value.item() < 0.02  # nearly every pixel has its class's intensity
+    value.backward()
+    assert logits.grad is not None
+    # Raising the bright class at the bright pixel lowers the cost (0.8 is nearer 1 than 0).
+    assert logits.grad[0, 1, 0, 3] < 0 < logits.grad[0, 0, 0, 3]
+    with torch.no_grad():  # classes of alike intensity: the whole spread is within them
+        assert region_contrast(image, torch.zeros(2, 2, 8, 8)).item() > 0.99
+
+
+def test_region_term_takes_class_means_over_the_batch_not_per_patch():
+    """A patch of dim background alone is not split in two by its own brightness."""
+    objects = torch.zeros(1, 1, 16, 16)
+    objects[..., 8:] = 1.0
+    dim = 0.1 * torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    confident = torch.full((1, 2, 16, 16), -10.0)
+    confident[0, 0, :, :8] = 10.0
+    confident[0, 1, :, 8:] = 10.0
+    # Leaning toward background, not evenly (even odds would give the classes one mean).
+    undecided = torch.zeros(1, 2, 16, 16)
+    undecided[0, 1] = -0.5 + 0.1 * torch.randn(16, 16, generator=torch.Generator().manual_seed(1))
+
+    def pull_toward_objects(images, logits):
+        """Where raising the object class lowers the cost, in the dim patch (the last)."""
+        logits = logits.clone().requires_grad_()
+        region_contrast(images, logits).backward()
+        return logits.grad[-1, 1] < 0
+
+    # In a batch with objects, every dim pixel is pulled toward background...
+    assert not pull_toward_objects(torch.cat([objects, dim]),
+                                   torch.cat([confident, undecided])).any()
+    # ...whereas alone, the patch's own brighter pixels would be pulled toward objects.
+    assert pull_toward_objects(dim, undecided).any()
 
 
 def test_edge_term_is_on_for_stacks_in_2d_mode_only(blobs):
