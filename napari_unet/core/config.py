@@ -219,11 +219,10 @@ class TrainConfig:
         unpainted band the edge falls. An edge-aware smoothness term: neighbouring pixels
         of similar intensity are pushed toward the same class, neighbours across a sharp
         change in intensity are let go (a relaxed Potts term gated by intensity, as in
-        scribble-supervised segmentation). A region term (since session 22): each pixel is
-        pushed toward the class whose mean intensity over the batch is nearer
-        (Chan-Vese), which puts a rim's boundary half way up its ramp; step-matched on
-        the nuclei stack it raised IoU from 0.916 to 0.939 (5 objects, 5 seeds) and from
-        0.910 to 0.934 (``bench_volumes`` strokes, 3 seeds).
+        scribble-supervised segmentation). A region term, at a quarter of the weight
+        (``training.REGION_SHARE``): each pixel is pushed toward the class whose mean
+        intensity over the batch is nearer (Chan-Vese), which puts a rim's boundary half
+        way up its ramp (docs/benchmarks.md, "A region term").
         ``None`` (automatic): 1.0 for the 2D model over the slices of a Z stack.
         There it draws the outline about half a pixel further in (nuclei had come out a
         pixel too large with one stroke set) and, above all, steadies training: over 12

@@ -235,6 +235,16 @@ def edge_smoothness(images: torch.Tensor, logits: torch.Tensor,
     return total / len(spatial_axes)
 
 
+REGION_SHARE = 0.25
+"""Weight of :func:`region_contrast` relative to :func:`edge_smoothness`.
+
+Small enough that strokes win where brightness does not tell the classes apart: at 1.0,
+objects whose ends are as bright as their middles but painted background
+(tests/core/test_stacks.py) scored IoU 0.33 instead of 1.0; at 0.25 (and 0.1) they are
+right, and on the nuclei stack it kept most of the term's gain (docs/benchmarks.md).
+"""
+
+
 def region_contrast(images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Spread of intensity within the predicted classes, as a share of the whole spread.
 
@@ -696,8 +706,9 @@ class TrainingRun:
             logits = self._network(images)
         loss = sparse_loss(logits, targets, self._weights, self.config.dice_weight)
         if self.edge_weight > 0:
-            loss = loss + self.edge_weight * (edge_smoothness(images, logits)
-                                              + region_contrast(images, logits))
+            loss = loss + self.edge_weight * (
+                edge_smoothness(images, logits)
+                + REGION_SHARE * region_contrast(images, logits))
         self._scaler.scale(loss).backward()
         if self.config.grad_clip_norm is not None:
             # The norm must be of the true gradients, not the fp16 loss-scaled ones; the
