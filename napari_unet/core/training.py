@@ -255,9 +255,9 @@ def region_contrast(images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     object's rim is a ramp of alike steps, the edge term (:func:`edge_smoothness`) cannot
     choose between them; this term puts the boundary where the intensity crosses half
     way between the classes' means. Over the batch, not per patch: a patch of dim
-    background alone would otherwise be split in two by its own brightness (measured:
-    IoU 0.78 against 0.91 on the nuclei stack). Divided by the batch's intensity variance,
-    so it does not depend on the image's contrast.
+    background alone would otherwise be split in two by its own brightness (measured on
+    the nuclei stack, one seed: IoU 0.78 per patch, 0.94 over the batch). Divided by the
+    batch's intensity variance, so it does not depend on the image's contrast.
 
     Parameters
     ----------
