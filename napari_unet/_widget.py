@@ -415,8 +415,10 @@ class UNetTrainerWidget(QWidget):
         if not layers:
             return
         # Pending strokes and settings belong to the image chosen until now: save them
-        # before its settings are replaced by the new image's.
-        self._strokes_autosave.flush()
+        # before its settings are replaced by the new image's, and stop watching, or the
+        # settings changes below would schedule another save of the new image's
+        # settings into the old image's folder (a race seen in CI).
+        self._strokes_autosave.unwatch()
         layer = layers[0]
         try:
             axes = layer_axes(layer)
