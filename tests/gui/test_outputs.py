@@ -95,3 +95,26 @@ def test_results_the_user_corrected_are_kept_not_overwritten(viewer):
     show_prediction(viewer, a, _whole(1), None, 2)
     assert [layer.name for layer in viewer.layers if isinstance(layer, Labels)] == [
         "prediction (a, edited)", "prediction"]
+
+
+def test_new_output_layers_leave_the_users_layer_selected_everywhere(viewer):
+    """The model, the layer list and the layer controls all stay on the user's layer."""
+    strokes = viewer.add_labels(np.zeros((20, 30), np.uint8), name="strokes")
+    viewer.layers.selection.active = strokes
+    heard: list[str] = []
+    viewer.layers.selection.events.connect(lambda event: heard.append(event.type))
+
+    assert show_prediction(viewer, _target(viewer.layers["a"]), _whole(2, confidence=0.9),
+                           strokes, 2)
+
+    assert "prediction" in viewer.layers and "confidence" in viewer.layers
+    assert heard == []  # the selection was put back before anyone heard of a change
+    assert list(viewer.layers.selection) == [strokes]
+    assert viewer.layers.selection.active is strokes
+    qt_viewer = viewer.window._qt_viewer
+    rows = qt_viewer.layers.selectionModel().selectedIndexes()
+    assert [index.data() for index in rows] == ["strokes"]
+    assert qt_viewer.controls.currentWidget().layer is strokes
+    # the new layers are whole napari layers: picking one shows its own controls
+    viewer.layers.selection.active = viewer.layers["prediction"]
+    assert qt_viewer.controls.currentWidget().layer is viewer.layers["prediction"]
