@@ -228,10 +228,10 @@ class UNetTrainerWidget(QWidget):
             tooltip="Keep neighbouring pixels of like brightness in one class, and draw "
                     "each object's edge where its brightness is half way between the "
                     "classes', in the unpainted band between your strokes and the edge. "
-                    "auto: on for Z stacks in 2D mode, where it steadied training and "
-                    "drew nuclei tighter; off for 2D images, time-lapses and 3D models. "
-                    "Turn it off for textured objects, or classes that brightness does "
-                    "not tell apart.",
+                    "auto: both on for Z stacks in 2D mode, where they steadied training "
+                    "and drew nuclei tighter; the edge half only for 2D images and "
+                    "time-lapses (textured objects read as edges); off for 3D models. "
+                    "Turn it off for classes that brightness does not tell apart.",
         )
         self.anisotropy = FloatSpinBox(
             value=1.0, min=0.1, max=100.0, step=0.1, label="Z spacing / pixel",
@@ -670,12 +670,13 @@ class UNetTrainerWidget(QWidget):
             # Shapes only, so cheap enough for the GUI thread; outputs are placed by it.
             axes = pair_axes(image.shape, labels.shape, axes)
             preset = self._preset()
+            edge_weight, region_weight = EDGE_SMOOTHING_WEIGHTS[self.edge_smoothing.value]
             config = replace(preset.train, max_steps=None, max_seconds=None,
                              settle_steps=self.settle_steps.value or None,
                              # leave a core for the GUI: painting must stay fluid
                              num_threads=max(1, (os.cpu_count() or 2) - 1),
                              intensity_jitter=self.intensity_jitter.value,
-                             edge_weight=EDGE_SMOOTHING_WEIGHTS[self.edge_smoothing.value])
+                             edge_weight=edge_weight, region_weight=region_weight)
             painted_max = int(labels.max()) if labels.size else 0
             names = self._class_names(max(painted_max, 2),
                                       self.model.num_classes if self.model else None)

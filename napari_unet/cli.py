@@ -70,11 +70,15 @@ def _build_parser() -> argparse.ArgumentParser:
                             "contrast (default auto: on for Z stacks, where brightness tells "
                             "in-focus objects from blur; off for 2D images)")
     train.add_argument("--edge-weight", type=float, metavar="W",
-                       help="weight of the terms that keep neighbouring pixels of like "
-                            "brightness in one class and draw an object's edge half way "
-                            "between the classes' brightness, between strokes and the "
-                            "edge; they steady training on stacks, and cost textured "
-                            "objects (default: 1 for Z stacks in 2D mode, 0 otherwise)")
+                       help="weight of the term that keeps neighbouring pixels of like "
+                            "brightness in one class, between strokes and the edge; it "
+                            "steadies training on stacks, and costs textured objects "
+                            "(default: 1 for Z stacks in 2D mode, 0 otherwise)")
+    train.add_argument("--region-weight", type=float, metavar="W",
+                       help="weight of the term that draws an object's edge where its "
+                            "brightness is half way between the classes'; 0 for classes "
+                            "that brightness does not tell apart (default: 0.25 for 2D "
+                            "models, 0 for 3D models)")
     train.add_argument("--stack-steps", type=int, metavar="N",
                        help="for Z stacks: stop after at most N steps, whatever the time "
                             "budget; trained longer on the same strokes, stack models got "
@@ -193,7 +197,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         args.stack_steps or None)
     config = replace(preset.train, max_seconds=seconds, max_steps=args.steps, seed=args.seed,
                      device=args.device, intensity_jitter=args.intensity_jitter,
-                     edge_weight=args.edge_weight, settle_steps=stack_steps)
+                     edge_weight=args.edge_weight, region_weight=args.region_weight,
+                     settle_steps=stack_steps)
     with _explaining_axes(args, _axes_note(image, axes, how)):
         run = TrainingRun(
             image.data, labels, config, axes=axes,

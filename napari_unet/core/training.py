@@ -43,7 +43,7 @@ from napari_unet.core.axes import (
     pair_axes,
     to_canonical,
 )
-from napari_unet.core.config import ModelConfig, TrainConfig
+from napari_unet.core.config import REGION_WEIGHT, ModelConfig, TrainConfig
 from napari_unet.core.device import (
     autocast,
     autocast_dtype,
@@ -233,16 +233,6 @@ def edge_smoothness(images: torch.Tensor, logits: torch.Tensor,
         same = (probs.narrow(axis, 1, n - 1) * probs.narrow(axis, 0, n - 1)).sum(dim=1)
         total = total + (likeness * (1 - same)).mean()
     return total / len(spatial_axes)
-
-
-REGION_SHARE = 0.25
-"""Weight of :func:`region_contrast` relative to :func:`edge_smoothness`.
-
-Small enough that strokes win where brightness does not tell the classes apart: at 1.0,
-objects whose ends are as bright as their middles but painted background
-(tests/core/test_stacks.py) scored IoU 0.33 instead of 1.0; at 0.25 (and 0.1) they are
-right, and on the nuclei stack it kept most of the term's gain (docs/benchmarks.md).
-"""
 
 
 def region_contrast(images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -435,6 +425,9 @@ class TrainingRun:
         # to help (TrainConfig.edge_weight).
         self.edge_weight = config.edge_weight if config.edge_weight is not None else (
             1.0 if self.mode == "2d" and self.is_z_stack else 0.0)
+        # Automatic: on for 2D models (TrainConfig.region_weight), where it was measured.
+        self.region_weight = config.region_weight if config.region_weight is not None \
+            else (REGION_WEIGHT if self.mode == "2d" else 0.0)
         # Not torch.optim.AdamW: building any torch.optim optimiser imports torch's compiler
         # (1.6-2.0 s on 2 cores), the same update without it is core.optimizer.AdamW.
         self._optimizer = AdamW(self._network.parameters(), lr=config.learning_rate,
@@ -706,9 +699,9 @@ class TrainingRun:
             logits = self._network(images)
         loss = sparse_loss(logits, targets, self._weights, self.config.dice_weight)
         if self.edge_weight > 0:
-            loss = loss + self.edge_weight * (
-                edge_smoothness(images, logits)
-                + REGION_SHARE * region_contrast(images, logits))
+            loss = loss + self.edge_weight * edge_smoothness(images, logits)
+        if self.region_weight > 0:
+            loss = loss + self.region_weight * region_contrast(images, logits)
         self._scaler.scale(loss).backward()
         if self.config.grad_clip_norm is not None:
             # The norm must be of the true gradients, not the fp16 loss-scaled ones; the
@@ -790,6 +783,7 @@ class TrainingRun:
             "mode": self.mode,
             "train_config": self._config_dict,
             "edge_weight": self.edge_weight,  # as resolved ("train_config" may say None)
+            "region_weight": self.region_weight,
             "painted_pixels": {str(k): v for k, v in self._sampler.class_pixel_counts.items()},
             "final_loss": None if math.isnan(self._last_loss) else self._last_loss,
         }

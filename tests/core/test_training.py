@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from napari_unet.core import training
-from napari_unet.core.config import PRESETS, ModelConfig, TrainConfig
+from napari_unet.core.config import PRESETS, REGION_WEIGHT, ModelConfig, TrainConfig
 from napari_unet.core.errors import InputError
 from napari_unet.core.inference import predict
 from napari_unet.core.metrics import foreground_iou
@@ -298,6 +298,8 @@ def test_edge_term_is_cheapest_where_the_intensity_changes():
     assert beside.grad is not None and beside.grad.abs().sum() > 0
     with pytest.raises(InputError, match="edge_weight"):
         TrainConfig(edge_weight=-1.0)
+    with pytest.raises(InputError, match="region_weight"):
+        TrainConfig(region_weight=-0.5)
 
 
 def test_region_term_pushes_each_pixel_toward_the_class_of_nearer_intensity():
@@ -359,8 +361,34 @@ def test_edge_term_is_on_for_stacks_in_2d_mode_only(blobs):
     assert explicit.run_to_end().model.metadata["edge_weight"] == 0.5
 
 
-def test_edge_term_puts_the_boundary_on_the_edge_strokes_stop_short_of():
-    """Strokes 5 px inside and outside a blurred disk: the edge term finds its rim."""
+def test_region_term_is_on_for_2d_models_only_and_has_its_own_weight(blobs):
+    image, strokes, _ = blobs
+    stack, stack_strokes = np.stack([image] * 3), np.stack([strokes] * 3)
+    config = replace(FAST, max_steps=1)
+    movie = TrainingRun(stack, stack_strokes, config, axes="TYX", model_config=TINY_MODEL)
+    slices = TrainingRun(stack, stack_strokes, config, axes="ZYX", mode="2d",
+                         model_config=TINY_MODEL)
+    volume = TrainingRun(stack, stack_strokes, config, axes="ZYX", mode="3d",
+                         model_config=TINY_MODEL)
+    flat = TrainingRun(image, strokes, config, model_config=TINY_MODEL)
+    assert flat.region_weight == movie.region_weight == slices.region_weight == REGION_WEIGHT
+    assert volume.region_weight == 0
+    # set apart from the edge term: either one can be off while the other is on
+    off = TrainingRun(stack, stack_strokes, replace(config, region_weight=0.0), axes="ZYX",
+                      mode="2d", model_config=TINY_MODEL)
+    assert (off.edge_weight, off.region_weight) == (1.0, 0.0)
+    assert off.run_to_end().model.metadata["region_weight"] == 0.0
+    # and the loss really carries it: same start, same batch, only the weight differs
+    losses = []
+    for weight in (0.0, 1.0):
+        run = TrainingRun(image, strokes, replace(config, region_weight=weight),
+                          model_config=TINY_MODEL)
+        losses.append(next(run.steps()).loss)
+    assert losses[1] > losses[0]
+
+
+def test_intensity_terms_put_the_boundary_on_the_edge_strokes_stop_short_of():
+    """Strokes 5 px inside and outside a blurred disk: either intensity term finds its rim."""
     from scipy import ndimage as ndi
 
     yy, xx = np.mgrid[:64, :64]
@@ -373,14 +401,18 @@ def test_edge_term_puts_the_boundary_on_the_edge_strokes_stop_short_of():
     strokes[(radius >= 19) & (radius <= 24)] = 1
     config = replace(FAST, max_steps=150, intensity_jitter="off")
     ious = {}
-    for weight in (0.0, 1.0):
+    # (edge, region): neither, the edge term alone, the region term alone (2D's default)
+    for weights in ((0.0, 0.0), (1.0, 0.0), (0.0, None)):
         run = TrainingRun(image.astype(np.float32), strokes,
-                          replace(config, edge_weight=weight), model_config=TINY_MODEL)
+                          replace(config, edge_weight=weights[0], region_weight=weights[1]),
+                          model_config=TINY_MODEL)
         class_map = predict(run.run_to_end().model, image.astype(np.float32)).class_map
-        ious[weight] = foreground_iou(class_map, truth)
-    print(f"IoU of the disk without / with the edge term: {ious[0.0]:.3f} / {ious[1.0]:.3f}")
-    assert ious[1.0] > 0.9  # measured 0.977; without the term 0.763 (torch 2.13, CPU)
-    assert ious[1.0] > ious[0.0] + 0.05
+        ious[weights] = foreground_iou(class_map, truth)
+    print("IoU of the disk without either term / edge term / region term: "
+          + " / ".join(f"{iou:.3f}" for iou in ious.values()))
+    # measured 0.763 / 0.977 / 0.992 (torch 2.13, CPU)
+    assert ious[1.0, 0.0] > 0.9 and ious[0.0, None] > 0.9
+    assert min(ious[1.0, 0.0], ious[0.0, None]) > ious[0.0, 0.0] + 0.05
 
 
 def test_multichannel_and_more_classes():

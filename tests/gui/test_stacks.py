@@ -65,6 +65,7 @@ def test_z_stack_trains_from_one_slice_and_overlay_follows_the_slice(trainer, qt
     assert widget.model.config.spatial_dims == 2
     assert widget.model.metadata["train_config"]["intensity_jitter"] == "on"
     assert widget.model.metadata["edge_weight"] == 0.0
+    assert widget.model.metadata["region_weight"] == 0.0  # "off" switches both terms off
     unpainted = [0, 2, 3, 4]
     assert foreground_iou(prediction[unpainted], truth[unpainted]) > 0.3  # all-fg ~0.15
 
