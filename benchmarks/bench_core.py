@@ -13,6 +13,9 @@ Prints, and with ``--write`` puts between markers in the docs:
    from the sample strokes, next to a random forest on
    ``skimage.feature.multiscale_basic_features`` (what ilastik's pixel classifier does)
    trained on the same strokes. Several seeds; mean and spread.
+4. Every preset's training and prediction speed on the device, with its share of the
+   device's peak (the GPU preset on a CPU, the CPU preset on a GPU: what a user who picks
+   the other one gets).
 """
 
 from __future__ import annotations
@@ -69,7 +72,9 @@ def loop_throughput(run: TrainingRun, batch: int, steps: int, device: torch.devi
     return rate
 
 
-def training_throughput(device: torch.device, preset_name: str, steps: int) -> dict[str, float]:
+def training_throughput(device: torch.device, preset_name: str, steps: int,
+                        compare: bool = True, warm_up_steps: int = 5) -> dict[str, float]:
+    """Patches/s of our loop (and, with ``compare``, of a plain loop) and FLOPs per patch."""
     preset = PRESETS[preset_name]
     image = tifffile.imread(SAMPLE / "nuclei2d.tif")
     strokes = tifffile.imread(SAMPLE / "nuclei2d_strokes.tif")
@@ -78,8 +83,10 @@ def training_throughput(device: torch.device, preset_name: str, steps: int) -> d
 
     # Ours: the full loop (sampling, augmentation, loss on painted pixels, schedule).
     run = TrainingRun(image, strokes, cfg, model_config=preset.model)
-    ours = loop_throughput(run, bs, steps, device)
+    ours = loop_throughput(run, bs, steps, device, warm_up_steps)
     step_flops = training_step_flops(build_unet(run.model.config).to(device), bs, ps)
+    if not compare:
+        return {"ours": ours, "flops_per_sample": step_flops / bs, "patch": ps, "batch": bs}
 
     # Plain PyTorch: same network shape, pre-made tensors, CE with ignore_index, AdamW.
     torch.manual_seed(0)
@@ -99,10 +106,14 @@ def training_throughput(device: torch.device, preset_name: str, steps: int) -> d
         opt.step()
     _sync(device)
     plain = steps * bs / (time.perf_counter() - t0)
-    return {"ours": ours, "plain": plain, "flops_per_sample": step_flops / bs}
+    return {"ours": ours, "plain": plain, "flops_per_sample": step_flops / bs,
+            "patch": ps, "batch": bs}
 
 
-def inference_throughput(device: torch.device, preset_name: str, side: int) -> dict[str, float]:
+def inference_throughput(device: torch.device, preset_name: str, side: int,
+                         compare: bool = True) -> dict[str, float]:
+    """MP/s of ``predict`` on a ``side`` x ``side`` image (and, with ``compare``, of plain
+    loops over the same tiles and over the whole image) and FLOPs per megapixel."""
     preset = PRESETS[preset_name]
     image = tifffile.imread(SAMPLE / "nuclei2d.tif")
     strokes = tifffile.imread(SAMPLE / "nuclei2d_strokes.tif")
@@ -130,10 +141,10 @@ def inference_throughput(device: torch.device, preset_name: str, side: int) -> d
     ours = timed(lambda: predict(model, big, tiles, device=device))
 
     net = model.network.to(device).eval()
-    norm = model.normalization.apply(big[np.newaxis])
-    padded = _pad_to_multiple(norm, model.config.size_multiples)
-    _, windows = plan_tiles(padded.shape[1:], tiles.tile_size, net.receptive_radius,
-                            model.config.size_multiples)
+    flops = {"flops_per_mp": _tile_flops(net, model, big, tiles.tile_size) / megapixels}
+    if not compare:
+        return {"ours": ours, "side": side, **flops}
+    padded, windows = _windows(net, model, big, tiles.tile_size)
 
     # Class ids as ours takes them (max's indices): torch's CPU argmax over the class axis
     # is 30-60x slower and would measure that trap, not our overhead.
@@ -147,11 +158,62 @@ def inference_throughput(device: torch.device, preset_name: str, side: int) -> d
         with torch.inference_mode():
             net(torch.from_numpy(padded)[None].to(device)).max(1).indices.cpu()
 
-    # Counted on the tiles actually run (halo included), per megapixel of output.
-    shapes = Counter(tuple(sl.stop - sl.start for sl in w.window) for w in windows)
-    tile_flops = sum(n * forward_flops(net, (1, 1, *shape)) for shape, n in shapes.items())
     return {"ours": ours, "plain_tiles": timed(plain_tiles), "plain_whole": timed(plain_whole),
-            "tiles": len(windows), "side": side, "flops_per_mp": tile_flops / megapixels}
+            "tiles": len(windows), "side": side, **flops}
+
+
+def _windows(net: torch.nn.Module, model, image: np.ndarray, tile_size: int):
+    """The normalised, padded image and the tile windows ``predict`` runs over it."""
+    norm = model.normalization.apply(image[np.newaxis])
+    padded = _pad_to_multiple(norm, model.config.size_multiples)
+    _, windows = plan_tiles(padded.shape[1:], tile_size, net.receptive_radius,
+                            model.config.size_multiples)
+    return padded, windows
+
+
+def _tile_flops(net: torch.nn.Module, model, image: np.ndarray, tile_size: int) -> float:
+    """FLOPs of the forward passes over the tiles actually run (halo included)."""
+    _, windows = _windows(net, model, image, tile_size)
+    shapes = Counter(tuple(sl.stop - sl.start for sl in w.window) for w in windows)
+    return sum(n * forward_flops(net, (1, 1, *shape)) for shape, n in shapes.items())
+
+
+def preset_rows(device: torch.device, measured: dict[str, tuple[dict, dict]],
+                peak: float | None, quick: bool) -> list[str]:
+    """A table row per preset on ``device``: training and prediction speed, share of peak.
+
+    ``measured`` holds presets already timed (name -> training, prediction results); the
+    others are timed here, our loop only, with few steps where they are slow (the GPU
+    preset on a CPU takes seconds per step).
+    """
+    rows = ["| preset | network | training batch | training patches/s | training MP/s | "
+            "training share of peak | prediction MP/s | prediction share of peak |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, preset in PRESETS.items():
+        if name in measured:
+            tr, inf = measured[name]
+        else:
+            slow = device.type == "cpu" and name != "cpu-small"
+            steps = (2 if quick else 10) if slow else (10 if quick else 150)
+            tr = training_throughput(device, name, steps, compare=False,
+                                     warm_up_steps=2 if slow else 5)
+            inf = inference_throughput(device, name, side=1024 if quick else 2048,
+                                       compare=False)
+        m = preset.model
+        net = f"depth {m.depth}, {m.base_channels} channels" + (", residual" if m.residual
+                                                                   else "")
+        train_rate = tr["ours"] * tr["flops_per_sample"]
+        infer_rate = inf["ours"] * inf["flops_per_mp"]
+        rows.append(
+            f"| `{name}` | {net} | {tr['batch']} x {tr['patch']}² | {tr['ours']:.1f} | "
+            f"{tr['ours'] * tr['patch'] ** 2 / 1e6:.2f} | {_share(train_rate, peak)} | "
+            f"{inf['ours']:.2f} ({inf['side']} px) | {_share(infer_rate, peak)} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _share(achieved: float, peak: float | None) -> str:
+    return f"{achieved / peak:.0%}" if peak else "peak unknown"
 
 
 def random_forest_iou(
@@ -223,7 +285,7 @@ def main() -> int:
     infer_flops = inf["ours"] * inf["flops_per_mp"]
 
     def share(achieved: float) -> str:
-        return f"{achieved / peak:.0%}" if peak else "peak unknown"
+        return _share(achieved, peak)
 
     lines += [
         "| FLOPs counted with `torch.utils.flop_counter` | achieved | share of peak |",
@@ -235,6 +297,10 @@ def main() -> int:
         "", f"Peak: {how}.", "",
     ]
     print("\n".join(lines), flush=True)
+    lines += [f"Every preset on this device (2D; the table above is `{preset}`, timed again "
+              "only where missing: our loop, no plain one):", ""]
+    lines += preset_rows(device, {preset: (tr, inf)}, peak, args.quick)
+    lines.append("")
 
     image = tifffile.imread(SAMPLE / "nuclei2d.tif")
     strokes = tifffile.imread(SAMPLE / "nuclei2d_strokes.tif")
