@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,15 +61,43 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_file_beside(path)
     try:
         yield tmp
+        _keep_mode(path, tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _new_file_beside(path: Path) -> Path:
+    """Create an empty, hidden, uniquely named file in ``path``'s folder, as any new file is.
+
+    Not ``tempfile.mkstemp``: it makes files only their owner may read (0600), and the
+    rename would hand that on to the user's masks and models, which the rest of a lab
+    could then not open on a shared server. Created with 0666, the umask decides, as for
+    any file the user's other programs write.
+    """
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def _keep_mode(path: Path, tmp: Path) -> None:
+    """Give ``tmp`` the permissions of the file it replaces, if there is one.
+
+    Overwriting a mask a colleague may edit (group-writable, say) keeps it so. Where the
+    file system cannot say or set them, the new file keeps its own.
+    """
+    with contextlib.suppress(OSError):
+        shutil.copymode(path, tmp)
 
 
 def check_output_path(path: str | os.PathLike[str], overwrite: bool) -> Path:

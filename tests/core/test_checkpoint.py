@@ -1,4 +1,7 @@
+import os
 import pickle
+import stat
+import sys
 import zipfile
 
 import numpy as np
@@ -34,6 +37,17 @@ def test_round_trip_keeps_everything(model, blobs, tmp_path):
     a = predict(model, image, return_probabilities=True).probabilities
     b = predict(loaded, image, return_probabilities=True).probabilities
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_saved_model_is_readable_by_the_group(model, tmp_path):
+    """Not owner-only, as the temporary file it is first written to would make it."""
+    old = os.umask(0o022)
+    try:
+        path = save_model(model, tmp_path / "m.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_checkpoint_crafted_to_run_code_is_refused(model, tmp_path):

@@ -1,3 +1,7 @@
+import os
+import stat
+import sys
+
 import numpy as np
 import pytest
 import tifffile
@@ -55,6 +59,28 @@ def test_never_overwrites_silently(tmp_path):
     assert read_labels(path).max() == 1
     write_labels(path, np.zeros((4, 4), dtype=np.uint8), overwrite=True)
     assert read_labels(path).max() == 0
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_written_files_get_the_usual_permissions(tmp_path, umask_022):
+    """A mask is readable by the user's group and others, as any file they write is.
+
+    The temporary file it is written to first must not hand on owner-only permissions.
+    """
+    path = write_labels(tmp_path / "m.tif", np.ones((4, 4), dtype=np.uint8))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    path.chmod(0o660)  # a mask shared with the group, who may edit it
+    write_labels(path, np.zeros((4, 4), dtype=np.uint8), overwrite=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o660
+    assert read_labels(path).max() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif"]  # no temporary left
 
 
 def test_bad_labels_are_refused(tmp_path):
