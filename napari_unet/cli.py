@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +30,10 @@ from napari_unet.core.errors import InputError, NapariUnetError
 from napari_unet.core.io import ImageData
 
 EXIT_USER_ERROR = 2
+# Seconds between redraws of a progress bar written to a file rather than a terminal (a
+# batch job's log): each redraw adds a line's worth of text there, and a bar redrawn at
+# every step filled a log with hundreds per run.
+LOG_REDRAW_S = 10.0
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -162,6 +167,11 @@ def _check_init_agrees(config: ModelConfig, z_context: int | None,
                          "--absolute-intensity out, or train a new model")
 
 
+def _redraw_interval() -> float:
+    """Seconds between progress-bar redraws: every step in a terminal, else LOG_REDRAW_S."""
+    return 0.0 if sys.stderr.isatty() else LOG_REDRAW_S
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -226,6 +236,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # the bar reaches the end when training does.
     bar = tqdm(total=100, disable=args.quiet, file=sys.stderr,
                bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]{postfix}")
+    redraw_every = _redraw_interval()
+    last_redraw = -redraw_every
     interrupted = False
     steps_taken = 0
     steps = run.steps()
@@ -234,7 +246,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             steps_taken = progress.step
             bar.n = round(100 * (progress.fraction_done or 0.0), 1)
             bar.set_postfix(step=progress.step, loss=f"{progress.loss:.3f}", refresh=False)
-            bar.refresh()
+            if time.monotonic() - last_redraw >= redraw_every:
+                bar.refresh()
+                last_redraw = time.monotonic()
             if progress.notice and not args.quiet:
                 bar.write(progress.notice, file=sys.stderr)
     except KeyboardInterrupt:
@@ -291,7 +305,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     gen = iter_predict(model, image.data, tiles, axes=axes,
                        return_probabilities=bool(args.probabilities),
                        test_time_augmentation=args.tta, device=device)
-    with tqdm(unit="tile", disable=args.quiet, file=sys.stderr) as bar:
+    with tqdm(unit="tile", disable=args.quiet, file=sys.stderr,
+              mininterval=_redraw_interval() or 0.1) as bar:
         while True:
             try:
                 progress = next(gen)

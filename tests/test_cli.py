@@ -117,6 +117,15 @@ def test_fine_tune_and_quiet(files):
     assert load_model(files / "b.pt").metadata["steps"] == 5
 
 
+def test_a_log_file_gets_a_few_progress_lines_not_one_per_step(files, cli):
+    """Written to a file (a batch job's log), the bar is redrawn every few seconds."""
+    out = cli("train", "--image", files / "img.tif", "--labels", files / "strokes.tif",
+              "--out", files / "m.pt", "--steps", "40", check=True)
+    assert "trained 40 steps" in out.stderr
+    assert out.stderr.count("\r") <= 4, out.stderr  # was one redraw per step
+    assert "100%" in out.stderr  # the last state is still written when the bar closes
+
+
 def test_seconds_budget(files):
     run_cli("train", "--image", files / "img.tif", "--labels", files / "strokes.tif",
             "--out", files / "m.pt", "--seconds", "1", "--preset", "cpu-small", check=True)
