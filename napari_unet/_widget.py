@@ -229,9 +229,9 @@ class UNetTrainerWidget(QWidget):
                     "each object's edge where its brightness is half way between the "
                     "classes', in the unpainted band between your strokes and the edge. "
                     "auto: both on for Z stacks in 2D mode, where they steadied training "
-                    "and drew nuclei tighter; only the half-way edge for 2D images and "
-                    "time-lapses (the smoothing takes texture for edges); off for 3D "
-                    "models. Turn it off for classes that brightness does not tell apart.",
+                    "and drew nuclei tighter; only the half-way edge for 2D images, "
+                    "time-lapses (the smoothing takes texture for edges) and 3D models. "
+                    "Turn it off for classes that brightness does not tell apart.",
         )
         self.anisotropy = FloatSpinBox(
             value=1.0, min=0.1, max=100.0, step=0.1, label="Z spacing / pixel",

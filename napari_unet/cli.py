@@ -82,8 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--region-weight", type=float, metavar="W",
                        help="weight of the term that draws an object's edge where its "
                             "brightness is half way between the classes'; 0 for classes "
-                            "that brightness does not tell apart (default: 0.25 for 2D "
-                            "models, 0 for 3D models)")
+                            "that brightness does not tell apart (default: 0.25)")
     train.add_argument("--stack-steps", type=int, metavar="N",
                        help="for Z stacks: stop after at most N steps, whatever the time "
                             "budget; trained longer on the same strokes, stack models got "

@@ -425,9 +425,10 @@ class TrainingRun:
         # to help (TrainConfig.edge_weight).
         self.edge_weight = config.edge_weight if config.edge_weight is not None else (
             1.0 if self.mode == "2d" and self.is_z_stack else 0.0)
-        # Automatic: on for 2D models (TrainConfig.region_weight), where it was measured.
+        # Automatic: on for every model (TrainConfig.region_weight says where it was
+        # measured to help: 2D images, a stack's slices and 3D models).
         self.region_weight = config.region_weight if config.region_weight is not None \
-            else (REGION_WEIGHT if self.mode == "2d" else 0.0)
+            else REGION_WEIGHT
         # Not torch.optim.AdamW: building any torch.optim optimiser imports torch's compiler
         # (1.6-2.0 s on 2 cores), the same update without it is core.optimizer.AdamW.
         self._optimizer = AdamW(self._network.parameters(), lr=config.learning_rate,

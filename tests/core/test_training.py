@@ -361,7 +361,7 @@ def test_edge_term_is_on_for_stacks_in_2d_mode_only(blobs):
     assert explicit.run_to_end().model.metadata["edge_weight"] == 0.5
 
 
-def test_region_term_is_on_for_2d_models_only_and_has_its_own_weight(blobs):
+def test_region_term_is_on_for_every_model_and_has_its_own_weight(blobs):
     image, strokes, _ = blobs
     stack, stack_strokes = np.stack([image] * 3), np.stack([strokes] * 3)
     config = replace(FAST, max_steps=1)
@@ -372,7 +372,8 @@ def test_region_term_is_on_for_2d_models_only_and_has_its_own_weight(blobs):
                          model_config=TINY_MODEL)
     flat = TrainingRun(image, strokes, config, model_config=TINY_MODEL)
     assert flat.region_weight == movie.region_weight == slices.region_weight == REGION_WEIGHT
-    assert volume.region_weight == 0
+    assert volume.region_weight == REGION_WEIGHT
+    assert volume.edge_weight == 0  # the edge term stays off for 3D models
     # set apart from the edge term: either one can be off while the other is on
     off = TrainingRun(stack, stack_strokes, replace(config, region_weight=0.0), axes="ZYX",
                       mode="2d", model_config=TINY_MODEL)
