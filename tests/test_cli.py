@@ -75,10 +75,10 @@ def test_train_then_predict_round_trip(files):
 
 def test_fine_tuning_keeps_the_models_z_context(tmp_path, cli):
     image, truth = make_blobs((40, 48))
-    tifffile.imwrite(tmp_path / "stack.tif", np.stack([image] * 4))
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([image] * 4), photometric="minisblack")
     strokes = np.zeros((4, 40, 48), np.uint8)
     strokes[1] = strokes_from_truth(truth)
-    tifffile.imwrite(tmp_path / "strokes.tif", strokes)
+    tifffile.imwrite(tmp_path / "strokes.tif", strokes, photometric="minisblack")
     common = ["--image", tmp_path / "stack.tif", "--labels", tmp_path / "strokes.tif",
               "--steps", "2", "--axes", "ZYX"]
     cli("train", *common, "--out", tmp_path / "a.pt", "--z-context", "2", check=True)
@@ -136,10 +136,10 @@ def test_a_stack_stops_at_its_step_limit_and_says_so(tmp_path, cli):
     """A budget on a Z stack ends at --stack-steps (default: the widget's pause, 500), and
     the user is told why it stopped early and how to lift the limit."""
     image, truth = make_blobs((40, 48))
-    tifffile.imwrite(tmp_path / "stack.tif", np.stack([image] * 3))
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([image] * 3), photometric="minisblack")
     strokes = np.zeros((3, 40, 48), np.uint8)
     strokes[1] = strokes_from_truth(truth)
-    tifffile.imwrite(tmp_path / "strokes.tif", strokes)
+    tifffile.imwrite(tmp_path / "strokes.tif", strokes, photometric="minisblack")
     common = ["train", "--image", tmp_path / "stack.tif", "--labels", tmp_path / "strokes.tif",
               "--axes", "ZYX", "--steps", "6", "--preset", "cpu-small"]
     out = cli(*common, "--out", tmp_path / "a.pt", "--stack-steps", "4", check=True)
@@ -234,7 +234,9 @@ def test_each_layout_trains_and_predicts(tmp_path, axes, written, given, mode, c
     imagej = written == "imagej"
     for name, data, data_axes in (("img.tif", image, axes), ("strokes.tif", strokes,
                                                                 label_axes)):
-        kwargs = {"imagej": True, "metadata": {"axes": data_axes}} if imagej else {}
+        # A plain file of 3 or 4 planes would otherwise be stored as planar RGB(A).
+        kwargs = ({"imagej": True, "metadata": {"axes": data_axes}} if imagej
+                  else {"photometric": "minisblack"})
         tifffile.imwrite(tmp_path / name, data, **kwargs)
     axes_args = ["--axes", given] if given else []
     z_args = ["--z-context", "2"] if axes == "ZCYX" else []
@@ -261,7 +263,8 @@ def test_each_layout_trains_and_predicts(tmp_path, axes, written, given, mode, c
 
 
 def test_a_layout_mismatch_names_the_axes(files, cli):
-    tifffile.imwrite(files / "stack.tif", np.zeros((3, 64, 80), np.uint8))
+    tifffile.imwrite(files / "stack.tif", np.zeros((3, 64, 80), np.uint8),
+                     photometric="minisblack")
     line = _error_of(cli("train", "--image", files / "stack.tif", "--labels",
                              files / "strokes.tif", "--out", files / "m.pt", "--axes", "ZYX"))
     assert "(64, 80)" in line and "axes ZYX" in line

@@ -101,7 +101,7 @@ def test_five_dimensional_stack_trains_and_six_is_refused(tmp_path, capsys):
     strokes = np.zeros((2, 3, 32, 40), np.uint8)
     strokes[1, 2] = strokes_from_truth(truth, every=4)
     tifffile.imwrite(tmp_path / "5d.tif", stack, imagej=True, metadata={"axes": "TZCYX"})
-    tifffile.imwrite(tmp_path / "5d_strokes.tif", strokes)
+    tifffile.imwrite(tmp_path / "5d_strokes.tif", strokes, photometric="minisblack")
     _ok(capsys, ["train", "--image", tmp_path / "5d.tif", "--labels", tmp_path / "5d_strokes.tif",
                  "--out", tmp_path / "5d.pt", "-q", *STEPS])
     _ok(capsys, ["predict", "--model", tmp_path / "5d.pt", "--image", tmp_path / "5d.tif",

@@ -114,7 +114,7 @@ def test_reads_axes_from_the_file_or_guesses_and_says_so(tmp_path):
         found = read_tiff(tmp_path / f"{axes}.tif")
         assert (found.axes, found.axes_source) == (axes, "file")
     # a plain stack without metadata: tifffile says Q (unknown); we guess Z and say so
-    tifffile.imwrite(tmp_path / "q.tif", np.zeros((4, 5, 6), np.uint8))
+    tifffile.imwrite(tmp_path / "q.tif", np.zeros((4, 5, 6), np.uint8), photometric="minisblack")
     guessed = read_tiff(tmp_path / "q.tif")
     assert (guessed.axes, guessed.axes_source) == ("ZYX", "guessed")
     # axes given by the user win over the file
@@ -126,7 +126,8 @@ def test_anisotropy_from_imagej_metadata(tmp_path):
     tifffile.imwrite(tmp_path / "z.tif", np.zeros((4, 5, 6), np.uint8), imagej=True,
                      resolution=(1 / 0.2, 1 / 0.2), metadata={"axes": "ZYX", "spacing": 1.0})
     assert read_tiff(tmp_path / "z.tif").anisotropy == pytest.approx(5.0)
-    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((4, 5, 6), np.uint8))
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((4, 5, 6), np.uint8),
+                     photometric="minisblack")
     assert read_tiff(tmp_path / "plain.tif").anisotropy is None
 
 
