@@ -3,10 +3,10 @@
 A class map says *which pixels are nucleus*, not *which nucleus*: touching nuclei form one
 blob. Each object class is split separately by the classic distance-transform watershed:
 the distance to the background peaks once per roundish object, so every peak that rises
-at least ``h`` pixels above its surroundings seeds one object, and a watershed on the
-negated distance grows the seeds until they meet at the necks between objects. Objects
-smaller than ``min_size`` are removed. Distances respect the voxel spacing, so elongated
-voxels of an anisotropic stack do not split nuclei along Z.
+at least ``h`` pixels above the saddle to a higher one seeds one object, and a watershed
+on the negated distance grows the seeds until they meet at the necks between objects.
+Objects smaller than ``min_size`` are removed. Distances respect the voxel spacing, so
+elongated voxels of an anisotropic stack do not split nuclei along Z.
 
 Frames of a time-lapse are labelled independently (ids restart at 1 in each frame); Z is
 treated as a spatial axis, so a nucleus spanning several slices is one 3D object.
@@ -18,12 +18,31 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.morphology import h_maxima
+from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
 
 from napari_unet.core.axes import check_axes
 from napari_unet.core.errors import InputError
 from napari_unet.core.labels import BACKGROUND
+
+SEED_DEPTH_2D = 1.0
+"""Default seed depth (pixels) for 2D masks.
+
+On the 2D sample (DSB2018 nuclei, 125 objects, radius ~8 px) AP@0.5 of three U-Nets'
+masks was 0.85 with 1 px, 0.75 with 2 and 0.72 with 3 (the true foreground: 0.94, 0.92,
+0.90); at twice the magnification, 0.84, 0.80 and 0.76: deeper seeds merge touching
+nuclei, and 1 px still keeps single ones whole (session 25, docs/benchmarks.md).
+"""
+
+SEED_DEPTH_3D = 3.0
+"""Default seed depth (voxels) for 3D masks, where 1 voxel cut nuclei apart.
+
+On the 3D nuclei stack (20 nuclei, radius ~13 voxels) AP@0.5 with 1, 2 and 3 voxels was
+0.40, 0.49 and 0.55 for three 2D-over-slices U-Nets, 0.36, 0.51 and 0.53 for three 3D
+ones and 0.81, 0.87 and 0.93 on the true foreground; 4-6 scored the same as 3 on the
+U-Nets' masks (session 25, docs/benchmarks.md). The smallest depth of that plateau,
+so that touching nuclei of a denser stack are still split.
+"""
 
 
 @dataclass(frozen=True)
@@ -36,20 +55,27 @@ class InstanceConfig:
         Objects with fewer pixels (voxels) than this are removed.
     h
         Seed depth in pixels: distance peaks that rise less than this above the saddle to a
-        neighbouring peak belong to the same object. Larger merges more.
+        higher peak belong to the same object. Larger merges more. ``None``:
+        :data:`SEED_DEPTH_2D` for 2D masks, :data:`SEED_DEPTH_3D` for 3D ones.
     classes
         Class ids to split into objects; ``None`` means every id above background (1).
     """
 
     min_size: int = 16
-    h: float = 2.0
+    h: float | None = None
     classes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.min_size < 0:
             raise InputError(f"min_size must be >= 0, got {self.min_size}")
-        if not self.h > 0:
+        if self.h is not None and not self.h > 0:
             raise InputError(f"h must be > 0, got {self.h}")
+
+    def seed_depth(self, ndim: int) -> float:
+        """Return the seed depth ``h`` for a mask of ``ndim`` spatial axes."""
+        if self.h is not None:
+            return self.h
+        return SEED_DEPTH_3D if ndim >= 3 else SEED_DEPTH_2D
 
 
 def split_objects(
@@ -78,7 +104,7 @@ def split_objects(
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
     distance = ndi.distance_transform_edt(mask, sampling=spacing)
-    seeds, _ = ndi.label(h_maxima(distance, config.h))
+    seeds = _peaks(distance, mask, config.seed_depth(mask.ndim))
     # A component too thin to have a peak of depth h still is an object: seed it whole.
     components, count = ndi.label(mask)
     seeded = np.zeros(count + 1, bool)
@@ -89,6 +115,24 @@ def split_objects(
     sizes = np.bincount(objects.ravel())
     objects[(sizes < config.min_size)[objects]] = 0
     return _relabel_in_raster_order(objects)
+
+
+def _peaks(distance: np.ndarray, mask: np.ndarray, h: float) -> np.ndarray:
+    """Label one seed per peak of ``distance`` that rises at least ``h`` above its saddle.
+
+    The h-maxima transform: lower every peak to at most ``h`` below its top (a grey
+    reconstruction of ``distance - h`` under ``distance``) and take the regional maxima
+    of the result, each a plateau holding one or more tops that no saddle ``h`` deep
+    divides. skimage's ``h_maxima`` instead marks the pixels within ``h`` of their own
+    top, so two tops of equal height joined by a shallow ridge become two seeds, and a
+    distance map on a pixel grid is full of such twins (its values are square roots of
+    integers): an oval nucleus at 45 degrees was cut in two, and on the 2D sample the
+    true nuclei were split into 31 extra objects (docs/benchmarks.md, "Instances").
+    """
+    domes = reconstruction(distance - h, distance, method="dilation")
+    tops = local_maxima(domes, connectivity=distance.ndim) & mask
+    seeds, _ = ndi.label(tops, structure=np.ones((3,) * distance.ndim, bool))
+    return seeds
 
 
 def _relabel_in_raster_order(labels: np.ndarray) -> np.ndarray:

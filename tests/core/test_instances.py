@@ -5,7 +5,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_unet.core.instances import InstanceConfig, instances_from_classes, split_objects
+from napari_unet.core.errors import InputError
+from napari_unet.core.instances import (
+    SEED_DEPTH_2D,
+    SEED_DEPTH_3D,
+    InstanceConfig,
+    instances_from_classes,
+    split_objects,
+)
 from napari_unet.core.metrics import match_instances
 
 
@@ -21,6 +28,31 @@ def test_touching_discs_become_two_objects():
     assert set(np.unique(objects[30, :30])) - {0} == {1}
     assert set(np.unique(objects[30, 45:])) - {0} == {2}
     assert (objects > 0).sum() == mask.sum()  # nothing lost at the neck
+
+
+@pytest.mark.parametrize("angle", [30, 40, 45, 50, 60])
+@pytest.mark.parametrize(("a", "b"), [(10, 7), (12, 7), (14, 6), (14, 9), (18, 8)])
+def test_a_tilted_oval_is_one_object(a, b, angle):
+    """A distance map on a pixel grid has twin tops of equal height along a diagonal
+    ridge; skimage's h_maxima seeded each twin, cutting such ovals in two."""
+    yy, xx = np.mgrid[:60, :60] - 30.0
+    t = np.deg2rad(angle)
+    u, v = xx * np.cos(t) + yy * np.sin(t), -xx * np.sin(t) + yy * np.cos(t)
+    oval = (u / a) ** 2 + (v / b) ** 2 <= 1
+    assert split_objects(oval).max() == 1
+    assert instances_from_classes(oval.astype(np.uint8) + 1).max() == 1
+
+
+def test_seed_depth_defaults_by_dimension_and_can_be_set():
+    assert InstanceConfig().seed_depth(2) == SEED_DEPTH_2D
+    assert InstanceConfig().seed_depth(3) == SEED_DEPTH_3D
+    assert InstanceConfig(h=5.0).seed_depth(3) == 5.0
+    # two discs overlapping a lot: one object with a deep seed, two with a shallow one
+    mask = _disc((60, 80), (30, 30), 14) | _disc((60, 80), (30, 46), 14)
+    assert split_objects(mask, config=InstanceConfig(h=1.0)).max() == 2
+    assert split_objects(mask, config=InstanceConfig(h=8.0)).max() == 1
+    with pytest.raises(InputError, match="h must be > 0"):
+        InstanceConfig(h=0.0)
 
 
 def test_small_objects_are_removed_and_ids_are_consecutive():
