@@ -45,6 +45,18 @@ so that touching nuclei of a denser stack are still split.
 """
 
 
+MIN_SIZE_2D = 16
+"""Default smallest object in 2D (pixels): a speck under 4 x 4 pixels is noise."""
+
+MIN_SIZE_3D = 64
+"""Default smallest object in 3D (voxels): the same 4-pixel width, 4 x 4 x 4.
+
+Counted in voxels, 16 kept specks of 2-3 voxels across: on the 3D nuclei stack AP@0.5
+of six U-Nets' objects rose from 0.52-0.57 to 0.65-0.72 with 64, the true foreground's
+objects unchanged (its smallest nucleus has 629 voxels; session 25).
+"""
+
+
 @dataclass(frozen=True)
 class InstanceConfig:
     """How to split a class map into objects.
@@ -52,7 +64,8 @@ class InstanceConfig:
     Parameters
     ----------
     min_size
-        Objects with fewer pixels (voxels) than this are removed.
+        Objects with fewer pixels (voxels) than this are removed. ``None``:
+        :data:`MIN_SIZE_2D` for 2D masks, :data:`MIN_SIZE_3D` for 3D ones.
     h
         Seed depth in pixels: distance peaks that rise less than this above the saddle to a
         higher peak belong to the same object. Larger merges more. ``None``:
@@ -61,15 +74,21 @@ class InstanceConfig:
         Class ids to split into objects; ``None`` means every id above background (1).
     """
 
-    min_size: int = 16
+    min_size: int | None = None
     h: float | None = None
     classes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.min_size < 0:
+        if self.min_size is not None and self.min_size < 0:
             raise InputError(f"min_size must be >= 0, got {self.min_size}")
         if self.h is not None and not self.h > 0:
             raise InputError(f"h must be > 0, got {self.h}")
+
+    def smallest(self, ndim: int) -> int:
+        """Return the fewest pixels (voxels) an object keeps for ``ndim`` spatial axes."""
+        if self.min_size is not None:
+            return self.min_size
+        return MIN_SIZE_3D if ndim >= 3 else MIN_SIZE_2D
 
     def seed_depth(self, ndim: int) -> float:
         """Return the seed depth ``h`` for a mask of ``ndim`` spatial axes."""
@@ -113,7 +132,7 @@ def split_objects(
     seeds[unseeded] = components[unseeded] + seeds.max()
     objects = watershed(-distance, seeds, mask=mask)
     sizes = np.bincount(objects.ravel())
-    objects[(sizes < config.min_size)[objects]] = 0
+    objects[(sizes < config.smallest(mask.ndim))[objects]] = 0
     return _relabel_in_raster_order(objects)
 
 

@@ -43,6 +43,17 @@ def test_a_tilted_oval_is_one_object(a, b, angle):
     assert instances_from_classes(oval.astype(np.uint8) + 1).max() == 1
 
 
+def test_smallest_object_defaults_to_four_pixels_across_in_2d_and_3d():
+    assert (InstanceConfig().smallest(2), InstanceConfig().smallest(3)) == (16, 64)
+    assert InstanceConfig(min_size=5).smallest(3) == 5
+    stack = np.zeros((12, 40, 40), bool)
+    stack[2:4, 2:7, 2:7] = True  # 5 x 5 x 2 = 50 voxels: a speck in 3D
+    stack[2:10, 20:30, 20:30] = True  # 800 voxels: an object
+    assert split_objects(stack).max() == 1
+    assert split_objects(stack, config=InstanceConfig(min_size=16)).max() == 2
+    assert split_objects(stack[3]).max() == 2  # 5 x 5 = 25 pixels: an object in 2D
+
+
 def test_seed_depth_defaults_by_dimension_and_can_be_set():
     assert InstanceConfig().seed_depth(2) == SEED_DEPTH_2D
     assert InstanceConfig().seed_depth(3) == SEED_DEPTH_3D
