@@ -51,7 +51,7 @@ MIN_SIZE_2D = 16
 MIN_SIZE_3D = 64
 """Default smallest object in 3D (voxels): the same 4-pixel width, 4 x 4 x 4.
 
-Counted in voxels, 16 kept specks of 2-3 voxels across: on the 3D nuclei stack AP@0.5
+Counted in voxels, 16 kept specks of 2-4 voxels across: on the 3D nuclei stack AP@0.5
 of six U-Nets' objects rose from 0.52-0.57 to 0.65-0.72 with 64, the true foreground's
 objects unchanged (its smallest nucleus has 629 voxels; session 25).
 """
@@ -146,7 +146,8 @@ def _peaks(distance: np.ndarray, mask: np.ndarray, h: float) -> np.ndarray:
     top, so two tops of equal height joined by a shallow ridge become two seeds, and a
     distance map on a pixel grid is full of such twins (its values are square roots of
     integers): an oval nucleus at 45 degrees was cut in two, and on the 2D sample the
-    true nuclei were split into 31 extra objects (docs/benchmarks.md, "Instances").
+    true nuclei were split into 31 extra objects (docs/benchmarks.md, "One seed per
+    object").
     """
     domes = reconstruction(distance - h, distance, method="dilation")
     tops = local_maxima(domes, connectivity=distance.ndim) & mask
