@@ -293,7 +293,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise InputError("--out, --probabilities and --instances must be different files")
     for path in outputs:
         check_output_path(path, args.overwrite)
-    # Checked before predicting, not after minutes of it.
+    # Checked before predicting, not after minutes of it, and named as they were typed.
+    if args.min_size is not None and args.min_size < 0:
+        raise InputError(f"--min-size must be >= 0, got {args.min_size}")
+    if args.seed_depth is not None and not args.seed_depth > 0:
+        raise InputError(f"--seed-depth must be > 0, got {args.seed_depth}")
     instance_config = InstanceConfig(min_size=args.min_size, h=args.seed_depth)
     device = resolve_device(args.device)
     tiles = get_preset("auto", device.type).tile

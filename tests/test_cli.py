@@ -181,10 +181,12 @@ def test_user_errors_get_one_line(files, cli):
         "model file not found": ["predict", "--model", files / "nope.pt", "--image", img,
                                  "--out", files / "o.tif"],
         # refused before the model is even read, not after minutes of predicting
-        "h must be > 0": ["predict", "--model", files / "junk.pt", "--image", img, "--out",
-                          files / "o.tif", "--instances", files / "i.tif", "--seed-depth", "0"],
-        "min_size must be >= 0": ["predict", "--model", files / "junk.pt", "--image", img,
-                                  "--out", files / "o.tif", "--min-size", "-1"],
+        "--seed-depth must be > 0, got 0.0": [
+            "predict", "--model", files / "junk.pt", "--image", img, "--out", files / "o.tif",
+            "--instances", files / "i.tif", "--seed-depth", "0"],
+        "--min-size must be >= 0, got -1": [
+            "predict", "--model", files / "junk.pt", "--image", img, "--out", files / "o.tif",
+            "--min-size", "-1"],
     }
     for expected, args in cases.items():
         assert expected in _error_of(cli(*args)), expected
