@@ -5,8 +5,9 @@ filled in place as updates arrive. None of them takes the user's selected layer 
 Each remembers, in its metadata, the image layers it was computed from: results for one
 image are never written over another's, which is kept under a name that says whose it is.
 Nor over results the user corrected by hand (painted, filled, erased): those are kept
-too, renamed, and new results go to a new layer. Called on the GUI thread only, with
-records the workers yielded.
+too, renamed, and new results go to a new layer; a corrected prediction may then be
+picked as annotations to train on. Called on the GUI thread only, with records the
+workers yielded.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import napari.viewer
 import numpy as np
 from napari.layers import Image, Labels, Layer
 from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.notifications import show_info
 
 from napari_unet.core.axes import label_axes
 from napari_unet.core.live import InstancesUpdate
@@ -95,6 +97,17 @@ class OutputTarget:
 def is_output(layer: Layer) -> bool:
     """Whether ``layer`` holds results this plugin computed (under any name)."""
     return _METADATA_KEY in layer.metadata or layer.name in (*OUTPUT_LAYERS, CONFIDENCE_LAYER)
+
+
+def is_corrected_prediction(layer: Layer) -> bool:
+    """Whether ``layer`` is a prediction (class map) the user has edited by hand.
+
+    Its ids are the annotations' (1 background, 2, 3, … objects; 0 not predicted), so it
+    can be trained on as annotations: every pixel the prediction reached counts. The
+    instances layer holds object numbers, not classes, and never qualifies.
+    """
+    made_for = layer.metadata.get(_METADATA_KEY, {})
+    return made_for.get("kind") == PREDICTION_LAYER and bool(made_for.get("edited"))
 
 
 def clear_outputs(
@@ -178,8 +191,9 @@ def _mark_edited(event: Any) -> None:
 def _set_aside(viewer: napari.viewer.Viewer, name: str) -> None:
     """Rename the layer called ``name`` after the image it came from, so it is kept.
 
-    It holds another image's results (or a layer of the user's that happens to be called
-    so): a new layer takes the name, and nothing the user has not exported is lost.
+    It holds another image's results, results the user corrected, or a layer of the
+    user's that happens to be called so: a new layer takes the name, and nothing the user
+    has not exported is lost.
     """
     layer = viewer.layers[name]
     made_for = layer.metadata.get(_METADATA_KEY, {})
@@ -187,6 +201,11 @@ def _set_aside(viewer: napari.viewer.Viewer, name: str) -> None:
     if made_for.get("edited"):
         whose += ", edited"
     layer.name = f"{name} ({whose})"  # napari adds a number if that is taken too
+    if is_corrected_prediction(layer):
+        # The rename is the only trace of why a new layer appeared; say where the edits
+        # went and what they are good for, or the user may think them lost.
+        show_info(f"your corrections are kept in '{layer.name}'; choose it as "
+                  "annotations to train on them")
 
 
 def _new_layer(viewer: napari.viewer.Viewer, target: OutputTarget, name: str,
@@ -199,19 +218,21 @@ def _new_layer(viewer: napari.viewer.Viewer, target: OutputTarget, name: str,
         _set_aside(viewer, name)
     with selection_kept(viewer):
         return add(np.zeros(target.label_shape, dtype=dtype), name=name, opacity=0.5,
-                   metadata=_made_for(target), **target.placement, **kwargs)
+                   metadata=_made_for(target, name), **target.placement, **kwargs)
 
 
 def _new_labels(viewer: napari.viewer.Viewer, target: OutputTarget, name: str,
                 dtype: type, **kwargs: Any) -> Labels:
     """Add an empty output Labels layer that notes when the user edits it."""
     layer = _new_layer(viewer, target, name, viewer.add_labels, dtype, **kwargs)
-    layer.events.paint.connect(_mark_edited)
+    # first: whoever else hears of the edit (the widget's pickers) finds it marked
+    layer.events.paint.connect(_mark_edited, position="first")
     return layer
 
 
-def _made_for(target: OutputTarget) -> dict[str, Any]:
-    return {_METADATA_KEY: {"source": target.source_key,
+def _made_for(target: OutputTarget, kind: str) -> dict[str, Any]:
+    """Return an output layer's metadata: what it is and whose results it holds."""
+    return {_METADATA_KEY: {"kind": kind, "source": target.source_key,
                             "image": ", ".join(layer.name for layer in target.sources)}}
 
 

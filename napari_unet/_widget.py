@@ -26,7 +26,7 @@ from magicgui.widgets import (
     Select,
     SpinBox,
 )
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import (
     notification_manager,
     show_error,
@@ -54,6 +54,7 @@ from napari_unet._outputs import (
     PREDICTION_LAYER,
     OutputTarget,
     clear_outputs,
+    is_corrected_prediction,
     is_output,
     show_instances,
     show_prediction,
@@ -179,6 +180,9 @@ class UNetTrainerWidget(QWidget):
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._reset_layer_choices)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
+        napari_viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        for layer in napari_viewer.layers:
+            self._watch_output_edits(layer)
         self._labels_timer = QTimer(self)
         self._labels_timer.setSingleShot(True)
         self._labels_timer.setInterval(_LABELS_QUIET_MS)
@@ -346,9 +350,24 @@ class UNetTrainerWidget(QWidget):
 
     def _labels_choices(self, widget: Any = None) -> list[tuple[str, Labels]]:
         # napari's Labels is not an Image subclass, so each picker lists only its own kind;
-        # our own outputs are no annotations to train on.
+        # our own outputs are no annotations to train on, unless the user corrected them.
         return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Labels) and not is_output(layer)]
+                if isinstance(layer, Labels)
+                and (not is_output(layer) or is_corrected_prediction(layer))]
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        self._watch_output_edits(event.value)
+
+    def _watch_output_edits(self, layer: Layer) -> None:
+        if isinstance(layer, Labels) and is_output(layer):
+            layer.events.paint.connect(self._on_output_edited)
+
+    def _on_output_edited(self, event: Any) -> None:
+        # A prediction the user corrects becomes something to train on: list it now, not
+        # only when a layer is next added or removed.
+        layer = event.source
+        if is_corrected_prediction(layer) and layer not in self.labels_picker.choices:
+            self._reset_layer_choices()
 
     def _reset_layer_choices(self, event: Any = None) -> None:
         self.image_picker.reset_choices()

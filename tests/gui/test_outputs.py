@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_unet._outputs import OutputTarget, clear_outputs, is_output, show_prediction
+from napari_unet._outputs import (
+    OutputTarget,
+    clear_outputs,
+    is_corrected_prediction,
+    is_output,
+    show_instances,
+    show_prediction,
+)
+from napari_unet.core.live import InstancesUpdate
 from napari_unet.core.view_first import PredictionUpdate
 
 
@@ -95,6 +103,36 @@ def test_results_the_user_corrected_are_kept_not_overwritten(viewer):
     show_prediction(viewer, a, _whole(1), None, 2)
     assert [layer.name for layer in viewer.layers if isinstance(layer, Labels)] == [
         "prediction (a, edited)", "prediction"]
+
+
+def test_a_corrected_prediction_is_offered_as_annotations(viewer, monkeypatch):
+    said: list[str] = []
+    monkeypatch.setattr("napari_unet._outputs.show_info", said.append)
+    a = _target(viewer.layers["a"])
+    show_prediction(viewer, a, _whole(2), None, 2)
+    show_instances(viewer, a, InstancesUpdate(np.arange(600, dtype=np.int32).reshape(20, 30),
+                                              step=1))
+    prediction, instances = viewer.layers["prediction"], viewer.layers["instances"]
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    try:
+        assert widget._labels_choices() == []
+        instances.paint((3, 3), 0)  # object numbers are no classes: never offered
+        assert not is_corrected_prediction(instances)
+        assert widget._labels_choices() == []
+
+        prediction.paint((5, 5), 1)  # the user corrects the overlay with the brush...
+        assert is_corrected_prediction(prediction)
+        assert list(widget.labels_picker.choices) == [prediction]  # ...listed at once
+
+        show_prediction(viewer, a, _whole(2), None, 2)  # the next result goes elsewhere
+        assert prediction.name == "prediction (a, edited)"
+        assert said == ["your corrections are kept in 'prediction (a, edited)'; "
+                        "choose it as annotations to train on them"]
+        assert widget._labels_choices() == [("prediction (a, edited)", prediction)]
+        widget.labels_picker.value = prediction
+        assert widget._chosen_layers() == ([viewer.layers["a"]], prediction)
+    finally:
+        widget.shutdown()
 
 
 def test_new_output_layers_leave_the_users_layer_selected_everywhere(viewer):

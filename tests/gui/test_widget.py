@@ -201,6 +201,34 @@ def test_stop_then_train_again_continues_and_reset_starts_over(viewer_and_widget
     assert widget.model.metadata["steps"] < steps_first + 2
 
 
+def test_a_corrected_prediction_trains_as_annotations(viewer_and_widget, qtbot, monkeypatch):
+    viewer, widget = viewer_and_widget
+    _train_until(qtbot, widget, lambda: widget.state.overlay_updates >= 1)
+    prediction = viewer.layers["prediction"]
+    prediction.paint((100, 100), 2)  # the user fixes the overlay where it is wrong
+    prediction.paint((300, 300), 1)
+    corrected = np.array(prediction.data)
+    assert widget.labels_picker.value is viewer.layers["strokes"]  # nothing switched
+
+    labels_trained_on = []
+    original_init = TrainingRun.__init__
+
+    def spy(self, image, labels, *args, **kwargs):
+        labels_trained_on.append(np.array(labels))
+        original_init(self, image, labels, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingRun, "__init__", spy)
+    _train_until(qtbot, widget, lambda: viewer.layers["prediction"] is not prediction)
+    assert prediction.name == "prediction (nuclei, edited)"  # kept, and a new overlay
+    assert (prediction.data == corrected).all()
+    assert (labels_trained_on[0] == viewer.layers["strokes"].data).all()
+
+    widget.labels_picker.value = prediction  # offered in the picker: train on it
+    _train_until(qtbot, widget, lambda: widget.state.step >= 2)
+    assert (labels_trained_on[1] == corrected).all()
+    assert (prediction.data == corrected).all()  # training on it never writes into it
+
+
 def test_save_load_predict(viewer_and_widget, qtbot, tmp_path):
     viewer, widget = viewer_and_widget
     _train_until(qtbot, widget, lambda: widget.state.step >= 3)
