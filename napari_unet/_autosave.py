@@ -43,9 +43,9 @@ def saver_for(layer: Image) -> Autosaver:
 
 
 def _write(saver: Autosaver, labels: np.ndarray | None, axes: str | None,
-           settings: dict[str, Any] | None) -> None:
+           settings: dict[str, Any] | None, layer_name: str) -> None:
     if labels is not None:
-        saver.save_annotations(labels, axes)
+        saver.save_annotations(labels, axes, layer_name)
     if settings is not None:
         saver.save_settings(settings)
 
@@ -141,8 +141,8 @@ class StrokeAutosave(QObject):
         # superqt's worker, not napari's wrapper: napari 0.9 files every worker it makes
         # in the window's task list for good, with its arguments (here, a copy of the
         # strokes): one leaked copy per save, found by the soak run.
-        worker = create_worker(_write, saver, labels, axes, settings, _start_thread=False,
-                               _ignore_errors=True)
+        worker = create_worker(_write, saver, labels, axes, settings, layer.name,
+                               _start_thread=False, _ignore_errors=True)
         worker.returned.connect(self._saved)
         worker.errored.connect(self._failed)
         self._writing = worker  # keep a reference until it is done

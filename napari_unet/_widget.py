@@ -134,6 +134,11 @@ def layer_axes(layer: Image) -> str:
     return infer_axes(tuple(layer.data.shape), rgb=layer.rgb)
 
 
+def _compact(labels: np.ndarray) -> np.ndarray:
+    """Return saved strokes as uint8 when their ids fit (a TIFF may widen them)."""
+    return labels.astype(np.uint8, copy=False) if labels.max(initial=0) < 256 else labels
+
+
 def _stop_workers(workers: list) -> None:
     """Stop and wait for workers; a plain function so it can run as the widget is deleted."""
     for inbox, worker in list(workers):
@@ -491,12 +496,14 @@ class UNetTrainerWidget(QWidget):
             show_warning(note)
         if session.empty or not self._ask_restore(session):
             return
+        # Layers chosen before the latest one first, so the latest ends up on top.
+        for name, strokes in session.earlier_annotations.items():
+            self._viewer.add_labels(_compact(strokes), name=f"{name} (restored)",
+                                    **placement)
         if session.annotations is not None:
-            layer = self._viewer.add_labels(session.annotations.astype(np.uint8, copy=False)
-                                            if session.annotations.max() < 256
-                                            else session.annotations,
-                                            name=f"{ANNOTATION_LAYER} (restored)",
-                                            **placement)
+            name = session.annotation_layer or ANNOTATION_LAYER
+            layer = self._viewer.add_labels(_compact(session.annotations),
+                                            name=f"{name} (restored)", **placement)
             for candidate in self.labels_picker.choices:
                 if candidate.name == layer.name:
                     self.labels_picker.value = candidate
@@ -549,6 +556,9 @@ class UNetTrainerWidget(QWidget):
         parts = []
         if session.annotations is not None:
             parts.append(f"strokes ({int((session.annotations > 0).sum())} painted pixels)")
+        if session.earlier_annotations:
+            names = ", ".join(f"'{name}'" for name in session.earlier_annotations)
+            parts.append(f"the strokes of earlier annotation layers ({names})")
         if session.model is not None:
             parts.append(f"a model ({session.model.metadata.get('steps', 0)} steps)")
         if session.settings:

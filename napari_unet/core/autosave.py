@@ -9,9 +9,11 @@ A *session folder* belongs to one image:
 It holds ``annotations.tif`` (the strokes, ImageJ TIFF with their axes), ``model.pt`` (a
 normal model file, loaded safely) and ``session.json`` (what they belong to, when they
 were saved, and the settings the plugin trained with, so a restore brings those back
-too). Every file is written atomically, so a crash or a kill mid-write leaves the
-previous good copy. Reopening the same image finds the folder again and the plugin offers
-to restore it.
+too). When the strokes come from another annotation layer than before (the user chose
+another one, e.g. a corrected prediction), the last save of the previous layer is kept
+as ``annotations (<its name>).tif`` and restored with the rest. Every file is written
+atomically, so a crash or a kill mid-write leaves the previous good copy. Reopening the
+same image finds the folder again and the plugin offers to restore it.
 
 Set ``NAPARI_UNET_DATA_DIR`` to move the per-user folder (tests do).
 """
@@ -21,10 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +36,11 @@ import numpy as np
 from napari_unet import __version__
 from napari_unet.core.checkpoint import load_model, save_model
 from napari_unet.core.errors import NapariUnetError
-from napari_unet.core.io import atomic_output, read_tiff, write_labels
+from napari_unet.core.io import ImageData, atomic_output, read_tiff, write_labels
 from napari_unet.core.model import TrainedModel
 
 ANNOTATIONS = "annotations.tif"
+EARLIER_ANNOTATIONS = "annotations ({}).tif"
 MODEL = "model.pt"
 MANIFEST = "session.json"
 
@@ -123,6 +127,10 @@ class SavedSession:
         Problems met while reading (e.g. a damaged model file), for the user.
     settings
         What :meth:`Autosaver.save_settings` recorded (the caller's own keys), or empty.
+    annotation_layer
+        The name of the layer ``annotations`` were saved from (``None``: not recorded).
+    earlier_annotations
+        Strokes of annotation layers saved before that one, by layer name.
     """
 
     folder: Path
@@ -132,11 +140,14 @@ class SavedSession:
     saved_at: float
     notes: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
+    annotation_layer: str | None = None
+    earlier_annotations: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
         """Nothing to restore."""
-        return self.annotations is None and self.model is None
+        return self.annotations is None and self.model is None and \
+            not self.earlier_annotations
 
 
 class Autosaver:
@@ -155,8 +166,18 @@ class Autosaver:
         self._info: dict[str, Any] = {"image": image_name, "image_shape": list(image_shape),
                                       "napari_unet_version": __version__}
 
-    def save_annotations(self, labels: np.ndarray, axes: str | None = None) -> Path:
+    def save_annotations(self, labels: np.ndarray, axes: str | None = None,
+                         layer_name: str | None = None) -> Path:
         """Write the strokes atomically; returns the file written.
+
+        Parameters
+        ----------
+        labels, axes
+            The strokes and their axes.
+        layer_name
+            The annotation layer they come from. If the strokes saved so far came from
+            another layer, that layer's file is kept under its name first: choosing
+            another annotation layer must not overwrite the only copy of the first.
 
         Raises
         ------
@@ -164,8 +185,36 @@ class Autosaver:
             If the folder cannot be created or written.
         """
         self._ensure_folder()
-        path = write_labels(self.folder / ANNOTATIONS, labels, axes=axes, overwrite=True)
-        self._update_manifest(annotation_axes=axes or "", annotations_saved_at=time.time())
+        current = self.folder / ANNOTATIONS
+        with _MANIFEST_LOCK:
+            manifest = read_manifest(self.folder)
+        fields: dict[str, Any] = {}
+        superseded = None
+        if layer_name is not None:
+            previous = manifest.get("annotation_layer")
+            listed = manifest.get("earlier_annotations")
+            earlier = dict(listed) if isinstance(listed, dict) else {}
+            if isinstance(previous, str) and previous != layer_name and current.is_file():
+                # Copied (atomically) and listed before the new strokes replace it: a
+                # crash at any point leaves every layer's last save where a restore
+                # finds it.
+                kept = self.folder / EARLIER_ANNOTATIONS.format(_file_safe(previous))
+                try:
+                    with atomic_output(kept) as tmp:
+                        shutil.copyfile(current, tmp)
+                except OSError as err:
+                    raise NapariUnetError(f"cannot keep {current} as {kept}: {err}") from err
+                earlier[previous] = kept.name
+                self._update_manifest(earlier_annotations=earlier)
+            # This layer's own older file (it was chosen before, then another one) is
+            # superseded by what is written now.
+            superseded = earlier.pop(layer_name, None)
+            fields.update(annotation_layer=layer_name, earlier_annotations=earlier)
+        path = write_labels(current, labels, axes=axes, overwrite=True)
+        self._update_manifest(annotation_axes=axes or "", annotations_saved_at=time.time(),
+                              **fields)
+        if isinstance(superseded, str):
+            (self.folder / Path(superseded).name).unlink(missing_ok=True)
         return path
 
     def save_model(self, model: TrainedModel) -> Path:
@@ -205,6 +254,11 @@ class Autosaver:
                 tmp.write_text(json.dumps(manifest, indent=1))
 
 
+def _file_safe(name: str) -> str:
+    """Return ``name`` with characters that some file systems refuse replaced by ``_``."""
+    return "".join("_" if c in '<>:"/\\|?*' or ord(c) < 32 else c for c in name)[:100]
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     """Read the folder's ``session.json`` (an empty dict if missing or unreadable)."""
     try:
@@ -230,20 +284,18 @@ def load_session(folder: Path, expected_shape: tuple[int, ...] | None = None) ->
     notes: list[str] = []
     annotations = axes = None
     if (folder / ANNOTATIONS).is_file():
-        try:
-            saved = read_tiff(folder / ANNOTATIONS)
+        saved = _read_strokes(folder / ANNOTATIONS, expected_shape, "saved strokes", notes)
+        if saved is not None:
             annotations = saved.data
             axes = manifest.get("annotation_axes") or saved.axes
-            if expected_shape is not None and annotations.shape != tuple(expected_shape):
-                if annotations.size == int(np.prod(expected_shape)):
-                    annotations = annotations.reshape(expected_shape)  # length-1 axes
-                else:
-                    notes.append(f"saved strokes have shape {annotations.shape}, the image "
-                                 f"needs {tuple(expected_shape)}: not restored")
-                    annotations = None
-        except NapariUnetError as err:
-            notes.append(f"saved strokes unreadable: {err}")
-            annotations = None
+    earlier: dict[str, np.ndarray] = {}
+    listed = manifest.get("earlier_annotations")
+    for name, file_name in (listed.items() if isinstance(listed, dict) else ()):
+        path = folder / Path(str(file_name)).name  # never outside the folder
+        if path.is_file():
+            kept = _read_strokes(path, expected_shape, f"saved strokes of '{name}'", notes)
+            if kept is not None:
+                earlier[str(name)] = kept.data
     model = None
     if (folder / MODEL).is_file():
         try:
@@ -253,5 +305,25 @@ def load_session(folder: Path, expected_shape: tuple[int, ...] | None = None) ->
     saved_at = max(float(manifest.get("annotations_saved_at", 0)),
                    float(manifest.get("model_saved_at", 0)))
     settings = manifest.get("settings")
+    layer = manifest.get("annotation_layer")
     return SavedSession(folder, annotations, axes, model, saved_at, tuple(notes),
-                        settings if isinstance(settings, dict) else {})
+                        settings if isinstance(settings, dict) else {},
+                        layer if isinstance(layer, str) and annotations is not None else None,
+                        earlier)
+
+
+def _read_strokes(path: Path, expected_shape: tuple[int, ...] | None, what: str,
+                  notes: list[str]) -> ImageData | None:
+    """Read saved strokes, or ``None`` with a note if unreadable or of another shape."""
+    try:
+        saved = read_tiff(path)
+    except NapariUnetError as err:
+        notes.append(f"{what} unreadable: {err}")
+        return None
+    if expected_shape is None or saved.data.shape == tuple(expected_shape):
+        return saved
+    if saved.data.size == int(np.prod(expected_shape)):  # length-1 axes
+        return replace(saved, data=saved.data.reshape(expected_shape))
+    notes.append(f"{what} have shape {saved.data.shape}, the image needs "
+                 f"{tuple(expected_shape)}: not restored")
+    return None

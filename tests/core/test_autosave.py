@@ -51,6 +51,54 @@ def test_strokes_and_model_round_trip(blobs, tmp_path):
     assert any("shape" in n for n in other.notes) and any("model" in n for n in other.notes)
 
 
+def test_choosing_another_annotation_layer_keeps_the_first_ones_strokes(tmp_path):
+    folder = tmp_path / "s"
+    saver = Autosaver(folder, "img", (6, 8))
+    strokes = np.zeros((6, 8), np.uint8)
+    strokes[1, 1:4], strokes[4, 2:6] = 2, 1
+    corrected = np.full((6, 8), 1, np.uint8)
+    corrected[2:4, 2:5] = 2
+    other = np.zeros((6, 8), np.uint8)
+    other[5, 5] = 2
+
+    saver.save_annotations(strokes, "YX", "strokes")
+    saver.save_annotations(strokes + (strokes > 0), "YX", "strokes")  # same layer, later
+    assert sorted(p.name for p in folder.glob("*.tif")) == ["annotations.tif"]
+    saver.save_annotations(corrected, "YX", "prediction (img, edited)")
+    session = load_session(folder, (6, 8))
+    np.testing.assert_array_equal(session.annotations, corrected)
+    assert session.annotation_layer == "prediction (img, edited)"
+    assert list(session.earlier_annotations) == ["strokes"]
+    np.testing.assert_array_equal(session.earlier_annotations["strokes"],
+                                  strokes + (strokes > 0))  # its last save, not its first
+    assert (folder / "annotations (strokes).tif").is_file()
+
+    # a third layer, a name no file system takes as it is, then back to the first
+    saver.save_annotations(other, "YX", "a/b: c?")
+    assert set(load_session(folder).earlier_annotations) == {
+        "strokes", "prediction (img, edited)"}
+    saver.save_annotations(strokes, "YX", "strokes")
+    session = load_session(folder, (6, 8))
+    assert session.annotation_layer == "strokes"
+    np.testing.assert_array_equal(session.annotations, strokes)
+    assert set(session.earlier_annotations) == {"prediction (img, edited)", "a/b: c?"}
+    np.testing.assert_array_equal(session.earlier_annotations["a/b: c?"], other)
+    assert not (folder / "annotations (strokes).tif").exists()  # superseded: no stale copy
+    assert not session.notes
+
+
+def test_a_kept_layer_that_is_damaged_is_reported_and_the_rest_restored(tmp_path):
+    folder = tmp_path / "s"
+    saver = Autosaver(folder, "img", (6, 8))
+    saver.save_annotations(np.full((6, 8), 2, np.uint8), "YX", "first")
+    saver.save_annotations(np.full((6, 8), 1, np.uint8), "YX", "second")
+    (folder / "annotations (first).tif").write_bytes(b"not a tiff")
+    session = load_session(folder, (6, 8))
+    assert session.earlier_annotations == {} and not session.empty
+    assert any("'first'" in note and "unreadable" in note for note in session.notes)
+    assert (session.annotations == 1).all()
+
+
 def test_live_training_checkpoints_periodically_and_at_the_end(blobs):
     image, strokes, _ = blobs
     saved: list[int] = []

@@ -205,8 +205,8 @@ def test_a_corrected_prediction_trains_as_annotations(viewer_and_widget, qtbot, 
     viewer, widget = viewer_and_widget
     _train_until(qtbot, widget, lambda: widget.state.overlay_updates >= 1)
     prediction = viewer.layers["prediction"]
-    prediction.paint((100, 100), 2)  # the user fixes the overlay where it is wrong
-    prediction.paint((300, 300), 1)
+    for y, x in ((100, 100), (300, 300)):  # the user fixes the overlay where it is wrong
+        prediction.paint((y, x), 3 - int(prediction.data[y, x]))  # 1 <-> 2
     corrected = np.array(prediction.data)
     assert widget.labels_picker.value is viewer.layers["strokes"]  # nothing switched
 
@@ -558,6 +558,15 @@ def test_strokes_and_model_are_autosaved_and_offered_back(make_napari_viewer, qt
     np.testing.assert_array_equal(saved, strokes.data)
     _train_until(qtbot, widget, lambda: widget.state.step >= 3)
     steps = widget.model.metadata["steps"]
+    # The user corrects the prediction and trains on that instead: the strokes' autosave
+    # is kept beside it, not overwritten.
+    prediction = viewer.layers["prediction"]
+    prediction.paint((10, 10), 3 - int(prediction.data[10, 10]))  # 1 <-> 2: an edit
+    widget.labels_picker.value = prediction
+    prediction.paint((60, 60), 3 - int(prediction.data[60, 60]))
+    qtbot.waitUntil(lambda: widget._strokes_autosave.saves >= 2, timeout=10_000)
+    corrected = np.array(prediction.data)
+    np.testing.assert_array_equal(tifffile.imread(folder / "annotations.tif"), corrected)
     widget.shutdown()
     viewer.close()
 
@@ -574,8 +583,9 @@ def test_strokes_and_model_are_autosaved_and_offered_back(make_napari_viewer, qt
     monkeypatch.setattr(_widget.UNetTrainerWidget, "_ask_restore", accept)
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
     assert len(offers) == 1 and offers[0].folder == folder
-    restored = viewer.layers["annotations (restored)"]
-    np.testing.assert_array_equal(restored.data, saved)
+    np.testing.assert_array_equal(viewer.layers["strokes (restored)"].data, saved)
+    restored = viewer.layers["prediction (restored)"]  # the latest choice, chosen again
+    np.testing.assert_array_equal(restored.data, corrected)
     assert widget.labels_picker.value is restored
     assert widget.model is not None and widget.model.metadata["steps"] == steps
     assert widget.predict_button.isEnabled()
