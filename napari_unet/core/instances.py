@@ -123,20 +123,22 @@ def split_objects(
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
     distance = ndi.distance_transform_edt(mask, sampling=spacing)
-    seeds = _peaks(distance, mask, config.seed_depth(mask.ndim))
-    # A component too thin to have a peak of depth h still is an object: seed it whole.
     components, count = ndi.label(mask)
+    smallest = config.smallest(mask.ndim)
+    seeds = _peaks(distance, components, config.seed_depth(mask.ndim), smallest)
+    # A component too thin to have a peak of depth h still is an object: seed it whole.
     seeded = np.zeros(count + 1, bool)
     seeded[components[seeds > 0]] = True
     unseeded = mask & ~seeded[components]
     seeds[unseeded] = components[unseeded] + seeds.max()
     objects = watershed(-distance, seeds, mask=mask)
     sizes = np.bincount(objects.ravel())
-    objects[(sizes < config.smallest(mask.ndim))[objects]] = 0
+    objects[(sizes < smallest)[objects]] = 0
     return _relabel_in_raster_order(objects)
 
 
-def _peaks(distance: np.ndarray, mask: np.ndarray, h: float) -> np.ndarray:
+def _peaks(distance: np.ndarray, components: np.ndarray, h: float,
+           smallest: int = 0) -> np.ndarray:
     """Label one seed per peak of ``distance`` that rises at least ``h`` above its saddle.
 
     The h-maxima transform: lower every peak to at most ``h`` below its top (a grey
@@ -148,23 +150,44 @@ def _peaks(distance: np.ndarray, mask: np.ndarray, h: float) -> np.ndarray:
     integers): an oval nucleus at 45 degrees was cut in two, and on the 2D sample the
     true nuclei were split into 31 extra objects (docs/benchmarks.md, "One seed per
     object").
+
+    Each connected component of the mask (``components``, as ``ndi.label`` numbers
+    them) is reconstructed alone, in its bounding box: its peaks share no saddle with
+    another component's, and the background that fills most of an image is left out of
+    the reconstruction's sort. On the 3D nuclei stack (60 x 256 x 256, 17 % foreground)
+    the seeds are the same and take 0.8-1.1 s instead of 1.9-2.4 s (the whole split
+    1.7-2.0 s instead of 2.9-4.0 s; 2 CPU cores, session 26). Components get no seeds
+    here, and are seeded whole by the caller, when they have fewer than ``smallest``
+    pixels (nothing in them could reach that size) or no peak higher than ``h`` (the
+    reconstruction would make all of such a component one plateau, one seed).
     """
-    domes = reconstruction(distance - h, distance, method="dilation")
-    tops = local_maxima(domes, connectivity=distance.ndim) & mask
+    count = int(components.max(initial=0))
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    heights = np.zeros(count + 1)
+    if count:
+        heights[1:] = ndi.maximum(distance, components, np.arange(1, count + 1))
+    domes = np.zeros(distance.shape)
+    peaked = np.zeros(distance.shape, bool)
+    for i, box in enumerate(ndi.find_objects(components), start=1):
+        if box is None or sizes[i] < smallest or heights[i] <= h:
+            continue
+        own = components[box] == i
+        crest = np.where(own, distance[box], 0.0)
+        domes[box][own] = reconstruction(crest - h, crest, method="dilation")[own]
+        peaked[box] |= own
+    tops = local_maxima(domes, connectivity=distance.ndim) & peaked
     seeds, _ = ndi.label(tops, structure=np.ones((3,) * distance.ndim, bool))
     return seeds
 
 
 def _relabel_in_raster_order(labels: np.ndarray) -> np.ndarray:
-    ids, first = np.unique(labels.ravel(), return_index=True)
-    order = np.argsort(first)  # ids by first appearance, so numbering is stable
-    lookup = np.zeros(int(ids.max()) + 1, np.int32)
-    new_id = 0
-    for i in order:
-        if ids[i] == 0:
-            continue
-        new_id += 1
-        lookup[ids[i]] = new_id
+    flat = labels.ravel()
+    # Only the objects' pixels are sorted: the background is most of an image.
+    where = np.flatnonzero(flat)
+    ids, first = np.unique(flat[where], return_index=True)
+    lookup = np.zeros(int(flat.max(initial=0)) + 1, np.int32)
+    # ids by first appearance, so numbering is stable
+    lookup[ids[np.argsort(where[first])]] = np.arange(1, ids.size + 1, dtype=np.int32)
     return lookup[labels]
 
 

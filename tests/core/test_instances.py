@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from napari_unet.core.errors import InputError
@@ -118,3 +118,42 @@ def test_instances_cover_exactly_the_foreground_of_big_objects(seed):
     np.testing.assert_array_equal(objects > 0, class_map == 2)
     assert set(np.unique(objects)) == set(range(objects.max() + 1))
     assert match_instances(objects, objects).average_precision == 1.0
+
+
+def _whole_image_seeds(mask: np.ndarray, h: float) -> np.ndarray:
+    """The seeds' pixels as one reconstruction over the whole image finds them."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import local_maxima, reconstruction
+
+    distance = ndi.distance_transform_edt(mask)
+    domes = reconstruction(distance - h, distance, method="dilation")
+    return local_maxima(domes, connectivity=mask.ndim) & mask
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), h=st.sampled_from([0.5, 1.0, 2.0, 3.0]))
+def test_components_split_alone_find_the_seeds_the_whole_image_does(seed, h):
+    # Blobs of touching discs, apart from each other (no two components touch even at a
+    # corner): each is reconstructed alone in its box, for speed, and must find the
+    # same peaks as the whole image would.
+    from scipy import ndimage as ndi
+
+    from napari_unet.core.instances import _peaks
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((40, 96, 96), bool) if seed % 2 else np.zeros((120, 160), bool)
+    grid = np.indices(mask.shape)
+    for _ in range(8):
+        centre = [rng.integers(6, n - 6) for n in mask.shape]
+        radius = rng.integers(3, 9)
+        mask |= sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius**2
+    components, count = ndi.label(mask, structure=np.ones((3,) * mask.ndim, bool))
+    assume(ndi.label(mask)[1] == count)  # no blobs that meet only at a corner
+    distance = ndi.distance_transform_edt(mask)
+    mine = _peaks(distance, ndi.label(mask)[0], h) > 0
+    reference = _whole_image_seeds(mask, h)
+    # Components with no peak above h are left to the caller, which seeds them whole:
+    # where the whole image finds their plateau, they are left out here.
+    heights = ndi.maximum(distance, components, np.arange(1, count + 1))
+    low = np.isin(components, np.flatnonzero(heights <= h) + 1)
+    np.testing.assert_array_equal(mine, reference & ~low)
