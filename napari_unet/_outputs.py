@@ -107,7 +107,20 @@ def is_corrected_prediction(layer: Layer) -> bool:
     instances layer holds object numbers, not classes, and never qualifies.
     """
     made_for = layer.metadata.get(_METADATA_KEY, {})
-    return made_for.get("kind") == PREDICTION_LAYER and bool(made_for.get("edited"))
+    return made_for.get("kind") == PREDICTION_LAYER and _edited(layer)
+
+
+def _edited(layer: Layer) -> bool:
+    """Whether the user's hand edits of ``layer`` still stand (not all undone).
+
+    napari's paint event marks an edit (:func:`_mark_edited`), but its undo emits no
+    event: an edit undone shows only in the layer's undo history. That history is
+    private; should napari rename it, every marked edit counts as standing.
+    """
+    if not layer.metadata.get(_METADATA_KEY, {}).get("edited"):
+        return False
+    history = getattr(layer, "_undo_history", None)
+    return history is None or len(history) > 0
 
 
 def clear_outputs(
@@ -173,7 +186,7 @@ def _own_layer(viewer: napari.viewer.Viewer, target: OutputTarget, name: str) ->
         return None
     layer = viewer.layers[name]
     made_for = layer.metadata.get(_METADATA_KEY, {})
-    if made_for.get("source") == target.source_key and not made_for.get("edited") \
+    if made_for.get("source") == target.source_key and not _edited(layer) \
             and layer.data.shape == target.label_shape:
         return layer
     return None
@@ -198,7 +211,7 @@ def _set_aside(viewer: napari.viewer.Viewer, name: str) -> None:
     layer = viewer.layers[name]
     made_for = layer.metadata.get(_METADATA_KEY, {})
     whose = made_for.get("image") or "earlier"
-    if made_for.get("edited"):
+    if _edited(layer):
         whose += ", edited"
     layer.name = f"{name} ({whose})"  # napari adds a number if that is taken too
     if is_corrected_prediction(layer):

@@ -135,6 +135,24 @@ def test_a_corrected_prediction_is_offered_as_annotations(viewer, monkeypatch):
         widget.shutdown()
 
 
+def test_an_edit_undone_is_no_edit(viewer):
+    a = _target(viewer.layers["a"])
+    show_prediction(viewer, a, _whole(2), None, 2)
+    prediction = viewer.layers["prediction"]
+    prediction.paint((5, 5), 1)
+    prediction.paint((9, 9), 1)
+    prediction.undo()
+    assert is_corrected_prediction(prediction)  # one edit still stands
+    prediction.undo()
+    assert not is_corrected_prediction(prediction)
+    show_prediction(viewer, a, _whole(1), None, 2)  # written in place, nothing set aside
+    assert viewer.layers["prediction"] is prediction and (prediction.data == 1).all()
+    assert [layer.name for layer in viewer.layers if isinstance(layer, Labels)] == [
+        "prediction"]
+    prediction.redo()  # the edit is back: kept as the user's again
+    assert is_corrected_prediction(prediction)
+
+
 def test_new_output_layers_leave_the_users_layer_selected_everywhere(viewer):
     """The model, the layer list and the layer controls all stay on the user's layer."""
     strokes = viewer.add_labels(np.zeros((20, 30), np.uint8), name="strokes")
