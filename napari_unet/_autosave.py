@@ -23,6 +23,13 @@ from napari_unet.core.errors import NapariUnetError
 
 STROKES_QUIET_MS = 1500  # save strokes this long after the last paint event
 
+SAVED_AS_KEY = "napari_unet_saved_as"
+"""Layer metadata: the names a layer's strokes were saved (or restored) under.
+
+A layer renamed since, or restored as ``<name> (restored)``, is still the layer those
+saves came from: its next save replaces them rather than keeping them as another's.
+"""
+
 
 def layer_source(layer: Image) -> str | None:
     """Return the file a layer was opened from, if napari knows it."""
@@ -43,9 +50,10 @@ def saver_for(layer: Image) -> Autosaver:
 
 
 def _write(saver: Autosaver, labels: np.ndarray | None, axes: str | None,
-           settings: dict[str, Any] | None, layer_name: str) -> None:
+           settings: dict[str, Any] | None, layer_name: str,
+           aliases: tuple[str, ...]) -> None:
     if labels is not None:
-        saver.save_annotations(labels, axes, layer_name)
+        saver.save_annotations(labels, axes, layer_name, aliases)
     if settings is not None:
         saver.save_settings(settings)
 
@@ -138,10 +146,14 @@ class StrokeAutosave(QObject):
         axes = self._axes if labels is not None and self._axes and \
             len(self._axes) == labels.ndim else None
         settings = self._settings() if self._settings is not None else None
+        saved_as = layer.metadata.setdefault(SAVED_AS_KEY, [])
+        aliases = tuple(name for name in saved_as if name != layer.name)
+        if layer.name not in saved_as:
+            saved_as.append(layer.name)
         # superqt's worker, not napari's wrapper: napari 0.9 files every worker it makes
         # in the window's task list for good, with its arguments (here, a copy of the
         # strokes): one leaked copy per save, found by the soak run.
-        worker = create_worker(_write, saver, labels, axes, settings, layer.name,
+        worker = create_worker(_write, saver, labels, axes, settings, layer.name, aliases,
                                _start_thread=False, _ignore_errors=True)
         worker.returned.connect(self._saved)
         worker.errored.connect(self._failed)

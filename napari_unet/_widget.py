@@ -45,7 +45,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet._autosave import StrokeAutosave, saver_for
+from napari_unet._autosave import SAVED_AS_KEY, StrokeAutosave, saver_for
 from napari_unet._gc_pause import pause_full_collections, resume_full_collections
 from napari_unet._loss_plot import LossPlot
 from napari_unet._outputs import (
@@ -497,13 +497,15 @@ class UNetTrainerWidget(QWidget):
         if session.empty or not self._ask_restore(session):
             return
         # Layers chosen before the latest one first, so the latest ends up on top.
+        # Each remembers the name it was saved under: its next save is its own again.
         for name, strokes in session.earlier_annotations.items():
             self._viewer.add_labels(_compact(strokes), name=f"{name} (restored)",
-                                    **placement)
+                                    metadata={SAVED_AS_KEY: [name]}, **placement)
         if session.annotations is not None:
             name = session.annotation_layer or ANNOTATION_LAYER
             layer = self._viewer.add_labels(_compact(session.annotations),
-                                            name=f"{name} (restored)", **placement)
+                                            name=f"{name} (restored)",
+                                            metadata={SAVED_AS_KEY: [name]}, **placement)
             for candidate in self.labels_picker.choices:
                 if candidate.name == layer.name:
                     self.labels_picker.value = candidate

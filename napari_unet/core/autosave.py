@@ -167,7 +167,8 @@ class Autosaver:
                                       "napari_unet_version": __version__}
 
     def save_annotations(self, labels: np.ndarray, axes: str | None = None,
-                         layer_name: str | None = None) -> Path:
+                         layer_name: str | None = None,
+                         aliases: tuple[str, ...] = ()) -> Path:
         """Write the strokes atomically; returns the file written.
 
         Parameters
@@ -178,6 +179,9 @@ class Autosaver:
             The annotation layer they come from. If the strokes saved so far came from
             another layer, that layer's file is kept under its name first: choosing
             another annotation layer must not overwrite the only copy of the first.
+        aliases
+            Other names the same layer was saved under (it was renamed, or restored
+            from them): those saves are this layer's, not another's to keep.
 
         Raises
         ------
@@ -189,12 +193,13 @@ class Autosaver:
         with _MANIFEST_LOCK:
             manifest = read_manifest(self.folder)
         fields: dict[str, Any] = {}
-        superseded = None
+        superseded: list[Any] = []
         if layer_name is not None:
             previous = manifest.get("annotation_layer")
             listed = manifest.get("earlier_annotations")
             earlier = dict(listed) if isinstance(listed, dict) else {}
-            if isinstance(previous, str) and previous != layer_name and current.is_file():
+            same = {layer_name, *aliases}
+            if isinstance(previous, str) and previous not in same and current.is_file():
                 # Copied (atomically) and listed before the new strokes replace it: a
                 # crash at any point leaves every layer's last save where a restore
                 # finds it.
@@ -208,13 +213,14 @@ class Autosaver:
                 self._update_manifest(earlier_annotations=earlier)
             # This layer's own older file (it was chosen before, then another one) is
             # superseded by what is written now.
-            superseded = earlier.pop(layer_name, None)
+            superseded = [earlier.pop(name) for name in same if name in earlier]
             fields.update(annotation_layer=layer_name, earlier_annotations=earlier)
         path = write_labels(current, labels, axes=axes, overwrite=True)
         self._update_manifest(annotation_axes=axes or "", annotations_saved_at=time.time(),
                               **fields)
-        if isinstance(superseded, str):
-            (self.folder / Path(superseded).name).unlink(missing_ok=True)
+        for file_name in superseded:
+            if isinstance(file_name, str):
+                (self.folder / Path(file_name).name).unlink(missing_ok=True)
         return path
 
     def save_model(self, model: TrainedModel) -> Path:

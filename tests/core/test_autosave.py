@@ -87,6 +87,25 @@ def test_choosing_another_annotation_layer_keeps_the_first_ones_strokes(tmp_path
     assert not session.notes
 
 
+def test_a_layer_renamed_or_restored_is_the_same_layer(tmp_path):
+    folder = tmp_path / "s"
+    saver = Autosaver(folder, "img", (4, 4))
+    ones, twos = np.ones((4, 4), np.uint8), np.full((4, 4), 2, np.uint8)
+    saver.save_annotations(ones, "YX", "strokes")
+    saver.save_annotations(twos, "YX", "prediction")
+    # the prediction is set aside (renamed) while it is the chosen layer: still itself
+    saver.save_annotations(twos, "YX", "prediction (img, edited)", aliases=("prediction",))
+    session = load_session(folder)
+    assert list(session.earlier_annotations) == ["strokes"]
+    # after a restart, the restored strokes layer is chosen again and painted on
+    saver.save_annotations(ones, "YX", "strokes (restored)", aliases=("strokes",))
+    session = load_session(folder)
+    assert session.annotation_layer == "strokes (restored)"
+    assert list(session.earlier_annotations) == ["prediction (img, edited)"]
+    assert sorted(p.name for p in folder.glob("*.tif")) == [
+        "annotations (prediction (img, edited)).tif", "annotations.tif"]
+
+
 def test_a_kept_layer_that_is_damaged_is_reported_and_the_rest_restored(tmp_path):
     folder = tmp_path / "s"
     saver = Autosaver(folder, "img", (6, 8))

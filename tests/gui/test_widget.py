@@ -587,6 +587,11 @@ def test_strokes_and_model_are_autosaved_and_offered_back(make_napari_viewer, qt
     restored = viewer.layers["prediction (restored)"]  # the latest choice, chosen again
     np.testing.assert_array_equal(restored.data, corrected)
     assert widget.labels_picker.value is restored
+    saves = widget._strokes_autosave.saves
+    restored.paint((80, 80), 3 - int(restored.data[80, 80]))  # its saves are its own
+    qtbot.waitUntil(lambda: widget._strokes_autosave.saves > saves, timeout=10_000)
+    assert sorted(p.name for p in folder.glob("*.tif")) == [
+        "annotations (strokes).tif", "annotations.tif"]
     assert widget.model is not None and widget.model.metadata["steps"] == steps
     assert widget.predict_button.isEnabled()
     # and so are the settings it was trained with
