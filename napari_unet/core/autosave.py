@@ -203,7 +203,7 @@ class Autosaver:
                 # Copied (atomically) and listed before the new strokes replace it: a
                 # crash at any point leaves every layer's last save where a restore
                 # finds it.
-                kept = self.folder / EARLIER_ANNOTATIONS.format(_file_safe(previous))
+                kept = self._kept_file(previous, earlier)
                 try:
                     with atomic_output(kept) as tmp:
                         shutil.copyfile(current, tmp)
@@ -222,6 +222,16 @@ class Autosaver:
             if isinstance(file_name, str):
                 (self.folder / Path(file_name).name).unlink(missing_ok=True)
         return path
+
+    def _kept_file(self, layer_name: str, earlier: dict[str, Any]) -> Path:
+        """Return the file ``layer_name``'s strokes are kept in, unused by other layers."""
+        taken = {str(f) for name, f in earlier.items() if name != layer_name}
+        safe = _file_safe(layer_name)
+        candidate, number = EARLIER_ANNOTATIONS.format(safe), 1
+        while candidate in taken:  # two names the same once made safe ("a/b", "a_b")
+            number += 1
+            candidate = EARLIER_ANNOTATIONS.format(f"{safe} {number}")
+        return self.folder / candidate
 
     def save_model(self, model: TrainedModel) -> Path:
         """Write the model atomically; returns the file written."""

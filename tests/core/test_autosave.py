@@ -77,11 +77,21 @@ def test_choosing_another_annotation_layer_keeps_the_first_ones_strokes(tmp_path
     saver.save_annotations(other, "YX", "a/b: c?")
     assert set(load_session(folder).earlier_annotations) == {
         "strokes", "prediction (img, edited)"}
+    saver.save_annotations(strokes, "YX", "a_b_ c_")  # the same file name, made safe
+    saver.save_annotations(other, "YX", "a/b: c?")
+    session = load_session(folder, (6, 8))
+    np.testing.assert_array_equal(session.earlier_annotations["a_b_ c_"], strokes)
+    saver.save_annotations(other, "YX", "third")  # "a/b: c?" kept beside it
+    np.testing.assert_array_equal(load_session(folder).earlier_annotations["a/b: c?"], other)
+    np.testing.assert_array_equal(load_session(folder).earlier_annotations["a_b_ c_"],
+                                  strokes)
+    saver.save_annotations(other, "YX", "a/b: c?")
     saver.save_annotations(strokes, "YX", "strokes")
     session = load_session(folder, (6, 8))
     assert session.annotation_layer == "strokes"
     np.testing.assert_array_equal(session.annotations, strokes)
-    assert set(session.earlier_annotations) == {"prediction (img, edited)", "a/b: c?"}
+    assert set(session.earlier_annotations) == {"prediction (img, edited)", "a/b: c?",
+                                                "a_b_ c_", "third"}
     np.testing.assert_array_equal(session.earlier_annotations["a/b: c?"], other)
     assert not (folder / "annotations (strokes).tif").exists()  # superseded: no stale copy
     assert not session.notes
