@@ -6,8 +6,8 @@ Each remembers, in its metadata, the image layers it was computed from: results 
 image are never written over another's, which is kept under a name that says whose it is.
 Nor over results the user corrected by hand (painted, filled, erased): those are kept
 too, renamed, and new results go to a new layer; a corrected prediction may then be
-picked as annotations to train on. Called on the GUI thread only, with records the
-workers yielded.
+picked as annotations to train on (the widget says so). Called on the GUI thread only,
+with records the workers yielded.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import napari.viewer
 import numpy as np
 from napari.layers import Image, Labels, Layer
 from napari.utils.colormaps import DirectLabelColormap
-from napari.utils.notifications import show_info
 
 from napari_unet.core.axes import label_axes
 from napari_unet.core.live import InstancesUpdate
@@ -214,11 +213,6 @@ def _set_aside(viewer: napari.viewer.Viewer, name: str) -> None:
     if _edited(layer):
         whose += ", edited"
     layer.name = f"{name} ({whose})"  # napari adds a number if that is taken too
-    if is_corrected_prediction(layer):
-        # The rename is the only trace of why a new layer appeared; say where the edits
-        # went and what they are good for, or the user may think them lost.
-        show_info(f"your corrections are kept in '{layer.name}'; choose it as "
-                  "annotations to train on them")
 
 
 def _new_layer(viewer: napari.viewer.Viewer, target: OutputTarget, name: str,

@@ -182,7 +182,8 @@ class UNetTrainerWidget(QWidget):
             setting.changed.connect(self._strokes_autosave.settings_changed)
         self.state.events.connect(self._render_state)
         self.state.events.settled.connect(self._name_training_job)
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
+                      napari_viewer.layers.events.renamed):
             event.connect(self._reset_layer_choices)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         napari_viewer.layers.events.inserted.connect(self._on_layer_inserted)
@@ -375,11 +376,24 @@ class UNetTrainerWidget(QWidget):
             self._reset_layer_choices()
 
     def _reset_layer_choices(self, event: Any = None) -> None:
-        self.image_picker.reset_choices()
-        self.labels_picker.reset_choices()
-        images = self.image_picker.choices
-        if not self.image_picker.value and images:
-            self.image_picker.value = [images[0]]
+        images, labels = list(self.image_picker.value or []), self.labels_picker.value
+        # magicgui keeps a choice by its text: a chosen layer renamed since (a prediction
+        # set aside, a layer the user renamed) was dropped for the first in the list, or
+        # for another layer now under its old name. Keep the chosen layers themselves,
+        # and let the pickers' listeners hear only of a real change.
+        with self.image_picker.changed.blocked(), self.labels_picker.changed.blocked():
+            self.image_picker.reset_choices()
+            self.labels_picker.reset_choices()
+            kept = [layer for layer in images if layer in self.image_picker.choices]
+            if not kept and self.image_picker.choices:
+                kept = [self.image_picker.choices[0]]
+            self.image_picker.value = kept
+            if labels is not None and labels in self.labels_picker.choices:
+                self.labels_picker.value = labels
+        if list(self.image_picker.value or []) != images:
+            self.image_picker.changed.emit(self.image_picker.value)
+        if self.labels_picker.value is not labels:
+            self.labels_picker.changed.emit(self.labels_picker.value)
 
     def _render_state(self, event: Any = None) -> None:
         s = self.state
@@ -665,8 +679,20 @@ class UNetTrainerWidget(QWidget):
     def _apply_prediction(self, update: PredictionUpdate) -> None:
         colours = self._labels_source or self.labels_picker.value
         num_classes = self.model.num_classes if self.model else 8
+        layers = self._viewer.layers
+        corrected = layers[PREDICTION_LAYER] if PREDICTION_LAYER in layers and \
+            is_corrected_prediction(layers[PREDICTION_LAYER]) else None
         if show_prediction(self._viewer, self._target, update, colours, num_classes):
             self.state.overlay_updates += 1
+        if corrected is not None and corrected.name != PREDICTION_LAYER:
+            # The rename is the only trace of why a new layer appeared: say where the
+            # edits went and what they are good for, or they may seem lost.
+            if corrected in (self._labels_source, self.labels_picker.value):
+                show_info(f"your corrected prediction, which you train on, is now "
+                          f"'{corrected.name}'; new results go to 'prediction'")
+            else:
+                show_info(f"your corrections are kept in '{corrected.name}'; choose it "
+                          "as annotations to train on them")
 
     def _apply_instances(self, update: InstancesUpdate) -> None:
         if show_instances(self._viewer, self._target, update):

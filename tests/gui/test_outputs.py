@@ -105,9 +105,7 @@ def test_results_the_user_corrected_are_kept_not_overwritten(viewer):
         "prediction (a, edited)", "prediction"]
 
 
-def test_a_corrected_prediction_is_offered_as_annotations(viewer, monkeypatch):
-    said: list[str] = []
-    monkeypatch.setattr("napari_unet._outputs.show_info", said.append)
+def test_a_corrected_prediction_is_offered_as_annotations(viewer):
     a = _target(viewer.layers["a"])
     show_prediction(viewer, a, _whole(2), None, 2)
     show_instances(viewer, a, InstancesUpdate(np.arange(600, dtype=np.int32).reshape(20, 30),
@@ -126,8 +124,6 @@ def test_a_corrected_prediction_is_offered_as_annotations(viewer, monkeypatch):
 
         show_prediction(viewer, a, _whole(2), None, 2)  # the next result goes elsewhere
         assert prediction.name == "prediction (a, edited)"
-        assert said == ["your corrections are kept in 'prediction (a, edited)'; "
-                        "choose it as annotations to train on them"]
         assert widget._labels_choices() == [("prediction (a, edited)", prediction)]
         widget.labels_picker.value = prediction
         assert widget._chosen_layers() == ([viewer.layers["a"]], prediction)

@@ -203,13 +203,8 @@ def test_stop_then_train_again_continues_and_reset_starts_over(viewer_and_widget
 
 def test_a_corrected_prediction_trains_as_annotations(viewer_and_widget, qtbot, monkeypatch):
     viewer, widget = viewer_and_widget
-    _train_until(qtbot, widget, lambda: widget.state.overlay_updates >= 1)
-    prediction = viewer.layers["prediction"]
-    for y, x in ((100, 100), (300, 300)):  # the user fixes the overlay where it is wrong
-        prediction.paint((y, x), 3 - int(prediction.data[y, x]))  # 1 <-> 2
-    corrected = np.array(prediction.data)
-    assert widget.labels_picker.value is viewer.layers["strokes"]  # nothing switched
-
+    said: list[str] = []
+    monkeypatch.setattr(_widget, "show_info", said.append)
     labels_trained_on = []
     original_init = TrainingRun.__init__
 
@@ -218,15 +213,52 @@ def test_a_corrected_prediction_trains_as_annotations(viewer_and_widget, qtbot, 
         original_init(self, image, labels, *args, **kwargs)
 
     monkeypatch.setattr(TrainingRun, "__init__", spy)
-    _train_until(qtbot, widget, lambda: viewer.layers["prediction"] is not prediction)
-    assert prediction.name == "prediction (nuclei, edited)"  # kept, and a new overlay
-    assert (prediction.data == corrected).all()
-    assert (labels_trained_on[0] == viewer.layers["strokes"].data).all()
 
-    widget.labels_picker.value = prediction  # offered in the picker: train on it
-    _train_until(qtbot, widget, lambda: widget.state.step >= 2)
-    assert (labels_trained_on[1] == corrected).all()
-    assert (prediction.data == corrected).all()  # training on it never writes into it
+    def correct(layer):  # the user fixes the overlay where it is wrong, 1 <-> 2
+        for y, x in ((100, 100), (300, 300)):
+            layer.paint((y, x), 3 - int(layer.data[y, x]))
+        return np.array(layer.data)
+
+    _train_until(qtbot, widget, lambda: widget.state.overlay_updates >= 1)
+    first = viewer.layers["prediction"]
+    corrected = correct(first)
+    assert widget.labels_picker.value is viewer.layers["strokes"]  # nothing switched
+    _train_until(qtbot, widget, lambda: viewer.layers["prediction"] is not first)
+    assert first.name == "prediction (nuclei, edited)"  # kept, and a new overlay
+    assert (first.data == corrected).all()
+    assert (labels_trained_on[-1] == viewer.layers["strokes"].data).all()
+    assert said[-1] == ("your corrections are kept in 'prediction (nuclei, edited)'; "
+                        "choose it as annotations to train on them")
+
+    # Corrected and chosen at once, before the next result sets it aside: trained on,
+    # and still the layer trained on once renamed.
+    second = viewer.layers["prediction"]
+    corrected = correct(second)
+    widget.labels_picker.value = second  # offered in the picker as soon as edited
+    _train_until(qtbot, widget, lambda: viewer.layers["prediction"] is not second)
+    assert (labels_trained_on[-1] == corrected).all()
+    assert (second.data == corrected).all()  # training on it never writes into it
+    assert widget.labels_picker.value is second
+    assert said[-1] == (f"your corrected prediction, which you train on, is now "
+                        f"'{second.name}'; new results go to 'prediction'")
+
+
+def test_renamed_layers_stay_chosen_under_their_new_names(viewer_and_widget):
+    viewer, widget = viewer_and_widget
+    strokes, nuclei = viewer.layers["strokes"], viewer.layers["nuclei"]
+    heard: list[str] = []
+    widget.image_picker.changed.connect(lambda value: heard.append("image"))
+    widget.labels_picker.changed.connect(lambda value: heard.append("labels"))
+    strokes.name, nuclei.name = "my strokes", "my nuclei"
+    assert widget.labels_picker.current_choice == "my strokes"  # listed as named now
+    # another layer takes the old name: the chosen layer, not the name, stays chosen
+    viewer.add_labels(np.zeros_like(strokes.data), name="strokes")
+    assert widget.labels_picker.value is strokes
+    assert widget.image_picker.value == [nuclei]
+    assert heard == []  # nothing changed for the settings, autosave and axes to hear
+    viewer.layers.remove(strokes)
+    assert widget.labels_picker.value is viewer.layers["strokes"]
+    assert heard == ["labels"]
 
 
 def test_save_load_predict(viewer_and_widget, qtbot, tmp_path):
