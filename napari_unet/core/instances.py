@@ -161,14 +161,15 @@ def _peaks(distance: np.ndarray, components: np.ndarray, h: float,
     pixels (nothing in them could reach that size) or no peak higher than ``h`` (the
     reconstruction would make all of such a component one plateau, one seed).
     """
-    count = int(components.max(initial=0))
+    boxes = ndi.find_objects(components)  # one per id up to the largest
+    count = len(boxes)
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     heights = np.zeros(count + 1)
     if count:
         heights[1:] = ndi.maximum(distance, components, np.arange(1, count + 1))
     domes = np.zeros(distance.shape)
     peaked = np.zeros(distance.shape, bool)
-    for i, box in enumerate(ndi.find_objects(components), start=1):
+    for i, box in enumerate(boxes, start=1):
         if box is None or sizes[i] < smallest or heights[i] <= h:
             continue
         own = components[box] == i
