@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from napari.layers import Image, Labels
@@ -33,6 +35,16 @@ def viewer(make_napari_viewer):
     viewer.add_image(np.zeros((20, 30), np.uint8), name="a")
     viewer.add_image(np.ones((20, 30), np.uint8), name="b")
     return viewer
+
+
+@contextlib.contextmanager
+def _trainer(viewer):
+    """The trainer docked in ``viewer`` (after the layers there now), shut down after."""
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    try:
+        yield widget
+    finally:
+        widget.shutdown()
 
 
 def _target(layer: Image) -> OutputTarget:
@@ -78,12 +90,9 @@ def test_pickers_leave_out_results_under_any_name(viewer, make_napari_viewer):
     show_prediction(viewer, b, _whole(1, confidence=0.5), None, 2)
     outputs = [layer.name for layer in viewer.layers if is_output(layer)]
     assert outputs == ["prediction (a)", "confidence (a)", "prediction", "confidence"]
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
-    try:
+    with _trainer(viewer) as widget:
         assert [name for name, _ in widget._image_choices()] == ["a", "b"]
         assert widget._labels_choices() == []
-    finally:
-        widget.shutdown()
 
 
 def test_results_the_user_corrected_are_kept_not_overwritten(viewer):
@@ -111,8 +120,7 @@ def test_a_corrected_prediction_is_offered_as_annotations(viewer):
     show_instances(viewer, a, InstancesUpdate(np.arange(600, dtype=np.int32).reshape(20, 30),
                                               step=1))
     prediction, instances = viewer.layers["prediction"], viewer.layers["instances"]
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
-    try:
+    with _trainer(viewer) as widget:
         assert widget._labels_choices() == []
         instances.paint((3, 3), 0)  # object numbers are no classes: never offered
         assert not is_corrected_prediction(instances)
@@ -127,8 +135,6 @@ def test_a_corrected_prediction_is_offered_as_annotations(viewer):
         assert widget._labels_choices() == [("prediction (a, edited)", prediction)]
         widget.labels_picker.value = prediction
         assert widget._chosen_layers() == ([viewer.layers["a"]], prediction)
-    finally:
-        widget.shutdown()
 
 
 def test_an_edit_undone_is_no_edit(viewer):
