@@ -21,6 +21,7 @@ Modules, one job each:
 - :mod:`~napari_unet.core.instances`  one id per object, from a class map
 - :mod:`~napari_unet.core.autosave`   strokes and model kept on disk so nothing is lost
 - :mod:`~napari_unet.core.host_memory` freed memory handed back to the operating system
+- :mod:`~napari_unet.core.memory_budget` will an image fit: a job's memory against what is free
 - :mod:`~napari_unet.core.generators` helpers for the generator-shaped jobs
 - :mod:`~napari_unet.core.errors`     "we cannot use what the user gave us"
 """

@@ -1,0 +1,139 @@
+"""Will an image fit? What a job holds in memory, against what the computer has free.
+
+A whole-slide scan or a large stack opened lazily (a pyramid, zarr, dask) costs nothing
+until it is read; reading it at full resolution for training or prediction can take more
+memory than the computer has. On Linux the kernel then kills the largest process,
+napari with everything the user has not saved; on macOS the machine swaps to a halt. So
+the widget estimates what a job will hold before it reads anything, and refuses with a
+message that says how much is needed and what would make it fit.
+
+The figures were measured with ``tracemalloc`` (numpy's allocations; the CPU preset,
+uint8 images, session 27). Per pixel, above the image itself: training held 2-3 bytes
+(3072 x 3072: peak 5.7), prediction with confidence, its class map and the two layers
+held 8.5 and peaked at 13 (1536 x 1536), splitting the class map into objects took
+another 39-43 at its peak (distance transform and seeds, in 64-bit). Independent of the
+image's size: the normalisation's sample of up to 4 million values per channel (64 MiB
+at its peak) and the tiles in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from napari_unet.core.errors import InputError
+
+# Bytes per labels pixel, beyond the image read itself (see the module docstring).
+JOB_BYTES_PER_PIXEL = 7  # training or prediction: strokes, class maps, the overlay
+CONFIDENCE_BYTES_PER_PIXEL = 8  # float32 confidence, in the worker and in the layer
+INSTANCES_BYTES_PER_PIXEL = 48  # splitting objects, and the int32 instances layer
+# Whatever the image's size: the normalisation's sample, tiles and the network's buffers.
+FIXED_BYTES = 256 * 1024**2
+
+GIB = 1024**3
+
+
+def available_memory() -> int | None:
+    """Return the memory the operating system can give without swapping, in bytes.
+
+    ``MemAvailable`` of ``/proc/meminfo`` on Linux; ``psutil`` elsewhere when it is
+    installed (napari depends on it); ``None`` when neither can tell.
+    """
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # reported in KiB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        return int(psutil.virtual_memory().available)
+    except Exception:  # an unsupported platform: no estimate rather than no job
+        return None
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """What a job on one image will hold at its peak, in bytes, by part."""
+
+    image: int
+    job: int
+    confidence: int = 0
+    instances: int = 0
+    fixed: int = FIXED_BYTES
+
+    @property
+    def total(self) -> int:
+        """The whole estimate, in bytes."""
+        return self.image + self.job + self.confidence + self.instances + self.fixed
+
+
+def memory_need(image_bytes: int, label_pixels: int, *, confidence: bool = False,
+                instances: bool = False) -> MemoryNeed:
+    """Estimate the peak memory of training or predicting one image.
+
+    Parameters
+    ----------
+    image_bytes
+        The image as read at full resolution (all channels), in bytes; 0 when it is held
+        in memory already and not copied.
+    label_pixels
+        Pixels (voxels) of the labels: the image without its channel axis.
+    confidence
+        Whether a confidence map is made too.
+    instances
+        Whether the class map is split into objects.
+
+    Returns
+    -------
+    MemoryNeed
+        The estimate, by part.
+    """
+    return MemoryNeed(
+        image=int(image_bytes),
+        job=JOB_BYTES_PER_PIXEL * int(label_pixels),
+        confidence=CONFIDENCE_BYTES_PER_PIXEL * int(label_pixels) if confidence else 0,
+        instances=INSTANCES_BYTES_PER_PIXEL * int(label_pixels) if instances else 0,
+    )
+
+
+def check_memory(need: MemoryNeed, what: str, available: int | None = None) -> None:
+    """Refuse a job that would not fit in the memory the computer has free.
+
+    Parameters
+    ----------
+    need
+        From :func:`memory_need`.
+    what
+        The job and its image, for the message, e.g. ``"training on 'slide'"``.
+    available
+        Free memory in bytes; by default :func:`available_memory`. When it cannot be
+        told, nothing is refused.
+
+    Raises
+    ------
+    InputError
+        If the estimate exceeds the memory available, saying what would make it fit.
+    """
+    if available is None:
+        available = available_memory()
+    if available is None or need.total <= available:
+        return
+    hints = []
+    if need.instances:
+        hints.append(f"switch off the instances layer ({_gib(need.instances)} of it)")
+    if need.confidence:
+        hints.append(f"switch off the confidence layer ({_gib(need.confidence)})")
+    hints.append("crop the image to the part you need, or close other programs")
+    raise InputError(
+        f"{what} needs about {_gib(need.total)} of memory at full resolution and "
+        f"{_gib(available)} is free: {'; '.join(hints)}"
+    )
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.1f} GiB" if n >= GIB / 10 else f"{n / 1024**2:.0f} MiB"
+
