@@ -18,6 +18,7 @@ from napari.utils.notifications import show_warning
 from qtpy.QtCore import QObject, QTimer
 from superqt.utils import create_worker
 
+from napari_unet._image_layers import full_resolution
 from napari_unet.core.autosave import Autosaver, session_dir
 from napari_unet.core.errors import NapariUnetError
 
@@ -42,11 +43,12 @@ def saver_for(layer: Image) -> Autosaver:
     """Return the autosaver of the image in ``layer`` (its folder: see core.autosave).
 
     Lazy data (dask, zarr) is not read whole for a fingerprint: without a file it gets no
-    autosave (:class:`NapariUnetError`).
+    autosave (:class:`NapariUnetError`). A pyramid is known by its full resolution.
     """
-    data = layer.data if isinstance(layer.data, np.ndarray) else None
+    pixels = full_resolution(layer)
+    data = pixels if isinstance(pixels, np.ndarray) else None
     folder = session_dir(data, layer_source(layer))
-    return Autosaver(folder, layer.name, tuple(layer.data.shape))
+    return Autosaver(folder, layer.name, tuple(pixels.shape))
 
 
 def _write(saver: Autosaver, labels: np.ndarray | None, axes: str | None,

@@ -47,6 +47,12 @@ from qtpy.QtWidgets import (
 
 from napari_unet._autosave import SAVED_AS_KEY, StrokeAutosave, saver_for
 from napari_unet._gc_pause import pause_full_collections, resume_full_collections
+from napari_unet._image_layers import (
+    bytes_to_read,
+    downsampling,
+    full_resolution,
+    pixels_for_job,
+)
 from napari_unet._loss_plot import LossPlot
 from napari_unet._outputs import (
     CONFIDENCE_LAYER,
@@ -94,6 +100,7 @@ from napari_unet.core.instances import InstanceConfig
 from napari_unet.core.io import write_labels
 from napari_unet.core.labels import default_class_names
 from napari_unet.core.live import InstancesUpdate, Notice, RegionUpdate, SettleUpdate
+from napari_unet.core.memory_budget import check_memory, memory_need
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
 from napari_unet.core.view_first import PassProgress, PredictionUpdate
@@ -131,7 +138,7 @@ def layer_axes(layer: Image) -> str:
             return parse_axes("".join(labels) + ("C" if layer.rgb else ""))
         except InputError:
             pass
-    return infer_axes(tuple(layer.data.shape), rgb=layer.rgb)
+    return infer_axes(tuple(full_resolution(layer).shape), rgb=layer.rgb)
 
 
 def _compact(labels: np.ndarray) -> np.ndarray:
@@ -602,7 +609,7 @@ class UNetTrainerWidget(QWidget):
             If the axes do not fit the data or channel layers differ.
         """
         first = layers[0]
-        shape = tuple(first.data.shape)
+        shape = tuple(full_resolution(first).shape)
         if len(layers) > 1:
             shape = (len(layers), *shape)
         if len(shape) > 5:
@@ -613,26 +620,36 @@ class UNetTrainerWidget(QWidget):
             if "C" in axes or any(layer.rgb for layer in layers):
                 raise InputError("several layers are used as channels: each must be a "
                                  "single-channel layer, with no C in the axes")
-            shapes = {tuple(layer.data.shape) for layer in layers}
+            shapes = {tuple(full_resolution(layer).shape) for layer in layers}
             if len(shapes) > 1:
                 raise InputError(f"layers used as channels must have the same shape, got "
                                  f"{', '.join(map(str, sorted(shapes)))}")
             axes = "C" + axes
         if len(axes) != len(shape):
             raise InputError(f"axes {axes} do not fit '{first.name}' (shape "
-                             f"{tuple(first.data.shape)}); correct the axes field")
+                             f"{tuple(full_resolution(first).shape)}); correct the axes field")
         return shape, axes
 
-    def _image_array(self, layers: list[Image]) -> tuple[np.ndarray, str]:
-        """Return a copy of the chosen layers' data, made on the main thread, and its axes.
+    def _image_array(self, layers: list[Image], job: str) -> tuple[Any, str]:
+        """Return the chosen layers' full-resolution pixels for a worker, and their axes.
 
         Several layers become channels (axis ``C`` first), as napari's ``channel_axis``
-        splits one multichannel image into layers.
+        splits one multichannel image into layers. Pixels in memory are copied here; lazy
+        ones are read by the worker (:mod:`napari_unet._image_layers`).
+
+        Raises
+        ------
+        InputError
+            If the axes do not fit, or the ``job`` ("training on", "predicting") would
+            need more memory than is free; nothing has been read then.
         """
-        _, axes = self._image_axes(layers)
-        if len(layers) > 1:
-            return np.stack([np.asarray(layer.data) for layer in layers]), axes
-        return np.array(layers[0].data, copy=True), axes
+        shape, axes = self._image_axes(layers)
+        label_pixels = int(np.prod(shape_without_channels(shape, axes), dtype=np.int64))
+        need = memory_need(bytes_to_read(layers), label_pixels,
+                           confidence=self.show_confidence.value,
+                           instances=self.show_instances.value)
+        check_memory(need, f"{job} '{layers[0].name}'")
+        return pixels_for_job(layers), axes
 
     def _label_geometry(self, layers: list[Image]) -> tuple[tuple[int, ...], str, dict]:
         """Shape, axes and scale/translate of labels for the chosen image layers."""
@@ -722,7 +739,7 @@ class UNetTrainerWidget(QWidget):
             if labels_layer is None:
                 raise InputError("paint on an annotation layer first "
                                  "('New annotation layer' makes one)")
-            image, axes = self._image_array(image_layers)
+            image, axes = self._image_array(image_layers, "training on")
             labels = np.array(labels_layer.data, copy=True)
             # Shapes only, so cheap enough for the GUI thread; outputs are placed by it.
             axes = pair_axes(image.shape, labels.shape, axes)
@@ -861,7 +878,8 @@ class UNetTrainerWidget(QWidget):
         if len(per_layer) != layer.ndim:
             return None
         position = np.asarray(layer.world_to_data(self._viewer.dims.point))
-        corners = np.asarray(layer.corner_pixels)
+        # A pyramid gives them in the level on screen, not at full resolution.
+        corners = np.asarray(layer.corner_pixels) * downsampling(layer)
         offset = self._viewer.dims.ndim - layer.ndim
         displayed = {d - offset for d in self._viewer.dims.displayed}
         margin = 64
@@ -1006,7 +1024,7 @@ class UNetTrainerWidget(QWidget):
             return
         try:
             image_layers, _ = self._chosen_layers()
-            image, axes = self._image_array(image_layers)
+            image, axes = self._image_array(image_layers, "predicting")
             axes = model_axes(self.model, image.shape, axes)
             self._remember_target(image_layers)
         except NapariUnetError as err:

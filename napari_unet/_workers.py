@@ -1,8 +1,9 @@
 """The one place where core generators become napari workers.
 
-Workers get numpy arrays and core objects and yield core records; they never touch layers
-or the viewer. ``napari.qt.threading.create_worker`` lists the job, with a cancel button,
-in the activity dock. The training run itself is built inside the worker: for a large
+Workers get numpy arrays (or lazy arrays they read themselves: see ``_image_layers``) and
+core objects and yield core records; they never touch layers or the viewer.
+``napari.qt.threading.create_worker`` lists the job, with a cancel button, in the activity
+dock. The training run itself is built inside the worker: for a large
 image, fitting the normalisation and indexing the strokes take seconds, and so does
 torch's first optimiser import; none of that may happen on the GUI thread.
 
@@ -148,6 +149,8 @@ def _segment(
     view: Region | None, inbox: Inbox, with_confidence: bool, test_time_augmentation: bool,
     instances: InstanceConfig | None, spacing: tuple[float, ...],
 ) -> Generator[TileProgress | PredictionUpdate | InstancesUpdate, None, None]:
+    # Lazy data (a pyramid's level 0, zarr, dask) is read here, not on the GUI thread.
+    image = np.asarray(image)
     # Instances need the whole class map; the parts are assembled only for them.
     class_map = None
     if instances is not None:

@@ -1,0 +1,80 @@
+"""The chosen image layers' pixels at full resolution, read where they cannot freeze napari.
+
+A pyramid (napari's ``multiscale``: OME-Zarr, whole-slide scans, pyramidal TIFFs) is shown
+at the level that suits the zoom, and its ``layer.data`` is the list of levels: reading it
+as one array gives the *smallest* level, which the annotations, painted at full
+resolution, do not fit. Training and prediction use level 0, the full resolution, which
+is also the shape napari reports for the layer.
+
+Data in memory is copied on the GUI thread, as before (a memory copy; the job must not see
+pixels change under it). Lazy data (dask, zarr: chunks read from disk on demand) is
+handed to the worker unread: reading a large one takes seconds to minutes, which must not
+happen on the GUI thread. Read-only, so the worker may read it while napari draws it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from napari.layers import Image
+
+
+def full_resolution(layer: Image) -> Any:
+    """Return ``layer``'s pixels at full resolution: level 0 of a pyramid, else its data."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def downsampling(layer: Image) -> np.ndarray:
+    """Per layer axis, how many full-resolution pixels one pixel of the level shown covers.
+
+    napari gives a pyramid's ``corner_pixels`` in the level on screen: multiply them by
+    this to find the full-resolution pixels in view. All ones for a single-level layer.
+    """
+    if not layer.multiscale:
+        return np.ones(layer.ndim)
+    return np.asarray(layer.downsample_factors[layer.data_level], dtype=float)
+
+
+def in_memory(layer: Image) -> bool:
+    """Whether ``layer``'s full-resolution pixels are a numpy array (not read lazily)."""
+    return isinstance(full_resolution(layer), np.ndarray)
+
+
+def bytes_to_read(layers: list[Image]) -> int:
+    """Bytes of the chosen layers' full-resolution pixels, all channels."""
+    total = 0
+    for layer in layers:
+        data = full_resolution(layer)
+        total += int(np.prod(data.shape, dtype=np.int64)) * np.dtype(data.dtype).itemsize
+    return total
+
+
+class ChannelStack:
+    """Several lazy single-channel layers, stacked as channels (axis 0) when read.
+
+    Has the ``shape``, ``dtype`` and ``ndim`` of the stack without reading it; numpy reads
+    it (``np.asarray``), in the worker.
+    """
+
+    def __init__(self, channels: list[Any]) -> None:
+        self._channels = channels
+        self.shape = (len(channels), *channels[0].shape)
+        self.dtype = np.result_type(*(np.dtype(c.dtype) for c in channels))
+        self.ndim = len(self.shape)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        stacked = np.stack([np.asarray(c) for c in self._channels])
+        return stacked if dtype is None else stacked.astype(dtype, copy=False)
+
+
+def pixels_for_job(layers: list[Image]) -> Any:
+    """Return the chosen layers' full-resolution pixels for a worker (channels first).
+
+    A numpy copy, made here, when all are in memory; otherwise the lazy array (or a
+    :class:`ChannelStack` of them), which the worker reads with ``np.asarray``.
+    """
+    data = [full_resolution(layer) for layer in layers]
+    if all(isinstance(d, np.ndarray) for d in data):
+        return np.stack(data) if len(data) > 1 else np.array(data[0], copy=True)
+    return ChannelStack(data) if len(data) > 1 else data[0]
