@@ -169,6 +169,8 @@ def test_user_errors_get_one_line(files, cli):
     tifffile.imwrite(files / "none.tif", np.zeros((64, 80), np.uint8))
     tifffile.imwrite(files / "one.tif", np.ones((64, 80), np.uint8))
     tifffile.imwrite(files / "small.tif", np.ones((10, 10), np.uint8))
+    objects = np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) // 40  # one id per object
+    tifffile.imwrite(files / "objects.tif", objects)
     (files / "junk.pt").write_bytes(b"junk")
     train = ["train", "--image", img, "--out", files / "m.pt", "--steps", "1", "--labels"]
     cases = {
@@ -176,6 +178,7 @@ def test_user_errors_get_one_line(files, cli):
         "no painted pixels": [*train, files / "none.tif"],
         "only one class": [*train, files / "one.tif"],
         "same pixels": [*train, files / "small.tif"],
+        "the labels go up to 127 (127 different values)": [*train, files / "objects.tif"],
         "not a readable model file": ["predict", "--model", files / "junk.pt", "--image", img,
                                       "--out", files / "o.tif"],
         "model file not found": ["predict", "--model", files / "nope.pt", "--image", img,

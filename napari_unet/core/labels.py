@@ -13,6 +13,10 @@ from napari_unet.core.errors import InputError
 
 UNPAINTED = 0
 BACKGROUND = 1
+# More classes than anyone paints by hand. Above it, the annotations are nearly always a
+# mask with one number per object (from Cellpose, StarDist, a watershed), which would
+# train a model with a class per object; and class maps are shown as 8-bit layers.
+MAX_CLASSES = 50
 
 
 def default_class_names(num_classes: int) -> tuple[str, ...]:
@@ -60,7 +64,8 @@ def check_training_labels(labels: np.ndarray, spatial_shape: tuple[int, ...]) ->
     Raises
     ------
     InputError
-        If the shape differs from the image, nothing is painted, or only one class is.
+        If the shape differs from the image, nothing is painted, only one class is, or
+        the ids go above :data:`MAX_CLASSES`.
     """
     if tuple(labels.shape) != tuple(spatial_shape):
         raise InputError(
@@ -77,5 +82,11 @@ def check_training_labels(labels: np.ndarray, spatial_shape: tuple[int, ...]) ->
         raise InputError(
             f"only one class is painted (label {int(ids[0])}); paint at least two: "
             "background (1) and an object class (2, 3, ...)"
+        )
+    if ids.max() > MAX_CLASSES:
+        raise InputError(
+            f"the labels go up to {int(ids.max())} ({ids.size} different values), but "
+            f"classes are 1 (background) and 2 to {MAX_CLASSES} (objects); a mask with "
+            "one number per object must first become classes: every object 2, the rest 1"
         )
     return int(ids.max())

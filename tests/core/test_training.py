@@ -437,6 +437,11 @@ def test_multichannel_and_more_classes():
         (np.ones((32, 64), np.uint8), "must cover the same pixels"),
         (np.full((64, 64), -1, np.int16), "negative"),
         (np.full((64, 64), 0.5, np.float32), "whole numbers"),
+        # one number per object (instance labels), not classes
+        (np.arange(64 * 64, dtype=np.int32).reshape(64, 64) // 64,
+         r"^the labels go up to 63 \(63 different values\), but classes are 1 "
+         r"\(background\) and 2 to 50 \(objects\); a mask with one number per object "
+         "must first become classes: every object 2, the rest 1$"),
     ],
 )
 def test_unusable_strokes_are_explained(blobs, strokes, message):

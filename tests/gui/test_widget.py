@@ -681,6 +681,11 @@ def test_more_bad_input_is_refused_with_a_message(viewer_and_widget, qtbot, monk
     qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
     _wait_idle(qtbot, widget)
     assert "only one class" in shown[-1]
+    # one number per object (an instance mask), not classes
+    strokes.data = (np.arange(original.size) // 50).reshape(original.shape).astype(np.int32)
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
+    assert "a mask with one number per object must first become classes" in shown[-1]
     # an image of NaNs only
     viewer.add_image(np.full(original.shape, np.nan, np.float32), name="empty")
     widget.image_picker.value = [viewer.layers["empty"]]
