@@ -280,7 +280,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from napari_unet.core.checkpoint import load_model
     from napari_unet.core.device import resolve_device
     from napari_unet.core.inference import iter_predict, model_axes
-    from napari_unet.core.instances import InstanceConfig, instances_from_classes
+    from napari_unet.core.instances import (
+        InstanceConfig,
+        check_instance_options,
+        instances_from_classes,
+    )
     from napari_unet.core.io import (
         check_output_path,
         read_tiff,
@@ -294,10 +298,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for path in outputs:
         check_output_path(path, args.overwrite)
     # Checked before predicting, not after minutes of it, and named as they were typed.
-    if args.min_size is not None and args.min_size < 0:
-        raise InputError(f"--min-size must be >= 0, got {args.min_size}")
-    if args.seed_depth is not None and not args.seed_depth > 0:
-        raise InputError(f"--seed-depth must be > 0, got {args.seed_depth}")
+    check_instance_options(args.min_size, args.seed_depth, ("--min-size", "--seed-depth"))
     instance_config = InstanceConfig(min_size=args.min_size, h=args.seed_depth)
     device = resolve_device(args.device)
     tiles = get_preset("auto", device.type).tile

@@ -57,6 +57,28 @@ objects unchanged (its smallest nucleus has 629 voxels; session 25).
 """
 
 
+def check_instance_options(min_size: int | None, h: float | None,
+                           names: tuple[str, str] = ("min_size", "h")) -> None:
+    """Refuse a negative smallest object size or a seed depth that is not positive.
+
+    Parameters
+    ----------
+    min_size, h
+        As in :class:`InstanceConfig`; ``None`` is always accepted.
+    names
+        What the user calls the two, for the message (the CLI's ``--min-size``).
+
+    Raises
+    ------
+    InputError
+        Naming the first value refused.
+    """
+    if min_size is not None and min_size < 0:
+        raise InputError(f"{names[0]} must be >= 0, got {min_size}")
+    if h is not None and not h > 0:
+        raise InputError(f"{names[1]} must be > 0, got {h}")
+
+
 @dataclass(frozen=True)
 class InstanceConfig:
     """How to split a class map into objects.
@@ -79,10 +101,7 @@ class InstanceConfig:
     classes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.min_size is not None and self.min_size < 0:
-            raise InputError(f"min_size must be >= 0, got {self.min_size}")
-        if self.h is not None and not self.h > 0:
-            raise InputError(f"h must be > 0, got {self.h}")
+        check_instance_options(self.min_size, self.h)
 
     def smallest(self, ndim: int) -> int:
         """Return the fewest pixels (voxels) an object keeps for ``ndim`` spatial axes."""
