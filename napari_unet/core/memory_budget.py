@@ -11,7 +11,8 @@ The figures were measured with ``tracemalloc`` (numpy's allocations; the CPU pre
 uint8 images, session 27). Per pixel, above the image itself: training held 2-3 bytes
 (3072 x 3072: peak 5.7), prediction with confidence, its class map and the two layers
 held 8.5 and peaked at 13 (1536 x 1536), splitting the class map into objects took
-another 39-43 at its peak (distance transform and seeds, in 64-bit). Independent of the
+another 39-43 at its peak in 2D and 54 in 3D (32 x 256 x 256 nuclei; the distance
+transform and seeds, in 64-bit), the instances layer 4 more. Independent of the
 image's size: the normalisation's sample of up to 4 million values per channel (64 MiB
 at its peak) and the tiles in flight.
 """
@@ -25,7 +26,7 @@ from napari_unet.core.errors import InputError
 # Bytes per labels pixel, beyond the image read itself (see the module docstring).
 JOB_BYTES_PER_PIXEL = 7  # training or prediction: strokes, class maps, the overlay
 CONFIDENCE_BYTES_PER_PIXEL = 8  # float32 confidence, in the worker and in the layer
-INSTANCES_BYTES_PER_PIXEL = 48  # splitting objects, and the int32 instances layer
+INSTANCES_BYTES_PER_PIXEL = 64  # splitting objects (3D the most), the int32 layer
 # Whatever the image's size: the normalisation's sample, tiles and the network's buffers.
 FIXED_BYTES = 256 * 1024**2
 
