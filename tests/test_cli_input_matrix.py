@@ -52,10 +52,17 @@ def _as(dtype, image: np.ndarray) -> np.ndarray:
         return image.astype(dtype) / 255.0 - 0.2  # values below zero too
     if dtype is np.int32:
         return image.astype(np.int32) * 1000 - 50_000
+    if dtype is np.int8:
+        return (image // 2).astype(np.int8) - 64
+    if dtype is np.int16:
+        return image.astype(np.int16) * 100 - 12_000
+    if dtype is np.uint32:
+        return image.astype(np.uint32) * 65_536
     return image.astype(dtype) * (257 if dtype is np.uint16 else 1)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32, np.float64, bool])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16, np.int32,
+                                   np.uint32, np.float16, np.float32, np.float64, bool])
 def test_every_pixel_type_trains_and_predicts(tmp_path, capsys, blobs_files, dtype):
     image, truth = make_blobs((48, 56))
     tifffile.imwrite(tmp_path / "img.tif", _as(dtype, image))
@@ -129,6 +136,7 @@ def test_bad_files_and_mismatches_are_refused_with_one_line(tmp_path, capsys, bl
     image = tifffile.imread(img)
     tifffile.imwrite(tmp_path / "nan.tif", np.full(image.shape, np.nan, np.float32))
     tifffile.imwrite(tmp_path / "rgb.tif", np.stack([image] * 3, axis=-1))
+    tifffile.imwrite(tmp_path / "complex.tif", image.astype(np.complex64))
     three = tifffile.imread(strokes)
     three[0, :5] = 3
     tifffile.imwrite(tmp_path / "three.tif", three)
@@ -150,6 +158,8 @@ def test_bad_files_and_mismatches_are_refused_with_one_line(tmp_path, capsys, bl
         "not a readable TIFF": train(tmp_path / "notes.png", strokes),
         "not a readable TIFF ": train(tmp_path / "corrupt.tif", strokes),
         "no finite": train(tmp_path / "nan.tif", strokes),
+        "complex.tif has complex pixels": train(tmp_path / "complex.tif", strokes),
+        "complex.tif has complex pixels ": predict(model, tmp_path / "complex.tif"),
         "channel": predict(model, tmp_path / "rgb.tif"),
         "class": train(img, tmp_path / "three.tif", "--init", model),
         "whole numbers": train(img, tmp_path / "fractional.tif"),

@@ -133,9 +133,34 @@ def infer_axes(shape: tuple[int, ...], *, rgb: bool = False, found: str | None =
 
 
 def to_canonical(image: np.ndarray, axes: str) -> np.ndarray:
-    """Return ``image`` as ``(T, C, Z, Y, X)`` (a view where numpy can make one)."""
+    """Return ``image`` as ``(T, C, Z, Y, X)`` (a view where numpy can make one).
+
+    Raises
+    ------
+    InputError
+        If ``axes`` do not fit, or the pixels are not real numbers (complex pixels would
+        lose their imaginary part without a word).
+    """
     axes = check_axes(image.shape, axes)
+    check_pixel_type(image.dtype)
     return _reorder(image, axes, CANONICAL_IMAGE)
+
+
+def check_pixel_type(dtype: np.dtype | type, what: str = "the image") -> None:
+    """Refuse pixels that are not real numbers (booleans, integers, floats).
+
+    Raises
+    ------
+    InputError
+        For complex pixels (their imaginary part would be dropped without a word) and
+        anything not numeric, naming ``what``.
+    """
+    kind = np.dtype(dtype).kind
+    if kind == "c":
+        raise InputError(f"{what} has complex pixels; convert it to real values first "
+                         "(the magnitude or the phase)")
+    if kind not in "biuf":
+        raise InputError(f"{what}'s pixels must be numbers, got dtype {np.dtype(dtype)}")
 
 
 def labels_to_canonical(labels: np.ndarray, axes: str) -> np.ndarray:

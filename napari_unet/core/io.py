@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from napari_unet.core.axes import check_axes, infer_axes
+from napari_unet.core.axes import check_axes, check_pixel_type, infer_axes
 from napari_unet.core.errors import InputError
 
 
@@ -139,6 +139,7 @@ def read_tiff(path: str | os.PathLike[str], axes: str | None = None) -> ImageDat
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            check_pixel_type(series.dtype, str(path))  # before it is read, not after
             data = np.asarray(series.asarray())
             found = series.axes
             # Only ImageJ and OME files record what their axes mean. Elsewhere tifffile
@@ -147,6 +148,8 @@ def read_tiff(path: str | os.PathLike[str], axes: str | None = None) -> ImageDat
             described = tif.is_imagej or tif.is_ome
             rgb = series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB
             anisotropy = _imagej_anisotropy(tif)
+    except InputError:
+        raise  # already says what is wrong (an InputError is a ValueError too)
     except (tifffile.TiffFileError, ValueError, OSError, IndexError) as err:
         raise InputError(f"{path} is not a readable TIFF ({err})") from err
     if axes is not None:

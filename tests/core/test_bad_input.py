@@ -14,8 +14,9 @@ from tests.core.test_training import FAST, TINY_MODEL
 QUICK = replace(FAST, max_steps=2)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32, np.float64,
-                                   bool])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16, np.int32,
+                                   np.uint32, np.int64, np.uint64, np.float16, np.float32,
+                                   np.float64, bool])
 def test_every_pixel_type_trains_and_predicts(blobs, dtype):
     image, strokes, _ = blobs
     typed = image > 100 if dtype is bool else image.astype(dtype)
@@ -59,3 +60,11 @@ def test_non_numeric_and_mismatched_inputs_are_refused(blobs):
         TrainingRun(image[:, :10], strokes, QUICK)
     with pytest.raises(InputError, match="up to 5|give the axes"):
         TrainingRun(image[None, None, None, None], strokes[None, None, None, None], QUICK)
+    # complex pixels would lose their imaginary part without a word
+    model = TrainingRun(image, strokes, QUICK, model_config=TINY_MODEL).run_to_end().model
+    for bad, message in ((image + 1j * image, "complex pixels; convert it to real values"),
+                         (image.astype(object), "must be numbers, got dtype object")):
+        with pytest.raises(InputError, match=message):
+            TrainingRun(bad, strokes, QUICK)
+        with pytest.raises(InputError, match=message):
+            predict(model, bad)
