@@ -110,6 +110,9 @@ ANNOTATION_LAYER = "annotations"
 # Images up to this many pixels are predicted whole at every refresh; larger ones predict
 # the field of view first.
 _WHOLE_IMAGE_PIXELS = 1024 * 1024
+# What to switch off when a job would not fit in memory (core.memory_budget).
+_MEMORY_REMEDIES = {"instances": "switch off the instances layer",
+                    "confidence": "switch off the confidence layer"}
 _LABELS_QUIET_MS = 300  # send strokes this long after the last paint event
 
 
@@ -648,7 +651,7 @@ class UNetTrainerWidget(QWidget):
         need = memory_need(bytes_to_read(layers), label_pixels,
                            confidence=self.show_confidence.value,
                            instances=self.show_instances.value)
-        check_memory(need, f"{job} '{layers[0].name}'")
+        check_memory(need, f"{job} '{layers[0].name}'", remedies=_MEMORY_REMEDIES)
         return pixels_for_job(layers), axes
 
     def _label_geometry(self, layers: list[Image]) -> tuple[tuple[int, ...], str, dict]:

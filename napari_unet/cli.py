@@ -10,7 +10,7 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -150,6 +150,31 @@ def _explaining_axes(args: argparse.Namespace, note: str) -> Iterator[None]:
         raise type(err)(f"{err} [{args.image.name}: {note}; use --axes to change]") from err
 
 
+# What to leave out when a job would not fit in memory (core.memory_budget).
+_MEMORY_REMEDIES = {"instances": "leave out --instances",
+                    "probabilities": "leave out --probabilities"}
+
+
+def _fits_in_memory(job: str, path: Path, *, probability_classes: int = 0,
+                    instances: bool = False) -> Callable[[tuple[int, ...], np.dtype, str], None]:
+    """Return a ``read_tiff`` check that refuses, before reading, a job too large for memory.
+
+    A whole-slide scan or a long stack read whole can take more than the machine has
+    free; the kernel would then kill the run without a word of why.
+    """
+    from napari_unet.core.axes import shape_without_channels
+    from napari_unet.core.memory_budget import check_memory, memory_need
+
+    def check(shape: tuple[int, ...], dtype: np.dtype, axes: str) -> None:
+        pixels = int(np.prod(shape_without_channels(shape, axes), dtype=np.int64))
+        image_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        need = memory_need(image_bytes, pixels, probability_classes=probability_classes,
+                           instances=instances)
+        check_memory(need, f"{job} {path}", remedies=_MEMORY_REMEDIES)
+
+    return check
+
+
 def _announce_axes(args: argparse.Namespace, image: ImageData, axes: str, how: str) -> None:
     """Say which axes were used; a plain 2D image (YX) needs no note."""
     if len(axes) > 2:
@@ -187,7 +212,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     check_output_path(args.out, args.overwrite)  # fail now, not after a minute of training
     device = resolve_device(args.device)
     preset = get_preset(args.preset, device.type)
-    image = read_tiff(args.image, args.axes)
+    image = read_tiff(args.image, args.axes, _fits_in_memory("training on", args.image))
     guessed = image.axes_source == "guessed"
     how = "guessed from the shapes" if guessed else _AXES_SOURCE[image.axes_source]
     with _explaining_axes(args, _axes_note(image, image.axes, how)):
@@ -305,7 +330,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.tile_size:
         tiles = replace(tiles, tile_size=args.tile_size)
     model = load_model(args.model)
-    image = read_tiff(args.image, args.axes)
+    image = read_tiff(args.image, args.axes, _fits_in_memory(
+        "predicting", args.image, instances=bool(args.instances),
+        probability_classes=model.num_classes if args.probabilities else 0))
     # A guess from the file's shape alone is worse than one that knows the model.
     guessed = image.axes_source == "guessed"
     how = "guessed from the shape and the model" if guessed else _AXES_SOURCE[image.axes_source]

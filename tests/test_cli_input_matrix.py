@@ -12,6 +12,7 @@ import pytest
 import tifffile
 
 from napari_unet.cli import main
+from napari_unet.core import memory_budget
 from napari_unet.core.checkpoint import load_model
 from tests.bad_files import corrupt_checkpoint, corrupt_tiff, crafted_checkpoint, newer_checkpoint
 from tests.conftest import make_blobs, strokes_from_truth
@@ -169,3 +170,25 @@ def test_bad_files_and_mismatches_are_refused_with_one_line(tmp_path, capsys, bl
         assert expected.strip() in message, (expected, message)
     assert not marker.exists()
     assert not out.exists() and not (tmp_path / "new.pt").exists()
+
+
+def test_a_job_too_large_for_memory_is_refused_before_the_image_is_read(
+        tmp_path, capsys, blobs_files, monkeypatch):
+    img, strokes, model = (blobs_files / name for name in ("img.tif", "strokes.tif", "m.pt"))
+    reads = []
+    read = tifffile.TiffPageSeries.asarray
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray",
+                        lambda self, *a, **k: (reads.append(self), read(self, *a, **k))[1])
+    monkeypatch.setattr(memory_budget, "available_memory", lambda: 2**20)
+    out = tmp_path / "out.tif"
+    message = _refused(capsys, ["train", "--image", img, "--labels", strokes,
+                                "--out", tmp_path / "new.pt", *STEPS])
+    assert message == (f"napari-unet train: error: training on {img} needs about 0.3 GiB of "
+                       "memory at full resolution and 1 MiB is free: crop the image to the "
+                       "part you need, or close other programs")
+    message = _refused(capsys, ["predict", "--model", model, "--image", img, "--out", out,
+                                "--instances", tmp_path / "i.tif",
+                                "--probabilities", tmp_path / "p.tif"])
+    assert message.startswith(f"napari-unet predict: error: predicting {img} needs about ")
+    assert ": leave out --instances (" in message and "; leave out --probabilities (" in message
+    assert not reads and not out.exists() and not (tmp_path / "new.pt").exists()

@@ -15,7 +15,7 @@ import contextlib
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import numpy as np
 import tifffile
 
 from napari_unet.core.axes import check_axes, check_pixel_type, infer_axes
-from napari_unet.core.errors import InputError
+from napari_unet.core.errors import InputError, NapariUnetError
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,11 @@ def check_output_path(path: str | os.PathLike[str], overwrite: bool) -> Path:
     return path
 
 
-def read_tiff(path: str | os.PathLike[str], axes: str | None = None) -> ImageData:
+def read_tiff(
+    path: str | os.PathLike[str],
+    axes: str | None = None,
+    before_reading: Callable[[tuple[int, ...], np.dtype, str], None] | None = None,
+) -> ImageData:
     """Read the first image series of a TIFF with its axes.
 
     Parameters
@@ -127,11 +131,16 @@ def read_tiff(path: str | os.PathLike[str], axes: str | None = None) -> ImageDat
         The axes (e.g. ``"CYX"``, ``"TYX"``); ``None`` takes them from the file's metadata
         where it has meaningful ones and guesses from the shape otherwise (a 3D array is
         read as ``ZYX``, a trailing axis of 3 or 4 as RGB channels).
+    before_reading
+        Called with the pixels' shape, dtype and axes once they are known from the file's
+        header, before the pixels are read: it may refuse, e.g. an image too large for
+        memory (:func:`~napari_unet.core.memory_budget.check_memory`).
 
     Raises
     ------
     InputError
-        If the file is missing, not a TIFF, unreadable, or ``axes`` does not fit it.
+        If the file is missing, not a TIFF, unreadable, has complex pixels, or ``axes``
+        does not fit it; and whatever ``before_reading`` raises.
     """
     path = Path(path)
     if not path.is_file():
@@ -139,26 +148,34 @@ def read_tiff(path: str | os.PathLike[str], axes: str | None = None) -> ImageDat
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            check_pixel_type(series.dtype, str(path))  # before it is read, not after
-            data = np.asarray(series.asarray())
-            found = series.axes
-            # Only ImageJ and OME files record what their axes mean. Elsewhere tifffile
-            # invents letters (S for any short first axis, Q for unknown), and only an RGB
-            # photometric says the samples are colours.
-            described = tif.is_imagej or tif.is_ome
-            rgb = series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB
+            check_pixel_type(series.dtype, str(path))
+            shape = tuple(series.shape)
+            image_axes, source = _tiff_axes(tif, series, shape, axes, str(path))
             anisotropy = _imagej_anisotropy(tif)
-    except InputError:
+            if before_reading is not None:
+                before_reading(shape, series.dtype, image_axes)
+            data = np.asarray(series.asarray())
+    except NapariUnetError:
         raise  # already says what is wrong (an InputError is a ValueError too)
     except (tifffile.TiffFileError, ValueError, OSError, IndexError) as err:
         raise InputError(f"{path} is not a readable TIFF ({err})") from err
+    return ImageData(data, image_axes, source, anisotropy)
+
+
+def _tiff_axes(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries,
+               shape: tuple[int, ...], axes: str | None, name: str) -> tuple[str, str]:
+    """Return the pixels' axes and where they came from ("given", "file", "guessed")."""
     if axes is not None:
-        return ImageData(data, check_axes(data.shape, axes, str(path)), "given", anisotropy)
-    if described and all(a in "TCZYXS" for a in found):
-        return ImageData(data, infer_axes(data.shape, found=found), "file", anisotropy)
-    if rgb and found.endswith("YXS"):
-        return ImageData(data, infer_axes(data.shape, rgb=True), "file", anisotropy)
-    return ImageData(data, infer_axes(data.shape), "guessed", anisotropy)
+        return check_axes(shape, axes, name), "given"
+    found = series.axes
+    # Only ImageJ and OME files record what their axes mean. Elsewhere tifffile invents
+    # letters (S for any short first axis, Q for unknown), and only an RGB photometric
+    # says the samples are colours.
+    if (tif.is_imagej or tif.is_ome) and all(a in "TCZYXS" for a in found):
+        return infer_axes(shape, found=found), "file"
+    if series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB and found.endswith("YXS"):
+        return infer_axes(shape, rgb=True), "file"
+    return infer_axes(shape), "guessed"
 
 
 def _imagej_anisotropy(tif: tifffile.TiffFile) -> float | None:

@@ -19,6 +19,7 @@ at its peak) and the tiles in flight.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from napari_unet.core.errors import InputError
@@ -58,22 +59,28 @@ def available_memory() -> int | None:
 
 @dataclass(frozen=True)
 class MemoryNeed:
-    """What a job on one image will hold at its peak, in bytes, by part."""
+    """What a job on one image will hold at its peak, in bytes, by part.
+
+    ``confidence``, ``probabilities`` and ``instances`` are the optional outputs, which
+    the user can leave out to make a job fit.
+    """
 
     image: int
     job: int
     confidence: int = 0
+    probabilities: int = 0
     instances: int = 0
     fixed: int = FIXED_BYTES
 
     @property
     def total(self) -> int:
         """The whole estimate, in bytes."""
-        return self.image + self.job + self.confidence + self.instances + self.fixed
+        return (self.image + self.job + self.confidence + self.probabilities
+                + self.instances + self.fixed)
 
 
 def memory_need(image_bytes: int, label_pixels: int, *, confidence: bool = False,
-                instances: bool = False) -> MemoryNeed:
+                probability_classes: int = 0, instances: bool = False) -> MemoryNeed:
     """Estimate the peak memory of training or predicting one image.
 
     Parameters
@@ -85,6 +92,8 @@ def memory_need(image_bytes: int, label_pixels: int, *, confidence: bool = False
         Pixels (voxels) of the labels: the image without its channel axis.
     confidence
         Whether a confidence map is made too.
+    probability_classes
+        The class count when every class's probability is kept whole (float32), else 0.
     instances
         Whether the class map is split into objects.
 
@@ -93,15 +102,18 @@ def memory_need(image_bytes: int, label_pixels: int, *, confidence: bool = False
     MemoryNeed
         The estimate, by part.
     """
+    pixels = int(label_pixels)
     return MemoryNeed(
         image=int(image_bytes),
-        job=JOB_BYTES_PER_PIXEL * int(label_pixels),
-        confidence=CONFIDENCE_BYTES_PER_PIXEL * int(label_pixels) if confidence else 0,
-        instances=INSTANCES_BYTES_PER_PIXEL * int(label_pixels) if instances else 0,
+        job=JOB_BYTES_PER_PIXEL * pixels,
+        confidence=CONFIDENCE_BYTES_PER_PIXEL * pixels if confidence else 0,
+        probabilities=4 * int(probability_classes) * pixels,
+        instances=INSTANCES_BYTES_PER_PIXEL * pixels if instances else 0,
     )
 
 
-def check_memory(need: MemoryNeed, what: str, available: int | None = None) -> None:
+def check_memory(need: MemoryNeed, what: str, *, available: int | None = None,
+                 remedies: Mapping[str, str] | None = None) -> None:
     """Refuse a job that would not fit in the memory the computer has free.
 
     Parameters
@@ -113,6 +125,10 @@ def check_memory(need: MemoryNeed, what: str, available: int | None = None) -> N
     available
         Free memory in bytes; by default :func:`available_memory`. When it cannot be
         told, nothing is refused.
+    remedies
+        How the user leaves out each optional part (``"confidence"``,
+        ``"probabilities"``, ``"instances"``) where they are: ``{"instances": "switch off
+        the instances layer"}`` in napari, ``"leave out --instances"`` on the command line.
 
     Raises
     ------
@@ -123,11 +139,9 @@ def check_memory(need: MemoryNeed, what: str, available: int | None = None) -> N
         available = available_memory()
     if available is None or need.total <= available:
         return
-    hints = []
-    if need.instances:
-        hints.append(f"switch off the instances layer ({_gib(need.instances)} of it)")
-    if need.confidence:
-        hints.append(f"switch off the confidence layer ({_gib(need.confidence)})")
+    remedies = remedies or {}
+    parts = sorted(((getattr(need, part), part) for part in remedies), reverse=True)
+    hints = [f"{remedies[part]} ({_gib(size)} of it)" for size, part in parts if size]
     hints.append("crop the image to the part you need, or close other programs")
     raise InputError(
         f"{what} needs about {_gib(need.total)} of memory at full resolution and "

@@ -34,19 +34,26 @@ def test_need_adds_the_parts_switched_on():
 
 def test_a_job_that_fits_passes_and_one_that_does_not_says_what_would_help(monkeypatch):
     need = memory_need(3 * 2**30, 2**30, confidence=True, instances=True)
+    remedies = {"instances": "switch off the instances layer",
+                "confidence": "switch off the confidence layer",
+                "probabilities": "leave out --probabilities"}
     check_memory(need, "training on 'x'", available=need.total)
     monkeypatch.setattr(memory_budget, "available_memory", lambda: None)
     check_memory(need, "training on 'x'")  # the system cannot tell: nothing refused
     with pytest.raises(InputError) as refused:
-        check_memory(need, "training on 'slide'", available=8 * 2**30)
-    message = str(refused.value)
-    assert message.startswith(f"training on 'slide' needs about {need.total / 2**30:.1f} GiB")
-    assert "8.0 GiB is free" in message and need.fixed > 0
-    assert "switch off the instances layer (64.0 GiB of it)" in message
-    assert "switch off the confidence layer (8.0 GiB)" in message
-    assert message.endswith("crop the image to the part you need, or close other programs")
+        check_memory(need, "training on 'slide'", available=8 * 2**30, remedies=remedies)
+    assert str(refused.value) == (
+        f"training on 'slide' needs about {need.total / 2**30:.1f} GiB of memory at full "
+        "resolution and 8.0 GiB is free: switch off the instances layer (64.0 GiB of it); "
+        "switch off the confidence layer (8.0 GiB of it); crop the image to the part you "
+        "need, or close other programs")  # the largest first; no probabilities asked for
+    assert need.fixed > 0
     with pytest.raises(InputError, match="needs about 0.3 GiB .* 1 MiB is free: crop"):
-        check_memory(memory_need(0, 10**7), "predicting 'y'", available=2**20)
+        check_memory(memory_need(0, 10**7), "predicting 'y'", available=2**20,
+                     remedies=remedies)
+    with pytest.raises(InputError, match=r"leave out --probabilities \(3.0 GiB of it\)"):
+        check_memory(memory_need(0, 2**28, probability_classes=3), "predicting 'y'",
+                     available=2**20, remedies=remedies)
 
 
 def test_the_estimate_covers_what_a_real_job_allocates():
