@@ -648,9 +648,11 @@ class UNetTrainerWidget(QWidget):
         """
         shape, axes = self._image_axes(layers)
         label_pixels = int(np.prod(shape_without_channels(shape, axes), dtype=np.int64))
+        volumetric = (self.model.config.spatial_dims == 3 if self.model is not None
+                      else MODES[self.mode.value] == "3d")
         need = memory_need(bytes_to_read(layers), label_pixels,
                            confidence=self.show_confidence.value,
-                           instances=self.show_instances.value)
+                           instances=self.show_instances.value, volumetric=volumetric)
         check_memory(need, f"{job} '{layers[0].name}'", remedies=_MEMORY_REMEDIES)
         return pixels_for_job(layers), axes
 

@@ -155,7 +155,7 @@ _MEMORY_REMEDIES = {"instances": "leave out --instances",
                     "probabilities": "leave out --probabilities"}
 
 
-def _fits_in_memory(job: str, path: Path, *, probability_classes: int = 0,
+def _fits_in_memory(job: str, path: Path, *, volumetric: bool, probability_classes: int = 0,
                     instances: bool = False) -> Callable[[tuple[int, ...], np.dtype, str], None]:
     """Return a ``read_tiff`` check that refuses, before reading, a job too large for memory.
 
@@ -169,7 +169,7 @@ def _fits_in_memory(job: str, path: Path, *, probability_classes: int = 0,
         pixels = int(np.prod(shape_without_channels(shape, axes), dtype=np.int64))
         image_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         need = memory_need(image_bytes, pixels, probability_classes=probability_classes,
-                           instances=instances)
+                           instances=instances, volumetric=volumetric)
         check_memory(need, f"{job} {path}", remedies=_MEMORY_REMEDIES)
 
     return check
@@ -212,7 +212,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     check_output_path(args.out, args.overwrite)  # fail now, not after a minute of training
     device = resolve_device(args.device)
     preset = get_preset(args.preset, device.type)
-    image = read_tiff(args.image, args.axes, _fits_in_memory("training on", args.image))
+    init = load_model(args.init) if args.init else None
+    volumetric = init.config.spatial_dims == 3 if init is not None else args.mode == "3d"
+    image = read_tiff(args.image, args.axes,
+                      _fits_in_memory("training on", args.image, volumetric=volumetric))
     guessed = image.axes_source == "guessed"
     how = "guessed from the shapes" if guessed else _AXES_SOURCE[image.axes_source]
     with _explaining_axes(args, _axes_note(image, image.axes, how)):
@@ -223,7 +226,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         else:
             axes = image.axes
             labels = read_labels(args.labels, shape_without_channels(image.data.shape, axes))
-    init = load_model(args.init) if args.init else None
     absolute = {"auto": None, "on": True, "off": False}[args.absolute_intensity]
     if init is not None:
         _check_init_agrees(init.config, args.z_context, absolute)
@@ -331,7 +333,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         tiles = replace(tiles, tile_size=args.tile_size)
     model = load_model(args.model)
     image = read_tiff(args.image, args.axes, _fits_in_memory(
-        "predicting", args.image, instances=bool(args.instances),
+        "predicting", args.image, volumetric=model.config.spatial_dims == 3,
+        instances=bool(args.instances),
         probability_classes=model.num_classes if args.probabilities else 0))
     # A guess from the file's shape alone is worse than one that knows the model.
     guessed = image.axes_source == "guessed"

@@ -29,7 +29,10 @@ JOB_BYTES_PER_PIXEL = 7  # training or prediction: strokes, class maps, the over
 CONFIDENCE_BYTES_PER_PIXEL = 8  # float32 confidence, in the worker and in the layer
 INSTANCES_BYTES_PER_PIXEL = 64  # splitting objects (3D the most), the int32 layer
 # Whatever the image's size: the normalisation's sample, tiles and the network's buffers.
+# benchmarks/bench_memory.py measured 137-184 MiB of working memory predicting with a 2D
+# model and 0.9-1.4 GiB with a 3D one (its tiles are volumes).
 FIXED_BYTES = 256 * 1024**2
+FIXED_BYTES_3D = 1536 * 1024**2
 
 GIB = 1024**3
 
@@ -80,7 +83,8 @@ class MemoryNeed:
 
 
 def memory_need(image_bytes: int, label_pixels: int, *, confidence: bool = False,
-                probability_classes: int = 0, instances: bool = False) -> MemoryNeed:
+                probability_classes: int = 0, instances: bool = False,
+                volumetric: bool = False) -> MemoryNeed:
     """Estimate the peak memory of training or predicting one image.
 
     Parameters
@@ -96,6 +100,8 @@ def memory_need(image_bytes: int, label_pixels: int, *, confidence: bool = False
         The class count when every class's probability is kept whole (float32), else 0.
     instances
         Whether the class map is split into objects.
+    volumetric
+        Whether the model is a 3D one (whose tiles, volumes, need more working memory).
 
     Returns
     -------
@@ -109,6 +115,7 @@ def memory_need(image_bytes: int, label_pixels: int, *, confidence: bool = False
         confidence=CONFIDENCE_BYTES_PER_PIXEL * pixels if confidence else 0,
         probabilities=4 * int(probability_classes) * pixels,
         instances=INSTANCES_BYTES_PER_PIXEL * pixels if instances else 0,
+        fixed=FIXED_BYTES_3D if volumetric else FIXED_BYTES,
     )
 
 

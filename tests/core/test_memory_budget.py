@@ -30,6 +30,8 @@ def test_need_adds_the_parts_switched_on():
     full = memory_need(1000, 100, confidence=True, instances=True)
     assert full.total == plain.total + full.confidence + full.instances
     assert full.instances > full.confidence > 0
+    volume = memory_need(1000, 100, volumetric=True)
+    assert volume.total - plain.total == memory_budget.FIXED_BYTES_3D - plain.fixed > 2**30
 
 
 def test_a_job_that_fits_passes_and_one_that_does_not_says_what_would_help(monkeypatch):
