@@ -102,6 +102,7 @@ def live_training(
     final_test_time_augmentation: bool = False,
     instances: InstanceConfig | None = None,
     background_share: float = 0.25,
+    view_share: float = 0.5,
     checkpoint: Callable[[TrainedModel], object] | None = None,
     checkpoint_every_s: float = 30.0,
 ) -> Generator[LiveEvent, LiveMessage, TrainResult]:
@@ -125,7 +126,8 @@ def live_training(
     run
         A set-up training run; its image is the one predicted.
     refresh_s
-        Seconds between overlay refreshes of the region in view.
+        Seconds between overlay refreshes of the region in view, or more where predicting
+        the view takes long (see ``view_share``).
     region
         Region to predict first (slices over the labels' axes); ``None`` for everything.
     tiles
@@ -142,6 +144,11 @@ def live_training(
         :data:`LIVE_INSTANCES_MAX_PIXELS`, and once at the end.
     background_share
         Largest fraction of time spent predicting slices outside the view during training.
+    view_share
+        Largest fraction of time spent refreshing the view during training: a view that
+        takes longer to predict than ``view_share * refresh_s`` (a whole large image in
+        view, on a CPU) is refreshed less often, so that training keeps the rest.
+        ``1.0``: every ``refresh_s`` whatever a refresh costs.
     checkpoint
         Called with the model every ``checkpoint_every_s`` seconds and once when training
         ends (before the final prediction), in this generator's thread, between steps, so
@@ -149,6 +156,8 @@ def live_training(
         failure is reported as a :class:`Notice` and training goes on. A run that settles
         is saved at once, and its unchanged model is not saved again.
     """
+    if not 0.0 < view_share <= 1.0:
+        raise InputError(f"view_share must be in (0, 1], got {view_share}")
     tiles = tiles or TileConfig()
     image, axes = run.image, run.axes
     label_shape = run.label_shape
@@ -269,7 +278,12 @@ def live_training(
                 # the setting, not the setting plus the prediction's own time.
                 next_refresh = now + refresh_s
                 shown = (region, progress.step)  # before: a view sent meanwhile resets it
-                update, _ = yield from overlay(region)
+                update, seconds = yield from overlay(region)
+                if next_refresh:  # (0: the user looked elsewhere meanwhile; show that now)
+                    # A whole 2048 x 2048 sensor image in view took 3-5 s to predict on 2
+                    # CPU cores: refreshed every 2 s, it left training one step per
+                    # refresh (session 27 probe: 7 steps in 40 s).
+                    next_refresh = max(next_refresh, now + seconds / view_share)
                 if update.complete and class_map.size <= LIVE_INSTANCES_MAX_PIXELS:
                     extra = with_instances(update.step)
                     if extra is not None:

@@ -17,7 +17,7 @@ from tests.core.test_training import FAST, TINY_MODEL
 def test_overlay_comes_after_the_first_step_and_refreshes(blobs):
     image, strokes, _ = blobs
     run = TrainingRun(image, strokes, replace(FAST, max_steps=30), model_config=TINY_MODEL)
-    events = list(live_training(run, refresh_s=0.0))
+    events = list(live_training(run, refresh_s=0.0, view_share=1.0))
     assert isinstance(events[0], TrainProgress) and isinstance(events[1], PredictionUpdate)
     predictions = [e for e in events if isinstance(e, PredictionUpdate)]
     assert len(predictions) == 31  # one per step with refresh 0, plus the final one
@@ -35,6 +35,63 @@ def test_refresh_interval_limits_predictions(blobs):
     predictions = [e for e in live_training(run, refresh_s=3600)
                    if isinstance(e, PredictionUpdate)]
     assert len(predictions) == 2  # the first overlay, and the final full prediction
+
+
+class _Clock:
+    """Time that passes only when told: a step takes 1 s, predicting the view ``view_s``."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def _steps_between_overlays(monkeypatch, blobs, view_s: float, **kwargs) -> list[int]:
+    from napari_unet.core import live
+
+    clock = _Clock()
+    monkeypatch.setattr(live, "time", clock)
+    predict_region = live.predict_region
+
+    def slow_prediction(*args, **kw):
+        clock.now += view_s
+        return predict_region(*args, **kw)
+
+    monkeypatch.setattr(live, "predict_region", slow_prediction)
+    image, strokes, _ = blobs
+    run = TrainingRun(image, strokes, replace(FAST, max_steps=60), model_config=TINY_MODEL)
+    steps, between = run.steps, []
+
+    def timed_steps(*args, **kw):
+        gen, sent = steps(*args, **kw), None
+        while True:
+            try:
+                progress = gen.send(sent)
+            except StopIteration as finished:
+                return finished.value
+            clock.now += 1.0
+            sent = yield progress
+
+    run.steps = timed_steps
+    count = 0
+    for event in live_training(run, refresh_s=2.0, **kwargs):
+        if isinstance(event, TrainProgress):
+            count += 1
+        elif isinstance(event, PredictionUpdate) and event.pass_progress is None:
+            between.append(count)
+            count = 0
+    return between[1:]  # the first overlay comes after the first step
+
+
+def test_a_view_slow_to_predict_is_refreshed_less_often_so_training_goes_on(
+        monkeypatch, blobs):
+    """Steps of 1 s, refresh every 2 s: a cheap view every 2 steps; a view that takes 10 s
+    to predict at most half the time (every 20 s: 10 steps), not after every step."""
+    assert set(_steps_between_overlays(monkeypatch, blobs, view_s=0.1)) == {2}
+    assert set(_steps_between_overlays(monkeypatch, blobs, view_s=10.0)) == {10}
+    assert set(_steps_between_overlays(monkeypatch, blobs, view_s=10.0,
+                                       view_share=1.0)) == {1}
 
 
 def test_region_in_view_is_predicted_first_and_can_move(blobs):

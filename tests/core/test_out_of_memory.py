@@ -139,7 +139,7 @@ def test_live_overlays_say_once_that_they_moved_to_the_cpu(blobs, monkeypatch):
     image, strokes, _ = blobs
     run = TrainingRun(image, strokes, replace(FAST, max_steps=4), model_config=TINY_MODEL)
     failed = _gpu_that_fits_nothing(monkeypatch)  # training itself stays on the CPU
-    events = list(live_training(run, refresh_s=0.0))
+    events = list(live_training(run, refresh_s=0.0, view_share=1.0))
     notices = [e.message for e in events if isinstance(e, Notice)]
     overlays = [e for e in events if isinstance(e, PredictionUpdate)]
     assert len(overlays) == 5  # one per step, then the final pass
