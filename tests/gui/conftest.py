@@ -23,3 +23,21 @@ def no_modal_dialogs(monkeypatch):
 
     for name in ("_ask_restore", "_confirm_overwrite", "_ask_save_path", "_ask_open_path"):
         monkeypatch.setattr(UNetTrainerWidget, name, unexpected)
+
+
+@pytest.fixture
+def trainer(make_napari_viewer, monkeypatch):
+    """A viewer with the trainer docked, quick settings, and the errors it would show.
+
+    Modules that want other settings define their own ``trainer``.
+    """
+    from napari_unet import _widget
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    widget.refresh.value = 0.3
+    widget.test_time_augmentation.value = False
+    errors: list[str] = []
+    monkeypatch.setattr(_widget, "show_error", errors.append)
+    yield viewer, widget, errors
+    widget.shutdown()

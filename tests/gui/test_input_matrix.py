@@ -7,7 +7,6 @@ ready again); odd-but-valid inputs must train and predict.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from qtpy.QtCore import Qt
 
 from napari_unet import _widget
@@ -15,18 +14,6 @@ from napari_unet.core.checkpoint import save_model
 from tests.bad_files import corrupt_checkpoint, crafted_checkpoint, newer_checkpoint
 from tests.conftest import make_blobs, strokes_from_truth
 from tests.gui.test_widget import TRAIN_TIMEOUT_MS, _wait_idle
-
-
-@pytest.fixture
-def trainer(make_napari_viewer, monkeypatch):
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
-    widget.refresh.value = 0.3
-    widget.test_time_augmentation.value = False
-    errors: list[str] = []
-    monkeypatch.setattr(_widget, "show_error", errors.append)
-    yield viewer, widget, errors
-    widget.shutdown()
 
 
 def _use(viewer, widget, image: np.ndarray, strokes: np.ndarray, name: str, **kwargs) -> None:

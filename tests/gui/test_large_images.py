@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import pytest
 from napari.layers import Image
 from qtpy.QtCore import Qt
 
@@ -18,7 +17,8 @@ from napari_unet import _widget
 from napari_unet._image_layers import ChannelStack, bytes_to_read, pixels_for_job
 from napari_unet.core import memory_budget
 from tests.conftest import make_blobs, strokes_from_truth
-from tests.gui.test_widget import TRAIN_TIMEOUT_MS, _wait_idle
+from tests.gui.test_input_matrix import _train_briefly
+from tests.gui.test_widget import _wait_idle
 
 
 class LazyArray:
@@ -44,24 +44,19 @@ class LazyArray:
         return self._data if dtype is None else self._data.astype(dtype)
 
 
-@pytest.fixture
-def trainer(make_napari_viewer, monkeypatch):
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
-    widget.refresh.value = 0.3
-    widget.test_time_augmentation.value = False
-    errors: list[str] = []
-    monkeypatch.setattr(_widget, "show_error", errors.append)
-    yield viewer, widget, errors
-    widget.shutdown()
+def _use_lazy_image(viewer, widget, name: str) -> LazyArray:
+    """Choose a lazily read image of blobs, and strokes on it; return the image."""
+    image, truth = make_blobs((80, 96))
+    lazy = LazyArray(image)
+    layer = viewer.add_image(lazy, name=name, contrast_limits=(0, 255))
+    widget.image_picker.value = [layer]
+    widget.labels_picker.value = viewer.add_labels(strokes_from_truth(truth, every=5),
+                                                   name="strokes")
+    return lazy
 
 
 def _train_then_predict(qtbot, widget, steps: int = 3) -> None:
-    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: widget.state.step >= steps or widget.state.status == "idle",
-                    timeout=TRAIN_TIMEOUT_MS)
-    widget.stop()
-    _wait_idle(qtbot, widget)
+    _train_briefly(qtbot, widget, steps)
     qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
     _wait_idle(qtbot, widget)
 
@@ -88,12 +83,7 @@ def test_pyramid_trains_and_predicts_at_full_resolution(trainer, qtbot):
 
 def test_lazy_image_is_read_in_the_worker_not_on_the_gui_thread(trainer, qtbot):
     viewer, widget, errors = trainer
-    image, truth = make_blobs((80, 96))
-    lazy = LazyArray(image)
-    layer = viewer.add_image(lazy, name="lazy", contrast_limits=(0, 255))
-    widget.image_picker.value = [layer]
-    widget.labels_picker.value = viewer.add_labels(strokes_from_truth(truth, every=5),
-                                                   name="strokes")
+    lazy = _use_lazy_image(viewer, widget, "lazy")
     _train_then_predict(qtbot, widget)
     assert not errors
     assert viewer.layers["prediction"].data.min() == 1
@@ -140,12 +130,7 @@ def test_pixels_for_job_copies_memory_and_defers_lazy_reads():
 def test_job_too_large_for_memory_is_refused_before_anything_is_read(trainer, qtbot,
                                                                      monkeypatch):
     viewer, widget, errors = trainer
-    image, truth = make_blobs((80, 96))
-    lazy = LazyArray(image)
-    layer = viewer.add_image(lazy, name="slide", contrast_limits=(0, 255))
-    widget.image_picker.value = [layer]
-    widget.labels_picker.value = viewer.add_labels(strokes_from_truth(truth, every=5),
-                                                   name="strokes")
+    lazy = _use_lazy_image(viewer, widget, "slide")
     widget.show_instances.value = True
     monkeypatch.setattr(memory_budget, "available_memory", lambda: 100_000)
     qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
