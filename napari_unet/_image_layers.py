@@ -6,10 +6,13 @@ as one array gives the *smallest* level, which the annotations, painted at full
 resolution, do not fit. Training and prediction use level 0, the full resolution, which
 is also the shape napari reports for the layer.
 
-Data in memory is copied on the GUI thread, as before (a memory copy; the job must not see
-pixels change under it). Lazy data (dask, zarr: chunks read from disk on demand) is
-handed to the worker unread: reading a large one takes seconds to minutes, which must not
-happen on the GUI thread. Read-only, so the worker may read it while napari draws it.
+A single layer's array is handed to the worker as it is, neither copied nor read here.
+A copy on the GUI thread froze the window at Train (a 2 GiB stack: 6 s, session 27) and
+doubled the memory a large stack takes; nothing of ours writes into an image, and napari
+gives no way to paint on one. Lazy data (dask, zarr: chunks read from disk on demand) is
+read by the worker: reading a large one takes seconds to minutes. The worker only reads,
+so it may do so while napari draws the layer. Several layers used as channels are stacked
+by the worker too.
 """
 
 from __future__ import annotations
@@ -42,7 +45,14 @@ def in_memory(layer: Image) -> bool:
 
 
 def bytes_to_read(layers: list[Image]) -> int:
-    """Bytes of the chosen layers' full-resolution pixels, all channels."""
+    """Bytes a job adds to memory to have the chosen layers' full-resolution pixels.
+
+    None for a single layer already in memory (the job reads it in place); otherwise the
+    whole of them, all channels: lazy data is read into memory, layers used as channels
+    are stacked into a new array.
+    """
+    if len(layers) == 1 and in_memory(layers[0]):
+        return 0
     total = 0
     for layer in layers:
         data = full_resolution(layer)
@@ -71,10 +81,9 @@ class ChannelStack:
 def pixels_for_job(layers: list[Image]) -> Any:
     """Return the chosen layers' full-resolution pixels for a worker (channels first).
 
-    A numpy copy, made here, when all are in memory; otherwise the lazy array (or a
-    :class:`ChannelStack` of them), which the worker reads with ``np.asarray``.
+    One layer's array as it is (in memory or lazy); several layers as a
+    :class:`ChannelStack`. Nothing is copied or read here: the worker reads them with
+    ``np.asarray``.
     """
     data = [full_resolution(layer) for layer in layers]
-    if all(isinstance(d, np.ndarray) for d in data):
-        return np.stack(data) if len(data) > 1 else np.array(data[0], copy=True)
     return ChannelStack(data) if len(data) > 1 else data[0]

@@ -637,8 +637,8 @@ class UNetTrainerWidget(QWidget):
         """Return the chosen layers' full-resolution pixels for a worker, and their axes.
 
         Several layers become channels (axis ``C`` first), as napari's ``channel_axis``
-        splits one multichannel image into layers. Pixels in memory are copied here; lazy
-        ones are read by the worker (:mod:`napari_unet._image_layers`).
+        splits one multichannel image into layers. Nothing is copied or read here: the
+        worker reads them (:mod:`napari_unet._image_layers`).
 
         Raises
         ------

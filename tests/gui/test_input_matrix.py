@@ -53,6 +53,7 @@ def test_every_pixel_type_and_odd_images_train_and_predict(trainer, qtbot):
               "constant": (np.full(image.shape, 3, np.uint16), strokes),
               "tiny": (tiny, strokes_from_truth(tiny_truth, every=3))}
     for name, (img, lab) in cases.items():
+        original = img.copy()
         _use(viewer, widget, img, lab, name)
         widget.reset()
         _train_briefly(qtbot, widget)
@@ -60,6 +61,9 @@ def test_every_pixel_type_and_odd_images_train_and_predict(trainer, qtbot):
         assert widget.model is not None, name
         prediction = viewer.layers["prediction"].data
         assert prediction.shape == lab.shape and set(np.unique(prediction)) <= {1, 2}, name
+        # the jobs read the layer's own array: nothing may write into it (NaNs included)
+        assert viewer.layers[name].data is img, name
+        np.testing.assert_array_equal(img, original, err_msg=name)
 
 
 def test_five_dimensional_layer_trains_and_six_is_refused(trainer, qtbot, monkeypatch):
