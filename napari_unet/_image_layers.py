@@ -44,7 +44,7 @@ def in_memory(layer: Image) -> bool:
     return isinstance(full_resolution(layer), np.ndarray)
 
 
-def bytes_to_read(layers: list[Image]) -> int:
+def bytes_added(layers: list[Image]) -> int:
     """Bytes a job adds to memory to have the chosen layers' full-resolution pixels.
 
     None for a single layer already in memory (the job reads it in place); otherwise the

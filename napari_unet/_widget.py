@@ -48,7 +48,7 @@ from qtpy.QtWidgets import (
 from napari_unet._autosave import SAVED_AS_KEY, StrokeAutosave, saver_for
 from napari_unet._gc_pause import pause_full_collections, resume_full_collections
 from napari_unet._image_layers import (
-    bytes_to_read,
+    bytes_added,
     downsampling,
     full_resolution,
     pixels_for_job,
@@ -633,7 +633,7 @@ class UNetTrainerWidget(QWidget):
                              f"{tuple(full_resolution(first).shape)}); correct the axes field")
         return shape, axes
 
-    def _image_array(self, layers: list[Image], job: str) -> tuple[Any, str]:
+    def _image_for_job(self, layers: list[Image], job: str) -> tuple[Any, str]:
         """Return the chosen layers' full-resolution pixels for a worker, and their axes.
 
         Several layers become channels (axis ``C`` first), as napari's ``channel_axis``
@@ -650,7 +650,7 @@ class UNetTrainerWidget(QWidget):
         label_pixels = int(np.prod(shape_without_channels(shape, axes), dtype=np.int64))
         volumetric = (self.model.config.spatial_dims == 3 if self.model is not None
                       else MODES[self.mode.value] == "3d")
-        need = memory_need(bytes_to_read(layers), label_pixels,
+        need = memory_need(bytes_added(layers), label_pixels,
                            confidence=self.show_confidence.value,
                            instances=self.show_instances.value, volumetric=volumetric)
         check_memory(need, f"{job} '{layers[0].name}'", remedies=_MEMORY_REMEDIES)
@@ -744,7 +744,7 @@ class UNetTrainerWidget(QWidget):
             if labels_layer is None:
                 raise InputError("paint on an annotation layer first "
                                  "('New annotation layer' makes one)")
-            image, axes = self._image_array(image_layers, "training on")
+            image, axes = self._image_for_job(image_layers, "training on")
             labels = np.array(labels_layer.data, copy=True)
             # Shapes only, so cheap enough for the GUI thread; outputs are placed by it.
             axes = pair_axes(image.shape, labels.shape, axes)
@@ -1029,7 +1029,7 @@ class UNetTrainerWidget(QWidget):
             return
         try:
             image_layers, _ = self._chosen_layers()
-            image, axes = self._image_array(image_layers, "predicting")
+            image, axes = self._image_for_job(image_layers, "predicting")
             axes = model_axes(self.model, image.shape, axes)
             self._remember_target(image_layers)
         except NapariUnetError as err:

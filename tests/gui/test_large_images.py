@@ -14,7 +14,7 @@ from napari.layers import Image
 from qtpy.QtCore import Qt
 
 from napari_unet import _widget
-from napari_unet._image_layers import ChannelStack, bytes_to_read, pixels_for_job
+from napari_unet._image_layers import ChannelStack, bytes_added, pixels_for_job
 from napari_unet.core import memory_budget
 from tests.conftest import make_blobs, strokes_from_truth
 from tests.gui.test_input_matrix import _train_briefly
@@ -112,7 +112,7 @@ def test_pixels_for_job_are_neither_copied_nor_read_on_the_gui_thread():
     image = np.arange(12, dtype=np.uint16).reshape(3, 4)
     in_memory = Image(image)
     assert pixels_for_job([in_memory]) is image  # a copy froze the window (2 GiB: 6 s)
-    assert bytes_to_read([in_memory]) == 0
+    assert bytes_added([in_memory]) == 0
     stacked = pixels_for_job([in_memory, Image(image + 1)])
     assert isinstance(stacked, ChannelStack) and stacked.shape == (2, 3, 4)
     np.testing.assert_array_equal(np.asarray(stacked), np.stack([image, image + 1]))
@@ -124,7 +124,7 @@ def test_pixels_for_job_are_neither_copied_nor_read_on_the_gui_thread():
     np.testing.assert_array_equal(read, np.stack([image, image]).astype(np.float32))
     pyramid = Image([image, image[::2, ::2]], multiscale=True)
     np.testing.assert_array_equal(pixels_for_job([pyramid]), image)  # level 0, not the last
-    assert bytes_to_read([pyramid, in_memory]) == 2 * image.nbytes
+    assert bytes_added([pyramid, in_memory]) == 2 * image.nbytes
 
 
 def test_job_too_large_for_memory_is_refused_before_anything_is_read(trainer, qtbot,
