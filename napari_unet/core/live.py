@@ -45,6 +45,7 @@ from napari_unet.core.view_first import (
     predict_region,
     predict_view_first,
     samples_nearest_first,
+    view_centre,
 )
 
 
@@ -103,6 +104,7 @@ def live_training(
     instances: InstanceConfig | None = None,
     background_share: float = 0.25,
     view_share: float = 0.5,
+    centre_side: int = 1024,
     checkpoint: Callable[[TrainedModel], object] | None = None,
     checkpoint_every_s: float = 30.0,
 ) -> Generator[LiveEvent, LiveMessage, TrainResult]:
@@ -149,6 +151,10 @@ def live_training(
         takes longer to predict than ``view_share * refresh_s`` (a whole large image in
         view, on a CPU) is refreshed less often, so that training keeps the rest.
         ``1.0``: every ``refresh_s`` whatever a refresh costs.
+    centre_side
+        A view larger than this in Y or X gets its first overlay (and its first after each
+        :class:`RegionUpdate`) for its centre only, at most this many pixels square; the
+        whole view follows at the next refresh.
     checkpoint
         Called with the model every ``checkpoint_every_s`` seconds and once when training
         ends (before the final prediction), in this generator's thread, between steps, so
@@ -172,6 +178,7 @@ def live_training(
     next_checkpoint = time.monotonic() + checkpoint_every_s
     saved_step = 0
     shown: tuple[Region | None, int] | None = None  # (view region, step) last predicted
+    centre_first = True  # the view's first overlay: its centre, if the view is large
     # Blocks still to predict with test-time augmentation while settled, for which (view,
     # step), and the blocks of that step's model already done.
     polish: list[Region] = []
@@ -188,13 +195,13 @@ def live_training(
         return None
 
     def take(message: LiveMessage) -> None:
-        nonlocal pending_labels, region, next_refresh, shown
+        nonlocal pending_labels, region, next_refresh, shown, centre_first
         if isinstance(message, LabelUpdate):
             pending_labels = message
         elif isinstance(message, RegionUpdate):
             region = message.region
             next_refresh = 0.0  # show the new slice now, not at the next refresh
-            shown = None
+            shown, centre_first = None, True
         elif isinstance(message, SettleUpdate):
             run.set_settle_steps(message.steps)  # validated by the sender (the widget)
 
@@ -273,7 +280,18 @@ def live_training(
                         extra = with_instances(update.step)
                         if extra is not None:
                             take((yield extra))
+            elif centre_first and not progress.settled and (now >= next_refresh) and (
+                    centre := view_centre(region, run.label_axes, label_shape,
+                                          centre_side)) is not None:
+                # A whole camera frame in view took 3-5 s to predict on 2 CPU cores: its
+                # centre, where the user looks, comes first (~1 s), the rest at the next
+                # refresh, once training has had its share of the time.
+                centre_first = False
+                _, seconds = yield from overlay(centre)
+                if not centre_first:  # (else a new view came meanwhile: show it now)
+                    next_refresh = now + seconds / view_share
             elif (now >= next_refresh or progress.settled) and not view_is_current:
+                centre_first = False
                 # Timed from the start of this prediction, so the interval the user sees is
                 # the setting, not the setting plus the prediction's own time.
                 next_refresh = now + refresh_s

@@ -130,6 +130,38 @@ def _clip(region: Region | None, lab_axes: str, label_shape: tuple[int, ...]) ->
     )
 
 
+def view_centre(region: Region | None, lab_axes: str, label_shape: tuple[int, ...],
+                side: int) -> Region | None:
+    """Return the centre of a large view, at most ``side`` x ``side`` pixels in Y and X.
+
+    ``None`` when the view is no larger than that, or spans several planes (slices,
+    frames): then it is predicted whole anyway.
+
+    Parameters
+    ----------
+    region
+        The view: slices over ``lab_axes``; ``None`` for everything.
+    lab_axes
+        The labels' axes.
+    label_shape
+        The labels' shape.
+    side
+        The centre's largest height and width.
+    """
+    clipped = _clip(region, lab_axes, label_shape)
+    y, x = lab_axes.index("Y"), lab_axes.index("X")
+    if any(sl.stop - sl.start > 1 for i, sl in enumerate(clipped) if i not in (y, x)):
+        return None
+    if all(clipped[i].stop - clipped[i].start <= side for i in (y, x)):
+        return None
+    centre = list(clipped)
+    for i in (y, x):
+        span = clipped[i]
+        start = max(span.start, (span.start + span.stop - side) // 2)
+        centre[i] = slice(start, min(span.stop, start + side))
+    return tuple(centre)
+
+
 def predict_region(
     model: TrainedModel,
     image: np.ndarray,

@@ -379,3 +379,36 @@ def test_a_3d_model_is_not_polished_while_settled():
     plain = predict(run.model, image, axes="ZYX").class_map
     assert (settled_updates[0].class_map == plain).all()
     gen.close()
+
+
+def test_a_large_view_shows_its_centre_first_then_all_of_it(monkeypatch, blobs):
+    """A view larger than ``centre_side``: its first overlay (and the first after a move)
+    is its centre, which comes sooner; the next refresh is the whole view."""
+    image, truth = make_blobs((120, 160))
+    strokes = strokes_from_truth(truth, every=6)
+    run = TrainingRun(image, strokes, replace(FAST, max_steps=12), model_config=TINY_MODEL)
+    gen = live_training(run, refresh_s=0.0, centre_side=40, view_share=1.0)
+    overlays, event = [], next(gen)
+    try:
+        while True:
+            if isinstance(event, PredictionUpdate) and event.pass_progress is None:
+                overlays.append(event.region)
+                if len(overlays) == 3:  # the user scrolls: a view of the left half
+                    event = gen.send(RegionUpdate((slice(0, 120), slice(0, 80))))
+                    continue
+            event = next(gen)
+    except StopIteration:
+        pass
+    whole = (slice(0, 120), slice(0, 160))
+    assert overlays[0] == (slice(40, 80), slice(60, 100))  # the centre, 40 x 40
+    assert overlays[1:3] == [whole, whole]
+    assert overlays[3] == (slice(40, 80), slice(20, 60))  # the new view's centre...
+    assert overlays[4] == (slice(0, 120), slice(0, 80))  # ...then all of it
+    # a view no larger than the centre, or a stack's several planes, stays whole
+    from napari_unet.core.view_first import view_centre
+
+    assert view_centre(None, "YX", (40, 40), 40) is None
+    assert view_centre((slice(0, 2), slice(0, 99), slice(0, 99)), "ZYX", (5, 99, 99), 40) \
+        is None
+    assert view_centre((slice(3, 4), slice(0, 99), slice(0, 99)), "ZYX", (5, 99, 99), 40) \
+        == (slice(3, 4), slice(29, 69), slice(29, 69))
