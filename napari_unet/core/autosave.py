@@ -27,7 +27,7 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,12 @@ import numpy as np
 from napari_unet import __version__
 from napari_unet.core.checkpoint import load_model, save_model
 from napari_unet.core.errors import NapariUnetError
-from napari_unet.core.io import ImageData, atomic_output, read_tiff, write_labels
+from napari_unet.core.io import (
+    atomic_output,
+    fit_length_one_axes,
+    read_tiff,
+    write_labels,
+)
 from napari_unet.core.model import TrainedModel
 
 ANNOTATIONS = "annotations.tif"
@@ -302,8 +307,8 @@ def load_session(folder: Path, expected_shape: tuple[int, ...] | None = None) ->
     if (folder / ANNOTATIONS).is_file():
         saved = _read_strokes(folder / ANNOTATIONS, expected_shape, "saved strokes", notes)
         if saved is not None:
-            annotations = saved.data
-            axes = manifest.get("annotation_axes") or saved.axes
+            annotations, file_axes = saved
+            axes = manifest.get("annotation_axes") or file_axes
     earlier: dict[str, np.ndarray] = {}
     listed = manifest.get("earlier_annotations")
     for name, file_name in (listed.items() if isinstance(listed, dict) else ()):
@@ -311,7 +316,7 @@ def load_session(folder: Path, expected_shape: tuple[int, ...] | None = None) ->
         if path.is_file():
             kept = _read_strokes(path, expected_shape, f"saved strokes of '{name}'", notes)
             if kept is not None:
-                earlier[str(name)] = kept.data
+                earlier[str(name)] = kept[0]
     model = None
     if (folder / MODEL).is_file():
         try:
@@ -329,17 +334,22 @@ def load_session(folder: Path, expected_shape: tuple[int, ...] | None = None) ->
 
 
 def _read_strokes(path: Path, expected_shape: tuple[int, ...] | None, what: str,
-                  notes: list[str]) -> ImageData | None:
-    """Read saved strokes, or ``None`` with a note if unreadable or of another shape."""
+                  notes: list[str]) -> tuple[np.ndarray, str] | None:
+    """Read saved strokes and the axes in their file.
+
+    ``None``, with a note, if unreadable or of another shape than ``expected_shape``
+    (length-1 axes aside: the strokes then take the expected shape).
+    """
     try:
         saved = read_tiff(path)
     except NapariUnetError as err:
         notes.append(f"{what} unreadable: {err}")
         return None
-    if expected_shape is None or saved.data.shape == tuple(expected_shape):
-        return saved
-    if saved.data.size == int(np.prod(expected_shape)):  # length-1 axes
-        return replace(saved, data=saved.data.reshape(expected_shape))
+    if expected_shape is None:
+        return saved.data, saved.axes
+    fitted = fit_length_one_axes(saved.data, tuple(expected_shape))
+    if fitted is not None:
+        return fitted, saved.axes
     notes.append(f"{what} have shape {saved.data.shape}, the image needs "
                  f"{tuple(expected_shape)}: not restored")
     return None

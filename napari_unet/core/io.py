@@ -213,13 +213,25 @@ def read_labels(
     data = read_tiff(path).data
     if shape is None:
         return np.squeeze(data)
-    if tuple(data.shape) != tuple(shape):
-        if [s for s in data.shape if s != 1] != [s for s in shape if s != 1]:
-            raise InputError(
-                f"{path} has shape {data.shape} but the image's labels need {tuple(shape)}"
-            )
-        data = data.reshape(shape)
-    return data
+    fitted = fit_length_one_axes(data, shape)
+    if fitted is None:
+        raise InputError(
+            f"{path} has shape {data.shape} but the image's labels need {tuple(shape)}"
+        )
+    return fitted
+
+
+def fit_length_one_axes(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Return ``data`` with ``shape`` if they differ only in length-1 axes, else ``None``.
+
+    Tools differ in writing such axes (a 2D image saved as ``1 x Y x X``); any other
+    difference, a transposed image among them, is not the same pixels.
+    """
+    if tuple(data.shape) == tuple(shape):
+        return data
+    if [s for s in data.shape if s != 1] != [s for s in shape if s != 1]:
+        return None
+    return data.reshape(shape)
 
 
 def smallest_label_dtype(max_label: int) -> np.dtype:

@@ -49,6 +49,14 @@ def test_strokes_and_model_round_trip(blobs, tmp_path):
     other = load_session(tmp_path / "s", (3, 3))
     assert other.annotations is None and other.model is None
     assert any("shape" in n for n in other.notes) and any("model" in n for n in other.notes)
+    # a length-1 axis more or less is the same pixels; the same pixel count transposed is not
+    oblong = strokes[:, :40]
+    Autosaver(tmp_path / "o", "oblong", oblong.shape).save_annotations(oblong, "YX")
+    np.testing.assert_array_equal(
+        load_session(tmp_path / "o", (1, *oblong.shape)).annotations[0], oblong)
+    transposed = load_session(tmp_path / "o", oblong.shape[::-1])
+    assert transposed.annotations is None
+    assert any("saved strokes have shape" in n for n in transposed.notes)
 
 
 def test_choosing_another_annotation_layer_keeps_the_first_ones_strokes(tmp_path):
