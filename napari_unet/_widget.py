@@ -612,9 +612,8 @@ class UNetTrainerWidget(QWidget):
             If the axes do not fit the data or channel layers differ.
         """
         first = layers[0]
-        shape = tuple(full_resolution(first).shape)
-        if len(layers) > 1:
-            shape = (len(layers), *shape)
+        layer_shape = tuple(full_resolution(first).shape)
+        shape = (len(layers), *layer_shape) if len(layers) > 1 else layer_shape
         if len(shape) > 5:
             raise InputError(f"'{first.name}' has {len(shape)} dimensions (shape {shape}); "
                              f"up to 5 are supported: T, Z, C, Y, X")
@@ -630,7 +629,7 @@ class UNetTrainerWidget(QWidget):
             axes = "C" + axes
         if len(axes) != len(shape):
             raise InputError(f"axes {axes} do not fit '{first.name}' (shape "
-                             f"{tuple(full_resolution(first).shape)}); correct the axes field")
+                             f"{layer_shape}); correct the axes field")
         return shape, axes
 
     def _image_for_job(self, layers: list[Image], job: str) -> tuple[Any, str]:

@@ -283,9 +283,9 @@ def live_training(
             elif centre_first and not progress.settled and (now >= next_refresh) and (
                     centre := view_centre(region, run.label_axes, label_shape,
                                           centre_side)) is not None:
-                # A whole camera frame in view took 3-5 s to predict on 2 CPU cores: its
-                # centre, where the user looks, comes first (~1 s), the rest at the next
-                # refresh, once training has had its share of the time.
+                # A large view is slow to predict (see below): its centre, where the user
+                # looks, comes first, the rest at the next refresh, once training has had
+                # its share of the time.
                 centre_first = False
                 _, seconds = yield from overlay(centre)
                 if not centre_first:  # (else a new view came meanwhile: show it now)
