@@ -77,9 +77,9 @@ class RunStarted:
 class Inbox:
     """Thread-safe messages from the widget to a training worker.
 
-    Keeps only the newest message of each kind, strokes, view region and pause setting
-    (each replaces the one before: strokes are whole snapshots), and a stop request that
-    may come before the run exists.
+    Keeps only the newest view region and pause setting (each replaces the one before),
+    all strokes not yet taken (merged into one update: boxes of new strokes build on the
+    ones before), and a stop request that may come before the run exists.
     """
 
     _KINDS = (LabelUpdate, RegionUpdate, SettleUpdate)  # the order take() hands them out
@@ -91,6 +91,9 @@ class Inbox:
 
     def put(self, message: LabelUpdate | RegionUpdate | SettleUpdate) -> None:
         with self._lock:
+            earlier = self._newest.get(type(message))
+            if isinstance(earlier, LabelUpdate) and isinstance(message, LabelUpdate):
+                message = earlier.then(message)
             self._newest[type(message)] = message
 
     def take(self) -> LiveMessage:

@@ -197,7 +197,8 @@ def live_training(
     def take(message: LiveMessage) -> None:
         nonlocal pending_labels, region, next_refresh, shown, centre_first
         if isinstance(message, LabelUpdate):
-            pending_labels = message
+            # Boxes build on the ones before them: none may be dropped.
+            pending_labels = message if pending_labels is None else pending_labels.then(message)
         elif isinstance(message, RegionUpdate):
             region = message.region
             next_refresh = 0.0  # show the new slice now, not at the next refresh

@@ -4,7 +4,8 @@
 started) and :meth:`TrainingRun.steps` is a generator that trains one step per iteration
 and yields a :class:`TrainProgress` record. A caller can
 
-- ``send(LabelUpdate(labels))`` new strokes, used from the next step on, without restarting;
+- ``send(LabelUpdate(labels))`` new strokes, used from the next step on, without restarting
+  (or ``LabelUpdate(patches=...)``: only the boxes painted since, for a big stack);
 - stop between steps, either by calling :meth:`TrainingRun.stop` (the generator then returns a
   :class:`TrainResult`) or simply by no longer iterating;
 - bound the run by steps or by wall-clock seconds. A bounded run on a Z stack also ends
@@ -38,9 +39,11 @@ from napari_unet.core.axes import (
     SampleStack,
     default_mode,
     label_axes,
+    labels_from_canonical,
     labels_to_canonical,
     mode_for_spatial_dims,
     pair_axes,
+    region_to_canonical,
     to_canonical,
 )
 from napari_unet.core.config import REGION_WEIGHT, ModelConfig, TrainConfig
@@ -122,11 +125,31 @@ class TrainProgress:
         return min(1.0, max(fractions)) if fractions else None
 
 
+Box = tuple[slice, ...]
+"""A box of the labels: one ``slice(start, stop)`` per label axis."""
+
+
 @dataclass(frozen=True)
 class LabelUpdate:
-    """New strokes for a running training, sent with ``generator.send(...)``."""
+    """New strokes for a running training, sent with ``generator.send(...)``.
 
-    labels: np.ndarray
+    Either all the strokes (``labels``), or the boxes edited since the last update
+    (``patches``: each a box and its new content, applied in order), or both (the boxes
+    then go over ``labels``). Boxes spare the copy of a whole stack for a few strokes.
+    """
+
+    labels: np.ndarray | None = None
+    patches: tuple[tuple[Box, np.ndarray], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.labels is None and not self.patches:
+            raise InputError("a label update needs the strokes or the boxes that changed")
+
+    def then(self, later: LabelUpdate) -> LabelUpdate:
+        """Return one update that does this one, then ``later``."""
+        if later.labels is not None:
+            return later
+        return LabelUpdate(self.labels, self.patches + later.patches)
 
 
 @dataclass(frozen=True)
@@ -352,7 +375,8 @@ class TrainingRun:
         else:
             z_context = 0
         self.stack = SampleStack(canonical_image, mode, z_context)
-        self._canonical_labels_shape = canonical_labels.shape
+        self._canonical_labels = canonical_labels  # boxes of new strokes are written here
+        self._refused_labels: LabelUpdate | None = None  # refused, yet the user's latest
         label_samples = self.stack.label_samples(canonical_labels)
         num_painted_classes = check_training_labels(label_samples, label_samples.shape)
         set_threads(config.num_threads)
@@ -459,8 +483,15 @@ class TrainingRun:
     @property
     def label_shape(self) -> tuple[int, ...]:
         """Shape of the labels (the image's shape without channels)."""
-        return tuple(self._canonical_labels_shape[CANONICAL_LABELS.index(a)]
+        return tuple(self._canonical_labels.shape[CANONICAL_LABELS.index(a)]
                      for a in self.label_axes)
+
+    @property
+    def strokes(self) -> np.ndarray:
+        """The strokes training uses, with the label axes (a read-only view)."""
+        view = labels_from_canonical(self._canonical_labels, self.label_axes).view()
+        view.flags.writeable = False
+        return view
 
     @property
     def spacing(self) -> tuple[float, ...]:
@@ -526,26 +557,89 @@ class TrainingRun:
         self.config = replace(self.config, settle_steps=steps)
         self._config_dict = asdict(self.config)
 
-    def update_labels(self, labels: np.ndarray) -> None:
+    def update_labels(self, labels: np.ndarray | None = None,
+                      patches: tuple[tuple[Box, np.ndarray], ...] = ()) -> None:
         """Use new strokes from the next step on.
+
+        Parameters
+        ----------
+        labels
+            All the strokes, or ``None`` to keep the current ones and change only
+            ``patches``.
+        patches
+            Boxes of the labels (one slice per label axis) and their new content, applied
+            in order. They are written into the run's strokes, which are the labels array
+            it was built with where that needed no conversion: a big stack's strokes are
+            not held twice.
 
         Raises
         ------
         InputError
-            If the strokes cannot train this model (shape, classes); the old ones stay.
+            If the strokes cannot train this model (shape, classes, a box outside the
+            image, or nothing left to learn from); the old ones stay in use. The refused
+            strokes are still the user's latest: the next update is applied on top of
+            them, so boxes edited later do not bring back what the refused ones erased.
         """
-        labels = as_label_array(labels)
-        if tuple(labels.shape) != self.label_shape:
-            raise InputError(f"the new strokes have shape {tuple(labels.shape)}, the image's "
-                             f"labels {self.label_shape}")
-        samples = self.stack.label_samples(labels_to_canonical(labels, self.label_axes))
-        check_training_labels(samples, samples.shape)
-        self._check_classes(labels, self.model.num_classes)
-        self._sampler.set_labels(samples)
+        update = LabelUpdate(labels, tuple(patches))
+        if self._refused_labels is not None:
+            update = self._refused_labels.then(update)
+        try:
+            canonical = self._apply_label_update(update)
+        except InputError:
+            self._refused_labels = update
+            raise
+        self._refused_labels = None
+        self._canonical_labels = canonical
         self._prefetched = None  # drawn from the old strokes
         self._weights = self._class_weights()
         self._labels_version += 1
         self._strokes_since = self._steps_done  # the pause counts from the new strokes
+
+    def _apply_label_update(self, update: LabelUpdate) -> np.ndarray:
+        """Give the sampler the strokes ``update`` leads to; return them (canonical)."""
+        num_classes = self.model.num_classes
+        if update.labels is not None:
+            labels = as_label_array(update.labels)
+            if tuple(labels.shape) != self.label_shape:
+                raise InputError(f"the new strokes have shape {tuple(labels.shape)}, the "
+                                 f"image's labels {self.label_shape}")
+            self._check_classes(labels, num_classes)
+            canonical, in_place = labels_to_canonical(labels, self.label_axes), False
+        else:
+            canonical, in_place = self._canonical_labels, True
+        if update.patches and not canonical.flags.writeable:  # e.g. a read-only memmap
+            canonical, in_place = canonical.copy(), False
+        replaced: list[tuple[Box, np.ndarray]] = []  # to undo the boxes if refused
+        try:
+            for box, patch in update.patches:
+                patch = as_label_array(patch, "the painted box")
+                canonical_box = self._canonical_box(box, patch.shape)
+                self._check_classes(patch, num_classes)
+                if in_place:
+                    replaced.append((canonical_box, canonical[canonical_box].copy()))
+                canonical[canonical_box] = labels_to_canonical(patch, self.label_axes)
+            samples = self.stack.label_samples(canonical)
+            check_training_labels(samples, samples.shape)
+            self._sampler.set_labels(samples)
+        except InputError:
+            for canonical_box, old in reversed(replaced):
+                canonical[canonical_box] = old
+            raise
+        return canonical
+
+    def _canonical_box(self, box: Box, content_shape: tuple[int, ...]) -> Box:
+        """Return ``box`` (over the label axes) over ``(T, Z, Y, X)``, checked to fit."""
+        shape = self.label_shape
+        fits = len(box) == len(shape) == len(content_shape) and all(
+            isinstance(b, slice) and b.step in (None, 1)
+            and isinstance(b.start, int | np.integer) and isinstance(b.stop, int | np.integer)
+            and 0 <= b.start < b.stop <= size and b.stop - b.start == n
+            for b, size, n in zip(box, shape, content_shape)
+        )
+        if not fits:
+            raise InputError(f"a painted box {box} with content of shape "
+                             f"{tuple(content_shape)} does not fit labels of shape {shape}")
+        return region_to_canonical(box, self.label_axes, self._canonical_labels.shape)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -608,7 +702,7 @@ class TrainingRun:
                 notice = self._notice = ""
                 if update is not None:
                     try:
-                        self.update_labels(update.labels)
+                        self.update_labels(update.labels, update.patches)
                     except InputError as err:
                         # Keep training on the previous strokes; tell the user why.
                         notice = f"new strokes not used: {err}"

@@ -547,3 +547,99 @@ def test_absolute_intensity_lets_the_network_tell_dim_from_bright(absolute):
         assert score > 0.9
     else:
         assert score < 0.75  # dim squares called objects too (all squares: 0.5)
+
+
+def _boxes_of_change(before: np.ndarray, after: np.ndarray) -> tuple:
+    """The (box, content) patches that turn ``before`` into ``after``: one per changed row."""
+    rows = np.flatnonzero((before != after).any(axis=1))
+    return tuple(((slice(int(r), int(r) + 1), slice(0, after.shape[1])), after[r:r + 1].copy())
+                 for r in rows)
+
+
+def test_boxes_of_new_strokes_train_as_the_whole_strokes_would(blobs):
+    image, strokes, _ = blobs
+    whole = TrainingRun(image, strokes.copy(), FAST, model_config=TINY_MODEL)
+    boxed = TrainingRun(image, strokes.copy(), FAST, model_config=TINY_MODEL)
+    more = strokes.copy()
+    more[5:8, 2:60] = 1  # a new background stroke
+    more[strokes == 2] = 0  # and one object's stroke erased...
+    more[40:43, 40:45] = 2  # ...another painted
+    whole.update_labels(more)
+    boxed.update_labels(patches=_boxes_of_change(strokes, more))
+    np.testing.assert_array_equal(boxed.strokes, more)
+    for run in (whole, boxed):
+        next(run.steps())
+    assert boxed.model.metadata["painted_pixels"] == whole.model.metadata["painted_pixels"]
+    assert boxed.model.metadata["painted_pixels"]["2"] == 15
+
+
+def test_refused_boxes_stay_the_base_of_later_ones(blobs):
+    """Erasing a whole class is refused; painting it again elsewhere must not undo the erase."""
+    image, strokes, _ = blobs
+    run = TrainingRun(image, strokes.copy(), FAST, model_config=TINY_MODEL)
+    gen = run.steps()
+    next(gen)
+    erased = np.where(strokes == 2, 0, strokes).astype(strokes.dtype)
+    progress = gen.send(LabelUpdate(patches=_boxes_of_change(strokes, erased)))
+    assert "only one class is painted" in progress.notice
+    assert progress.labels_version == 0
+    np.testing.assert_array_equal(run.strokes, strokes)  # training goes on as before
+    repainted = erased.copy()
+    repainted[40:43, 40:45] = 2
+    progress = gen.send(LabelUpdate(patches=_boxes_of_change(erased, repainted)))
+    assert progress.labels_version == 1 and not progress.notice
+    np.testing.assert_array_equal(run.strokes, repainted)
+
+
+def test_a_box_that_does_not_fit_is_refused_and_changes_nothing(blobs):
+    image, strokes, _ = blobs
+    run = TrainingRun(image, strokes.copy(), FAST, model_config=TINY_MODEL)
+    height, width = strokes.shape
+    bad = [
+        ((slice(height - 1, height + 1), slice(0, 4)), np.ones((2, 4), np.uint8)),  # outside
+        ((slice(0, 2), slice(0, 4)), np.ones((2, 5), np.uint8)),  # content of another shape
+        ((slice(0, 2),), np.ones((2, width), np.uint8)),  # one axis missing
+        ((slice(0, 2), slice(0, 4)), np.full((2, 4), 7, np.uint8)),  # a class the model lacks
+    ]
+    for patch in bad:
+        with pytest.raises(InputError, match="does not fit|label 7"):
+            run.update_labels(patches=(patch,))
+        run._refused_labels = None  # judged one by one here
+        np.testing.assert_array_equal(run.strokes, strokes)
+
+
+def test_boxes_land_on_the_right_slice_of_a_stack_with_any_axis_order(blobs):
+    image, strokes, _ = blobs
+    planes = [image, image[::-1], image[:, ::-1]]
+    stack = np.stack([np.stack(planes), np.stack(planes[::-1])], axis=1)  # Z, T, Y, X
+    labels = np.zeros(stack.shape, np.uint8)
+    labels[0, 0] = strokes
+    run = TrainingRun(stack, labels, FAST, axes="ZTYX", mode="2d", model_config=TINY_MODEL)
+    box = (slice(2, 3), slice(1, 2), slice(10, 14), slice(20, 30))
+    run.update_labels(patches=((box, np.full((1, 1, 4, 10), 2, np.uint8)),))
+    expected = labels.copy()
+    expected[box] = 2
+    np.testing.assert_array_equal(run.strokes, expected)
+    next(run.steps())
+    assert run.model.metadata["painted_pixels"]["2"] == int((expected == 2).sum())
+
+
+def test_boxes_never_write_into_read_only_strokes(blobs):
+    image, strokes, _ = blobs
+    frozen = strokes.copy()
+    frozen.flags.writeable = False
+    run = TrainingRun(image, frozen, FAST, model_config=TINY_MODEL)
+    run.update_labels(patches=(((slice(0, 2), slice(0, 8)), np.ones((2, 8), np.uint8)),))
+    assert (run.strokes[:2, :8] == 1).all()
+    np.testing.assert_array_equal(frozen, strokes)
+
+
+def test_label_updates_merge_in_order():
+    first = LabelUpdate(np.zeros((2, 2)))
+    box = ((slice(0, 1), slice(0, 1)), np.ones((1, 1)))
+    later = LabelUpdate(patches=(box,))
+    merged = first.then(later)
+    assert merged.labels is first.labels and merged.patches == (box,)
+    assert merged.then(LabelUpdate(np.ones((2, 2)))).patches == ()  # whole strokes replace
+    with pytest.raises(InputError):
+        LabelUpdate()
