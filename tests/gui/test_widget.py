@@ -127,6 +127,56 @@ def test_strokes_painted_during_training_reach_the_worker(viewer_and_widget, qtb
     assert after > before
 
 
+@pytest.mark.parametrize("whole_up_to", [None, 0], ids=["whole strokes", "edited boxes"])
+def test_undo_during_training_reaches_the_worker(viewer_and_widget, qtbot, monkeypatch,
+                                                 whole_up_to):
+    """Undo only refreshes the layer; the run must still stop learning the undone stroke."""
+    if whole_up_to is not None:  # as for a stack too big to copy at every pause
+        monkeypatch.setattr(_widget, "_WHOLE_STROKES_BYTES", whole_up_to)
+    viewer, widget = viewer_and_widget
+    strokes = viewer.layers["strokes"]
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    strokes.brush_size = 5
+    strokes.paint((300, 300), 2)  # painted before the run is even built: it still counts
+    qtbot.waitUntil(lambda: widget.state.labels_version >= 1, timeout=TRAIN_TIMEOUT_MS)
+    np.testing.assert_array_equal(widget._run.strokes, strokes.data)
+    sent = []
+    put = widget._inbox.put
+    widget._inbox.put = lambda message: (sent.append(message), put(message))
+    for x in range(100, 160, 2):
+        strokes.paint((500, x), 1)
+    qtbot.waitUntil(lambda: widget.state.labels_version >= 2, timeout=TRAIN_TIMEOUT_MS)
+    painted = strokes.data.copy()
+    strokes.undo()  # the last dab of the stroke
+    assert (strokes.data != painted).any()
+    qtbot.waitUntil(lambda: widget.state.labels_version >= 3, timeout=TRAIN_TIMEOUT_MS)
+    np.testing.assert_array_equal(widget._run.strokes, strokes.data)
+    assert len(sent) == 2
+    assert all((message.labels is None) == (whole_up_to == 0) for message in sent)
+    viewer.dims.set_point(0, 10)  # a redraw, not an edit: nothing is sent
+    qtbot.wait(2 * _widget._LABELS_QUIET_MS)
+    assert len(sent) == 2
+    widget.stop()
+    _wait_idle(qtbot, widget)
+
+
+@pytest.mark.parametrize("copied_up_to", [None, 0], ids=["copied", "read in the writer"])
+def test_undo_is_autosaved(viewer_and_widget, qtbot, monkeypatch, copied_up_to):
+    if copied_up_to is not None:
+        monkeypatch.setattr(_autosave, "COPIED_STROKES_BYTES", copied_up_to)
+    viewer, widget = viewer_and_widget
+    strokes = viewer.layers["strokes"]
+    folder = widget._strokes_autosave.folder
+    strokes.paint((40, 40), 1)
+    qtbot.waitUntil(lambda: widget._strokes_autosave.saves >= 1, timeout=10_000)
+    saved = tifffile.imread(folder / "annotations.tif")
+    strokes.undo()
+    qtbot.waitUntil(lambda: widget._strokes_autosave.saves >= 2, timeout=10_000)
+    undone = tifffile.imread(folder / "annotations.tif")
+    assert (undone != saved).any()
+    np.testing.assert_array_equal(undone, strokes.data)
+
+
 def test_training_pauses_on_old_strokes_and_painting_resumes_it(viewer_and_widget, qtbot):
     viewer, widget = viewer_and_widget
     widget.settle_steps.value = 5
