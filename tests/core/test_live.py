@@ -412,3 +412,48 @@ def test_a_large_view_shows_its_centre_first_then_all_of_it(monkeypatch, blobs):
         is None
     assert view_centre((slice(3, 4), slice(0, 99), slice(0, 99)), "ZYX", (5, 99, 99), 40) \
         == (slice(3, 4), slice(29, 69), slice(29, 69))
+
+
+def test_slices_slow_to_predict_leave_training_its_share_of_the_time(monkeypatch):
+    """Steps of 0.1 s and slices that take 2 s to predict (a 1024 x 1024 stack on a CPU
+    core): the view takes at most half the time, the other slices a quarter, and training
+    keeps the rest, not one step per slice predicted (session 28: 7 steps in 16 s)."""
+    from napari_unet.core import live
+
+    clock = _Clock()
+    monkeypatch.setattr(live, "time", clock)
+    predict_region = live.predict_region
+    spent = {"training": 0.0, "view": 0.0, "other slices": 0.0}
+    view = (slice(2, 3), slice(None), slice(None))
+
+    def slow_prediction(model, image, region, *args, **kw):
+        clock.now += 2.0
+        spent["view" if region[0] == view[0] else "other slices"] += 2.0
+        return predict_region(model, image, region, *args, **kw)
+
+    monkeypatch.setattr(live, "predict_region", slow_prediction)
+    image, _, strokes = _stack(6)
+    run = TrainingRun(image, strokes, replace(FAST, max_steps=5000), axes="ZYX", mode="2d",
+                      model_config=TINY_MODEL)
+    steps = run.steps
+
+    def timed_steps(*args, **kw):
+        gen, sent = steps(*args, **kw), None
+        while True:
+            try:
+                progress = gen.send(sent)
+            except StopIteration as finished:
+                return finished.value
+            clock.now += 0.1
+            spent["training"] += 0.1
+            sent = yield progress
+
+    run.steps = timed_steps
+    gen = live_training(run, refresh_s=2.0, region=view)
+    while clock.now < 120:
+        next(gen)
+    gen.close()
+    total = sum(spent.values())
+    assert spent["view"] <= 0.5 * total + 2.0
+    assert 0 < spent["other slices"] <= 0.25 * total + 2.0
+    assert spent["training"] >= 0.2 * total, spent
