@@ -49,10 +49,29 @@ def as_label_array(labels: np.ndarray, what: str = "labels") -> np.ndarray:
     return arr
 
 
+_CHUNK_PIXELS = 2**24  # labels are scanned in parts of about this many pixels
+
+
 def painted_class_ids(labels: np.ndarray) -> np.ndarray:
-    """Sorted ids of the classes that have at least one painted pixel."""
-    ids = np.unique(labels)
-    return ids[ids != UNPAINTED]
+    """Sorted ids of the classes that have at least one painted pixel.
+
+    Only painted pixels are sorted, a part of the labels at a time: ``np.unique`` over a
+    whole 100 x 2048 x 2048 stack of strokes took 1.5-2.7 s (it sorts every pixel), and
+    ran at each update of a running training.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 0:
+        labels = labels.reshape(1)
+    rows = max(1, _CHUNK_PIXELS // max(1, int(np.prod(labels.shape[1:]))))
+    found: list[np.ndarray] = []
+    for start in range(0, labels.shape[0], rows):
+        part = labels[start:start + rows]
+        painted = part[part != UNPAINTED]
+        if painted.size:
+            found.append(np.unique(painted))
+    if not found:
+        return np.zeros(0, labels.dtype)
+    return np.unique(np.concatenate(found))
 
 
 def check_training_labels(labels: np.ndarray, spatial_shape: tuple[int, ...]) -> int:
