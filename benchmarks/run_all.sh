@@ -17,5 +17,6 @@ gui() { if [ -n "${DISPLAY:-}" ]; then "$PY" "$@"; else xvfb-run -a -s "-screen 
 "$PY" benchmarks/bench_volumes.py --write "$DOC"
 gui benchmarks/bench_gui.py --write "$DOC"
 gui benchmarks/bench_overlay.py --write "$DOC"
+gui benchmarks/bench_painting.py --write "$DOC"
 gui benchmarks/soak_gui.py --cycles 200 --write "$DOC"
 echo "figures written to $DOC and docs/figures/"
