@@ -47,6 +47,25 @@ class _Clock:
         return self.now
 
 
+def _steps_take(run: TrainingRun, clock: _Clock, seconds: float,
+                on_step=lambda: None) -> None:
+    """Make each of ``run``'s steps advance ``clock`` by ``seconds``."""
+    steps = run.steps
+
+    def timed_steps(*args, **kw):
+        gen, sent = steps(*args, **kw), None
+        while True:
+            try:
+                progress = gen.send(sent)
+            except StopIteration as finished:
+                return finished.value
+            clock.now += seconds
+            on_step()
+            sent = yield progress
+
+    run.steps = timed_steps
+
+
 def _steps_between_overlays(monkeypatch, blobs, view_s: float, **kwargs) -> list[int]:
     from napari_unet.core import live
 
@@ -61,20 +80,8 @@ def _steps_between_overlays(monkeypatch, blobs, view_s: float, **kwargs) -> list
     monkeypatch.setattr(live, "predict_region", slow_prediction)
     image, strokes, _ = blobs
     run = TrainingRun(image, strokes, replace(FAST, max_steps=60), model_config=TINY_MODEL)
-    steps, between = run.steps, []
-
-    def timed_steps(*args, **kw):
-        gen, sent = steps(*args, **kw), None
-        while True:
-            try:
-                progress = gen.send(sent)
-            except StopIteration as finished:
-                return finished.value
-            clock.now += 1.0
-            sent = yield progress
-
-    run.steps = timed_steps
-    count = 0
+    _steps_take(run, clock, 1.0)
+    between, count = [], 0
     for event in live_training(run, refresh_s=2.0, **kwargs):
         if isinstance(event, TrainProgress):
             count += 1
@@ -435,20 +442,11 @@ def test_slices_slow_to_predict_leave_training_its_share_of_the_time(monkeypatch
     image, _, strokes = _stack(6)
     run = TrainingRun(image, strokes, replace(FAST, max_steps=5000), axes="ZYX", mode="2d",
                       model_config=TINY_MODEL)
-    steps = run.steps
 
-    def timed_steps(*args, **kw):
-        gen, sent = steps(*args, **kw), None
-        while True:
-            try:
-                progress = gen.send(sent)
-            except StopIteration as finished:
-                return finished.value
-            clock.now += 0.1
-            spent["training"] += 0.1
-            sent = yield progress
+    def count_step():
+        spent["training"] += 0.1
 
-    run.steps = timed_steps
+    _steps_take(run, clock, 0.1, count_step)
     gen = live_training(run, refresh_s=2.0, region=view)
     while clock.now < 120:
         next(gen)
