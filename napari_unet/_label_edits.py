@@ -35,7 +35,8 @@ def atom_box(atom: Any, ndim: int) -> Box | None:
     slice_key = getattr(atom, "slice_key", None)
     if slice_key is not None:
         box = tuple(slice_key)
-        if len(box) == ndim and all(isinstance(s, slice) for s in box):
+        if len(box) == ndim and all(isinstance(s, slice) and s.stop is not None
+                                    and s.step in (None, 1) for s in box):
             return tuple(slice(int(s.start or 0), int(s.stop)) for s in box)
         return None
     try:

@@ -81,6 +81,14 @@ def test_edits_through_data_setitem_and_many_boxes_merge():
 
 
 def test_boxes_of_odd_atoms():
+    class Atom:
+        def __init__(self, slice_key):
+            self.slice_key = slice_key
+
+    assert atom_box(Atom((slice(0, 2), slice(3, 5))), 2) == (slice(0, 2), slice(3, 5))
+    assert atom_box(Atom((slice(0, 2), slice(3, None))), 2) is None  # open-ended
+    assert atom_box(Atom((slice(0, 4, 2), slice(3, 5))), 2) is None  # strided
+    assert atom_box(Atom((slice(0, 2),)), 2) is None
     assert atom_box(("not indices",), 2) is None
     assert atom_box(((np.array([], int), np.array([], int)), None, None), 2) is None
     assert union([(slice(0, 2), slice(5, 6)), (slice(1, 4), slice(0, 1))]) == (
