@@ -1214,5 +1214,8 @@ class UNetTrainerWidget(QWidget):
     def shutdown(self) -> None:
         """Stop any running worker and wait for it (also runs when the widget is deleted)."""
         _stop_workers(self._active)
+        if self._label_edits is not None:  # the layer outlives the widget: let go of it
+            self._label_edits.disconnect()
+            self._label_edits = None
         self._strokes_autosave.unwatch()  # writes strokes still waiting for a pause
         self._strokes_autosave.wait()

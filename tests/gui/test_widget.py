@@ -160,6 +160,21 @@ def test_undo_during_training_reaches_the_worker(viewer_and_widget, qtbot, monke
     _wait_idle(qtbot, widget)
 
 
+def test_painting_after_the_trainer_closed_mid_run_reaches_nothing_of_it(viewer_and_widget,
+                                                                        qtbot):
+    """The annotation layer outlives the dock: its edits must not call into a closed one."""
+    viewer, widget = viewer_and_widget
+    strokes = viewer.layers["strokes"]
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.state.step >= 1, timeout=TRAIN_TIMEOUT_MS)
+    watchers = len(strokes.events.paint.callbacks)
+    widget.shutdown()
+    assert len(strokes.events.paint.callbacks) < watchers
+    strokes.paint((200, 200), 2)
+    strokes.undo()
+    qtbot.wait(2 * _widget._LABELS_QUIET_MS)
+
+
 @pytest.mark.parametrize("copied_up_to", [None, 0], ids=["copied", "read in the writer"])
 def test_undo_is_autosaved(viewer_and_widget, qtbot, monkeypatch, copied_up_to):
     if copied_up_to is not None:
