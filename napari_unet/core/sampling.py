@@ -147,6 +147,52 @@ class PatchSampler:
         per_sample = np.unique(np.concatenate(self._coords) // int(np.prod(self._shape[1:])))
         self._painted_samples = int(per_sample.size)
 
+    def update_boxes(self, labels: np.ndarray,
+                     boxes: list[tuple[int, tuple[slice, ...]]]) -> None:
+        """Take labels that changed only inside ``boxes``, re-indexing only those.
+
+        ``labels`` is the array the sampler reads (its pixels changed in place, or a new
+        array equal to the old one outside the boxes); each box is a sample index and
+        spatial slices of it. Re-indexing a whole 400 MB stack after every pause in
+        painting took 0.25 s (1 s beside the GUI) for a few strokes.
+
+        Raises
+        ------
+        InputError
+            If the shape differs or nothing is painted any more; nothing changes then.
+        """
+        if tuple(labels.shape) != self._shape:
+            raise InputError(
+                f"labels shape {tuple(labels.shape)} differs from image shape {self._shape}"
+            )
+        painted = sum(c.size for c in self._coords)
+        if painted > labels.size // 8:  # dense labels: a full pass is as quick
+            self.set_labels(labels)
+            return
+        per_class = {int(k): c for k, c in zip(self._class_ids, self._coords)}
+        for index, spatial in boxes:
+            lows = np.array([index] + [b.start for b in spatial])
+            highs = np.array([index + 1] + [b.stop for b in spatial])
+            content = labels[index][spatial]
+            for k in list(per_class):  # forget what the box held...
+                where = np.stack(np.unravel_index(per_class[k], self._shape))
+                inside = ((where >= lows[:, None]) & (where < highs[:, None])).all(axis=0)
+                per_class[k] = per_class[k][~inside]
+            for k in painted_class_ids(content):  # ...and index what it holds now
+                local = np.nonzero(content == k)
+                flat = np.ravel_multi_index(
+                    (np.full(local[0].size, index),
+                     *(i + b.start for i, b in zip(local, spatial))), self._shape)
+                per_class[int(k)] = np.sort(np.concatenate(
+                    [per_class.get(int(k), np.zeros(0, np.intp)), flat]))
+        ids = np.array(sorted(k for k, c in per_class.items() if c.size), dtype=labels.dtype)
+        if ids.size == 0:
+            raise InputError("no painted pixels to learn from")
+        coords = [per_class[int(k)] for k in ids]
+        per_sample = np.unique(np.concatenate(coords) // int(np.prod(self._shape[1:])))
+        self._labels, self._class_ids, self._coords = labels, ids, coords
+        self._painted_samples = int(per_sample.size)
+
     def sample(self, batch_size: int) -> PatchBatch:
         """Draw ``batch_size`` patches."""
         images, targets = [], []

@@ -620,7 +620,12 @@ class TrainingRun:
                 canonical[canonical_box] = labels_to_canonical(patch, self.label_axes)
             samples = self.stack.label_samples(canonical)
             check_training_labels(samples, samples.shape)
-            self._sampler.set_labels(samples)
+            if in_place:  # only the boxes changed: only they are indexed again
+                self._sampler.update_boxes(samples, [
+                    box for canonical_box, _ in replaced
+                    for box in self.stack.samples_in(canonical_box)])
+            else:
+                self._sampler.set_labels(samples)
         except InputError:
             for canonical_box, old in reversed(replaced):
                 canonical[canonical_box] = old

@@ -85,3 +85,45 @@ def test_intensity_jitter_only_when_asked(jitter):
     values = np.unique(sampler.sample(8).images)
     only_image_values = set(values.tolist()) <= {0.0, 1.0, 2.0, 3.0, 4.0}
     assert only_image_values is not jitter
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), volumes=st.booleans(), density=st.sampled_from(
+    [0.01, 0.3]))
+def test_boxes_reindexed_alone_match_a_full_reindex(seed, volumes, density):
+    """Painting, erasing and new classes in a few boxes: the sampler must end up where a
+    full pass over the new labels puts it, and draw the same patches."""
+    rng = np.random.default_rng(seed)
+    shape = (3, 4, 20, 24) if volumes else (5, 20, 24)  # samples of 3D or 2D
+    labels = np.where(rng.random(shape) < density, rng.integers(1, 3, shape), 0)
+    labels = labels.astype(np.uint8)
+    labels[0, ..., 0, 0], labels[1, ..., 0, 0] = 1, 2  # two classes, whatever is drawn
+    image = rng.random((shape[0], 1, *shape[1:]), dtype=np.float32)
+    boxed = PatchSampler(image, labels, 8, np.random.default_rng(0), augment=False)
+    boxes = []
+    for _ in range(3):
+        index = int(rng.integers(shape[0]))
+        spatial = tuple(slice(int(a), int(a) + int(rng.integers(1, s - a + 1)))
+                        for a, s in ((int(rng.integers(s)), s) for s in shape[1:]))
+        labels[index][spatial] = rng.integers(0, 5, labels[index][spatial].shape)
+        boxes.append((index, spatial))
+    boxed.update_boxes(labels, boxes)
+    full = PatchSampler(image, labels, 8, np.random.default_rng(0), augment=False)
+    np.testing.assert_array_equal(boxed.class_ids, full.class_ids)
+    assert boxed.class_pixel_counts == full.class_pixel_counts
+    assert boxed.painted_samples == full.painted_samples
+    drawn, expected = boxed.sample(4), full.sample(4)
+    np.testing.assert_array_equal(drawn.images, expected.images)
+    np.testing.assert_array_equal(drawn.targets, expected.targets)
+
+
+def test_erasing_every_stroke_in_boxes_is_refused_and_changes_nothing():
+    labels = np.zeros((2, 10, 10), np.uint8)
+    labels[0, 1, 1], labels[1, 5, 5] = 1, 2
+    image = np.zeros((2, 1, 10, 10), np.float32)
+    sampler = PatchSampler(image, labels.copy(), 4, np.random.default_rng(0))
+    counts = sampler.class_pixel_counts
+    with pytest.raises(InputError, match="no painted pixels"):
+        sampler.update_boxes(np.zeros_like(labels), [(0, (slice(0, 10), slice(0, 10))),
+                                                     (1, (slice(0, 10), slice(0, 10)))])
+    assert sampler.class_pixel_counts == counts
