@@ -6,7 +6,7 @@ write, and the GUI must not wait for it). Painting, filling, undo and redo all c
 edits (:class:`~napari_unet._label_edits.LabelEdits`).
 
 Small strokes are copied on the main thread first, so the writer never reads a layer being
-painted. A big stack's are not: copying 400 MB froze the window 0.06-1.3 s at every pause.
+painted; a big stack's are not (:data:`~napari_unet._label_edits.COPIED_WHOLE_BYTES`).
 The writer reads them as they are; a stroke painted while it writes may be saved in part,
 and that edit starts the next save, which has it whole.
 """
@@ -23,13 +23,13 @@ from napari.utils.notifications import show_warning
 from qtpy.QtCore import QObject, QTimer
 from superqt.utils import create_worker
 
+from napari_unet import _label_edits
 from napari_unet._image_layers import full_resolution
 from napari_unet._label_edits import LabelEdits
 from napari_unet.core.autosave import Autosaver, session_dir
 from napari_unet.core.errors import NapariUnetError
 
 STROKES_QUIET_MS = 1500  # save strokes this long after the last paint event
-COPIED_STROKES_BYTES = 16 * 2**20  # strokes up to this size are copied before writing
 
 SAVED_AS_KEY = "napari_unet_saved_as"
 """Layer metadata: the names a layer's strokes were saved (or restored) under.
@@ -150,7 +150,8 @@ class StrokeAutosave(QObject):
             labels = layer.data
             # See the module's docstring. Lazy strokes (zarr) are read here too: a chunk
             # being written must not be read from another thread.
-            if not isinstance(labels, np.ndarray) or labels.nbytes <= COPIED_STROKES_BYTES:
+            if not isinstance(labels, np.ndarray) or \
+                    labels.nbytes <= _label_edits.COPIED_WHOLE_BYTES:
                 labels = np.array(labels, copy=True)
             self._strokes_changed = False
             if self._edits is not None:

@@ -45,6 +45,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unet import _label_edits
 from napari_unet._autosave import SAVED_AS_KEY, StrokeAutosave, saver_for
 from napari_unet._gc_pause import pause_full_collections, resume_full_collections
 from napari_unet._image_layers import (
@@ -117,8 +118,6 @@ _WHOLE_IMAGE_PIXELS = 1024 * 1024
 _MEMORY_REMEDIES = {"instances": "switch off the instances layer",
                     "confidence": "switch off the confidence layer"}
 _LABELS_QUIET_MS = 300  # send strokes this long after the last paint event
-# Strokes up to this size go to a running training whole; above, only the edited boxes.
-_WHOLE_STROKES_BYTES = 16 * 2**20
 
 
 def class_names(typed: str, at_least: int, exactly: int | None = None) -> tuple[str, ...]:
@@ -864,17 +863,20 @@ class UNetTrainerWidget(QWidget):
         boxes = edits.take()
         if boxes == []:
             return
-        # Copied here, on the main thread, so the worker never reads a layer being painted.
-        # Small strokes go whole (also catching edits napari does not report, such as a
-        # script's); a big stack's strokes only where they were edited: copying a
-        # 400 MB stack froze the window 0.1-0.9 s at every pause in painting.
+        # Copied here, on the main thread, so the worker never reads a layer being painted:
+        # small strokes whole, a big stack's only where they were edited.
         data = edits.layer.data
-        if boxes is None or data.nbytes <= _WHOLE_STROKES_BYTES:
+        if boxes is None or data.nbytes <= _label_edits.COPIED_WHOLE_BYTES:
             update = LabelUpdate(np.array(data, copy=True))
         else:
             update = LabelUpdate(patches=tuple((box, np.array(data[box], copy=True))
                                                for box in boxes))
         self._inbox.put(update)
+
+    def _stop_watching_edits(self) -> None:
+        if self._label_edits is not None:
+            self._label_edits.disconnect()
+            self._label_edits = None
 
     def _name_training_job(self, event: Any = None) -> None:
         # The activity dock's bar keeps moving either way; its name says the run waits.
@@ -1011,9 +1013,7 @@ class UNetTrainerWidget(QWidget):
         run = self._run
         if run is not None and not self._worker_failed and run.model.metadata.get("steps"):
             self.model = run.model  # also after a cancel from the activity dock
-        if self._label_edits is not None:
-            self._label_edits.disconnect()
-            self._label_edits = None
+        self._stop_watching_edits()
         self._forget_worker()
         self._run = self._inbox = None
         self._labels_timer.stop()
@@ -1214,8 +1214,6 @@ class UNetTrainerWidget(QWidget):
     def shutdown(self) -> None:
         """Stop any running worker and wait for it (also runs when the widget is deleted)."""
         _stop_workers(self._active)
-        if self._label_edits is not None:  # the layer outlives the widget: let go of it
-            self._label_edits.disconnect()
-            self._label_edits = None
+        self._stop_watching_edits()  # the layer outlives the widget: let go of it
         self._strokes_autosave.unwatch()  # writes strokes still waiting for a pause
         self._strokes_autosave.wait()

@@ -12,7 +12,7 @@ import tifffile
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QElapsedTimer, Qt, QThreadPool, QTimer
 
-from napari_unet import _autosave, _widget
+from napari_unet import _autosave, _label_edits, _widget
 from napari_unet.core.autosave import read_manifest
 from napari_unet.core.inference import predict
 from napari_unet.core.training import TrainingRun
@@ -132,7 +132,7 @@ def test_undo_during_training_reaches_the_worker(viewer_and_widget, qtbot, monke
                                                  whole_up_to):
     """Undo only refreshes the layer; the run must still stop learning the undone stroke."""
     if whole_up_to is not None:  # as for a stack too big to copy at every pause
-        monkeypatch.setattr(_widget, "_WHOLE_STROKES_BYTES", whole_up_to)
+        monkeypatch.setattr(_label_edits, "COPIED_WHOLE_BYTES", whole_up_to)
     viewer, widget = viewer_and_widget
     strokes = viewer.layers["strokes"]
     qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
@@ -178,7 +178,7 @@ def test_painting_after_the_trainer_closed_mid_run_reaches_nothing_of_it(viewer_
 @pytest.mark.parametrize("copied_up_to", [None, 0], ids=["copied", "read in the writer"])
 def test_undo_is_autosaved(viewer_and_widget, qtbot, monkeypatch, copied_up_to):
     if copied_up_to is not None:
-        monkeypatch.setattr(_autosave, "COPIED_STROKES_BYTES", copied_up_to)
+        monkeypatch.setattr(_label_edits, "COPIED_WHOLE_BYTES", copied_up_to)
     viewer, widget = viewer_and_widget
     strokes = viewer.layers["strokes"]
     folder = widget._strokes_autosave.folder
