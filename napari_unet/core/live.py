@@ -31,7 +31,7 @@ import numpy as np
 
 from napari_unet.core.config import TileConfig
 from napari_unet.core.errors import InputError, NapariUnetError
-from napari_unet.core.inference import DeviceLimits
+from napari_unet.core.inference import DeviceLimits, one_window_blocks
 from napari_unet.core.instances import InstanceConfig, instances_from_classes
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
@@ -42,10 +42,11 @@ from napari_unet.core.view_first import (
     Region,
     block_key,
     blocks_view_first,
+    joined,
     predict_region,
     predict_view_first,
     samples_nearest_first,
-    view_centre,
+    view_parts,
 )
 
 
@@ -104,7 +105,7 @@ def live_training(
     instances: InstanceConfig | None = None,
     background_share: float = 0.25,
     view_share: float = 0.5,
-    centre_side: int = 1024,
+    view_part_side: int = 1024,
     checkpoint: Callable[[TrainedModel], object] | None = None,
     checkpoint_every_s: float = 30.0,
 ) -> Generator[LiveEvent, LiveMessage, TrainResult]:
@@ -151,10 +152,12 @@ def live_training(
         takes longer to predict than ``view_share * refresh_s`` (a whole large image in
         view, on a CPU) is refreshed less often, so that training keeps the rest.
         ``1.0``: every ``refresh_s`` whatever a refresh costs.
-    centre_side
-        A view larger than this in Y or X gets its first overlay (and its first after each
-        :class:`RegionUpdate`) for its centre only, at most this many pixels square; the
-        whole view follows at the next refresh.
+    view_part_side
+        A view larger than this in Y or X is refreshed in parts at most this many pixels
+        square, from its centre outwards, with training steps between them (see
+        :func:`~napari_unet.core.view_first.view_parts`): the centre shows first, and new
+        strokes wait for one part, not for the whole view. The parts share
+        ``view_share`` of the time with the steps as they come.
     checkpoint
         Called with the model every ``checkpoint_every_s`` seconds and once when training
         ends (before the final prediction), in this generator's thread, between steps, so
@@ -183,7 +186,12 @@ def live_training(
     next_checkpoint = time.monotonic() + checkpoint_every_s
     saved_step = 0
     shown: tuple[Region | None, int] | None = None  # (view region, step) last predicted
-    centre_first = True  # the view's first overlay: its centre, if the view is large
+    # The parts of the view's refresh under way (a large view's; else the view whole),
+    # when that refresh started and the seconds spent predicting it so far.
+    block_yx = one_window_blocks(run.model, tiles, run.stack.sample_shape)[-2:]
+    multiple_yx = run.model.config.size_multiples[-2:]
+    view_left: list[list[Region | None]] = []
+    pass_start = pass_time = 0.0
     # Blocks still to predict with test-time augmentation while settled, for which (view,
     # step), and the blocks of that step's model already done.
     polish: list[Region] = []
@@ -200,14 +208,15 @@ def live_training(
         return None
 
     def take(message: LiveMessage) -> None:
-        nonlocal pending_labels, region, next_refresh, shown, centre_first
+        nonlocal pending_labels, region, next_refresh, shown
         if isinstance(message, LabelUpdate):
             # Boxes build on the ones before them: none may be dropped.
             pending_labels = message if pending_labels is None else pending_labels.then(message)
         elif isinstance(message, RegionUpdate):
             region = message.region
             next_refresh = 0.0  # show the new slice now, not at the next refresh
-            shown, centre_first = None, True
+            shown = None
+            view_left.clear()  # the old view's parts are not wanted any more
         elif isinstance(message, SettleUpdate):
             run.set_settle_steps(message.steps)  # validated by the sender (the widget)
 
@@ -219,18 +228,19 @@ def live_training(
     # trains on is as full at the next refresh, and the user is told once.
     limits = DeviceLimits()
 
-    def overlay(part: Region | None, test_time_augmentation: bool = False,
+    def overlay(blocks: list[Region | None], test_time_augmentation: bool = False,
                 pass_progress: PassProgress | None = None,
                 ) -> Generator[LiveEvent, LiveMessage, tuple[PredictionUpdate, float]]:
-        """Predict ``part``, yield it (and what out-of-memory taught, if anything new).
+        """Predict the part that ``blocks`` tile, and yield it.
 
-        Returns the update and the seconds spent predicting it (not waiting at yields).
+        Also yields what out-of-memory taught, if anything new. Returns the update and
+        the seconds spent predicting it (not waiting at yields).
         """
         before, started = replace(limits), time.monotonic()
-        update = show(replace(
-            predict_region(run.model, image, part, tiles, with_confidence,
-                           test_time_augmentation, axes=axes, limits=limits),
-            pass_progress=pass_progress))
+        update = show(replace(joined(
+            [predict_region(run.model, image, block, tiles, with_confidence,
+                            test_time_augmentation, axes=axes, limits=limits)
+             for block in blocks], label_shape), pass_progress=pass_progress))
         seconds = time.monotonic() - started
         take((yield update))
         if limits != before:
@@ -271,6 +281,7 @@ def live_training(
             polishing = progress.settled and final_test_time_augmentation and run.mode == "2d"
             view_is_current = progress.settled and shown == (region, progress.step)
             if polishing:
+                view_left.clear()  # the polished blocks redraw the view anyway
                 if polish_for != (region, progress.step):
                     if polish_for is None or polish_for[1] != progress.step:
                         polished.clear()  # a new settled model: everything again
@@ -283,45 +294,46 @@ def live_training(
                     polished.add(block_key(block))
                     where = PassProgress(len(polished), len(polished) + len(polish),
                                          final=False)
-                    update, _ = yield from overlay(block, test_time_augmentation=True,
+                    update, _ = yield from overlay([block], test_time_augmentation=True,
                                                    pass_progress=where)
                     if not polish and class_map.size <= LIVE_INSTANCES_MAX_PIXELS:
                         extra = with_instances(update.step)
                         if extra is not None:
                             take((yield extra))
-            elif centre_first and not progress.settled and (now >= next_refresh) and (
-                    centre := view_centre(region, run.label_axes, label_shape,
-                                          centre_side)) is not None:
-                # A large view is slow to predict (see below): its centre, where the user
-                # looks, comes first, the rest at the next refresh, once training has had
-                # its share of the time.
-                centre_first = False
-                _, seconds = yield from overlay(centre)
-                if not centre_first:  # (else a new view came meanwhile: show it now)
-                    next_refresh = now + seconds / view_share
-            elif (now >= next_refresh or progress.settled) and not view_is_current:
-                centre_first = False
-                # Timed from the start of this prediction, so the interval the user sees is
-                # the setting, not the setting plus the prediction's own time.
-                next_refresh = now + refresh_s
-                shown = (region, progress.step)  # before: a view sent meanwhile resets it
-                update, seconds = yield from overlay(region)
-                if next_refresh:  # (0: the user looked elsewhere meanwhile; show that now)
-                    # A whole 2048 x 2048 sensor image in view took 3-5 s to predict on 2
-                    # CPU cores: refreshed every 2 s, it left training one step per
-                    # refresh (session 27 probe: 7 steps in 40 s).
-                    next_refresh = max(next_refresh, now + seconds / view_share)
-                if update.complete and class_map.size <= LIVE_INSTANCES_MAX_PIXELS:
-                    extra = with_instances(update.step)
-                    if extra is not None:
-                        take((yield extra))
-                if progress.step != background_step:  # else: already done by this model
-                    background = samples_nearest_first(run.stack, run.label_axes, region)
-                    background_step = progress.step
+            elif (starting := not view_left and not view_is_current and (
+                    now >= next_refresh or progress.settled)) or (
+                    view_left and (progress.settled
+                                   or pass_time <= view_share * (now - pass_start))):
+                # The view, part by part when it is large, with steps between the parts
+                # while their time is over its share (paid in arrears: the centre comes
+                # at once). A whole 2048 x 2048 sensor image in view took 8-9 s to predict
+                # on one CPU core: refreshed in one piece every 2 s, it left training one
+                # step per refresh (session 27 probe: 7 steps in 40 s), and new strokes
+                # waited for all of it.
+                if starting:
+                    view_left[:] = view_parts(region, run.label_axes, label_shape,
+                                              block_yx, view_part_side, multiple_yx)
+                    # (each part as the blocks that tile it, at one window each)
+                    # Timed from the start of the refresh, so the interval the user sees
+                    # is the setting, not the setting plus the prediction's own time.
+                    pass_start, pass_time = now, 0.0
+                    shown = (region, progress.step)  # before: a view sent meanwhile resets it
+                update, seconds = yield from overlay(view_left.pop(0))
+                pass_time += seconds
+                if shown is not None and not view_left:  # (else: more to come, or the
+                    # user looked elsewhere meanwhile: show that now)
+                    next_refresh = pass_start + max(refresh_s, pass_time / view_share)
+                    if update.complete and class_map.size <= LIVE_INSTANCES_MAX_PIXELS:
+                        extra = with_instances(update.step)
+                        if extra is not None:
+                            take((yield extra))
+                    if progress.step != background_step:  # else: already done by this model
+                        background = samples_nearest_first(run.stack, run.label_axes, region)
+                        background_step = progress.step
                 background_cost = background_cost or seconds
             elif background and (progress.settled or background_time + background_cost
                                  <= background_share * (now - background_since)):
-                _, seconds = yield from overlay(background.pop(0))
+                _, seconds = yield from overlay([background.pop(0)])
                 background_time += seconds
                 background_cost = seconds
     finally:

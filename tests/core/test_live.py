@@ -388,37 +388,124 @@ def test_a_3d_model_is_not_polished_while_settled():
     gen.close()
 
 
-def test_a_large_view_shows_its_centre_first_then_all_of_it(monkeypatch, blobs):
-    """A view larger than ``centre_side``: its first overlay (and the first after a move)
-    is its centre, which comes sooner; the next refresh is the whole view."""
+def test_a_large_view_is_refreshed_in_parts_from_its_centre_with_steps_between(blobs):
+    """A view larger than ``view_part_side``: each refresh comes in parts, the centre's
+    first, with a training step between parts (new strokes wait for one part, not the
+    whole view); a view sent meanwhile drops the old view's parts."""
     image, truth = make_blobs((120, 160))
     strokes = strokes_from_truth(truth, every=6)
-    run = TrainingRun(image, strokes, replace(FAST, max_steps=12), model_config=TINY_MODEL)
-    gen = live_training(run, refresh_s=0.0, centre_side=40, view_share=1.0)
-    overlays, event = [], next(gen)
+    run = TrainingRun(image, strokes, replace(FAST, max_steps=40), model_config=TINY_MODEL)
+    tiles = TileConfig(tile_size=80)  # blocks of 32 px: parts of 64 x 64
+    gen = live_training(run, refresh_s=0.0, tiles=tiles, view_part_side=64, view_share=1.0)
+    overlays, kinds, event = [], [], next(gen)
     try:
         while True:
+            kinds.append(type(event).__name__)
             if isinstance(event, PredictionUpdate) and event.pass_progress is None:
-                overlays.append(event.region)
-                if len(overlays) == 3:  # the user scrolls: a view of the left half
+                overlays.append(event)
+                if len(overlays) == 9:  # the user scrolls: a view of the left half
                     event = gen.send(RegionUpdate((slice(0, 120), slice(0, 80))))
                     continue
             event = next(gen)
     except StopIteration:
         pass
-    whole = (slice(0, 120), slice(0, 160))
-    assert overlays[0] == (slice(40, 80), slice(60, 100))  # the centre, 40 x 40
-    assert overlays[1:3] == [whole, whole]
-    assert overlays[3] == (slice(40, 80), slice(20, 60))  # the new view's centre...
-    assert overlays[4] == (slice(0, 120), slice(0, 80))  # ...then all of it
-    # a view no larger than the centre, or a stack's several planes, stays whole
-    from napari_unet.core.view_first import view_centre
+    corners = [(u.region[0].start, u.region[1].start) for u in overlays]
+    # nearest the centre (60, 80) first
+    assert corners[:6] == [(0, 64), (64, 64), (0, 0), (64, 0), (0, 128), (64, 128)]
+    assert corners[6:9] == corners[:3]  # the next refresh, from the centre again
+    first_pass = np.zeros(truth.shape, int)
+    for update in overlays[:6]:
+        first_pass[update.region] += 1
+        assert update.class_map.shape == tuple(s.stop - s.start for s in update.region)
+    assert (first_pass == 1).all()  # the parts cover the view once
+    # a step between every two parts
+    during = kinds[:kinds.index("PredictionUpdate", len(kinds) - 40)]
+    assert "PredictionUpdate, PredictionUpdate" not in ", ".join(during)
+    # the new view (120 x 80, centre (60, 40)) straight away, not the old view's parts
+    assert corners[9:12] == [(0, 0), (64, 0), (0, 64)]
+    assert all(u.region[1].stop <= 80 for u in overlays[9:])
 
-    assert view_centre(None, "YX", (40, 40), 40) is None
-    assert view_centre((slice(0, 2), slice(0, 99), slice(0, 99)), "ZYX", (5, 99, 99), 40) \
-        is None
-    assert view_centre((slice(3, 4), slice(0, 99), slice(0, 99)), "ZYX", (5, 99, 99), 40) \
-        == (slice(3, 4), slice(29, 69), slice(29, 69))
+
+def test_a_large_view_cut_in_parts_costs_no_more_windows_than_in_one_piece():
+    from napari_unet.core.inference import windows_per_region
+    from napari_unet.core.view_first import view_parts
+    from tests.core.test_inference import _random_model
+
+    model = _random_model(num_classes=2)
+    tiles = TileConfig(tile_size=80)
+    image = np.zeros((3, 300, 260), np.float32)
+    block = one_window_blocks(model, tiles, (300, 260))
+    assert block == (32, 32)
+    view = (slice(1, 2), slice(10, 290), slice(0, 250))
+    parts = view_parts(view, "ZYX", image.shape, block, side=100, multiple=(4, 4))
+    assert len(parts) == 9  # of at most 3 x 3 blocks: 96 px square, from (8, 0)
+    first = parts[0]  # the one nearest the view's centre (150, 125)
+    assert len(first) == 9 and first[0] == (slice(1, 2), slice(104, 136), slice(96, 128))
+    covered = np.zeros(image.shape, int)
+    blocks = [block for part in parts for block in part]
+    for part in parts:
+        rows = {b[1].start for b in part} | {b[1].stop for b in part}
+        assert max(rows) - min(rows) <= 96
+    for piece in blocks:
+        covered[piece] += 1
+    assert (covered[view] == 1).all() and covered.sum() == 280 * 250
+    in_blocks = sum(windows_per_region(model, image, blocks, tiles, axes="ZYX"))
+    assert in_blocks == len(blocks) == 9 * 8  # one window each...
+    one_piece = windows_per_region(model, image, [view], tiles, axes="ZYX")[0]
+    assert in_blocks <= one_piece  # ...no more than the view in one piece (90 here)
+    in_parts = sum(windows_per_region(model, image, [_box(p) for p in parts], tiles,
+                                      axes="ZYX"))
+    assert in_parts > one_piece  # (whereas each part in one piece tiles its halo too)
+    # a view no larger than a part's side, or one spanning several planes, is one piece
+    assert view_parts(None, "YX", (90, 100), block, 100) == [[None]]
+    several = (slice(0, 2), slice(0, 300), slice(0, 260))
+    assert view_parts(several, "ZYX", image.shape, block, 100) == [[several]]
+    # a part is at least a block, whatever the side asked for
+    assert [len(part) for part in view_parts(None, "YX", (64, 64), block, 10)] == [1] * 4
+
+
+def _box(blocks):
+    return tuple(slice(min(b[i].start for b in blocks), max(b[i].stop for b in blocks))
+                 for i in range(len(blocks[0])))
+
+
+def test_strokes_wait_for_one_part_of_a_large_view_not_all_of_it(monkeypatch):
+    """Steps of 0.1 s and blocks that take 0.25 s to predict (a 2048 x 2048 view on a
+    CPU core costs 8-9 s, 25 windows): steps come between parts of four blocks, and the
+    view keeps to its half of the time."""
+    from napari_unet.core import live
+
+    clock = _Clock()
+    monkeypatch.setattr(live, "time", clock)
+    predict_region = live.predict_region
+    spent = {"training": 0.0, "view": 0.0}
+    gaps, since_step = [], [0.0]
+
+    def slow_prediction(*args, **kw):
+        clock.now += 0.25
+        spent["view"] += 0.25
+        return predict_region(*args, **kw)
+
+    def count_step():
+        spent["training"] += 0.1
+        gaps.append(clock.now - since_step[0])
+        since_step[0] = clock.now
+
+    monkeypatch.setattr(live, "predict_region", slow_prediction)
+    image, truth = make_blobs((160, 160))
+    run = TrainingRun(image, strokes_from_truth(truth), replace(FAST, max_steps=5000),
+                      model_config=TINY_MODEL)
+    _steps_take(run, clock, 0.1, count_step)
+    gen = live_training(run, refresh_s=2.0, tiles=TileConfig(tile_size=80),
+                        view_part_side=64)
+    parts = 0
+    while clock.now < 60:
+        event = next(gen)
+        parts += isinstance(event, PredictionUpdate)
+    gen.close()
+    assert parts >= 20  # 9 parts a refresh: the view is refreshed, not starved
+    assert max(gaps) <= 4 * 0.25 + 0.1 + 1e-9  # one part at most between two steps
+    assert spent["view"] <= 0.5 * clock.now + 1.0, spent
 
 
 def test_slices_slow_to_predict_leave_training_its_share_of_the_time(monkeypatch):
