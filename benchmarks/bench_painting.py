@@ -13,7 +13,8 @@ one. It records, on the GUI thread,
 - the longest time one send of strokes to the training (``_send_labels``) and one autosave
   (``save_now``) took,
 - the largest gap between ticks of a 10 ms timer, while painting and pausing (the overlay
-  refreshes of the 2048 x 2048 slice in view fall in this window too).
+  refreshes of the 2048 x 2048 slice in view fall in this window too),
+- how many overlay updates were shown meanwhile, and the GUI time they took.
 
 The figures depend on memory speed and on what else runs: one run, one machine.
 """
@@ -90,6 +91,8 @@ def measure(shape: tuple[int, ...], strokes: int) -> dict[str, Any]:
     autosave.save_now = timed(saves, autosave.save_now)
     autosave._timer.timeout.disconnect()
     autosave._timer.timeout.connect(autosave.save_now)
+    overlays: list[float] = []  # written and redrawn, in the painting window only
+    widget._apply_prediction = timed(overlays, widget._apply_prediction)
     widget.train = timed(train_ms, widget.train)
     widget.train_button.clicked.disconnect()
     widget.train_button.clicked.connect(lambda *_: widget.train())
@@ -108,6 +111,7 @@ def measure(shape: tuple[int, ...], strokes: int) -> dict[str, Any]:
     print(f"run set up in {set_up_s:.1f} s; painting", file=sys.stderr, flush=True)
     pump_events(2.0)
     painting_from = time.perf_counter()
+    overlays.clear()
     layer.brush_size = 8
     rng = np.random.default_rng(1)
     for _ in range(strokes):
@@ -121,6 +125,7 @@ def measure(shape: tuple[int, ...], strokes: int) -> dict[str, Any]:
     pump_events(3.0)
     painting_to = time.perf_counter()
     beat.stop()
+    overlay_ms = list(overlays)
     steps, version = widget.state.step, widget.state.labels_version
     print(f"painted; stopping ({widget.state.status})", file=sys.stderr, flush=True)
     widget.stop()
@@ -140,6 +145,9 @@ def measure(shape: tuple[int, ...], strokes: int) -> dict[str, Any]:
         "send_max_ms": round(max(sends), 1) if sends else None, "sends": len(sends),
         "save_max_ms": round(max(saves), 1) if saves else None, "saves": len(saves),
         "gap_painting_ms": max(gaps), "steps": steps, "labels_version": version,
+        "overlays": len(overlay_ms),
+        "overlay_max_ms": round(max(overlay_ms), 1) if overlay_ms else None,
+        "overlay_total_ms": round(sum(overlay_ms)),
     }
 
 
@@ -171,6 +179,9 @@ def main() -> int:
         f"{result['save_max_ms']} ms |",
         f"| largest GUI event-loop gap while painting and pausing | "
         f"{result['gap_painting_ms']} ms |",
+        f"| overlay updates shown while painting, longest / all together on the GUI "
+        f"thread | {result['overlays']}: {result['overlay_max_ms']} ms / "
+        f"{result['overlay_total_ms']} ms |",
         f"| strokes updates the training used / steps | {result['labels_version']} / "
         f"{result['steps']} |",
     ])
