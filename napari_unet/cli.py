@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,14 @@ from napari_unet.core.config import (
 )
 from napari_unet.core.errors import InputError, NapariUnetError
 from napari_unet.core.io import ImageData
+
+if TYPE_CHECKING:  # imported where used: `--help` should not wait for torch
+    import torch
+
+    from napari_unet.core.batch import BatchItem
+    from napari_unet.core.config import TileConfig
+    from napari_unet.core.instances import InstanceConfig
+    from napari_unet.core.model import TrainedModel
 
 EXIT_USER_ERROR = 2
 # Seconds between redraws of a progress bar written to a file rather than a terminal (a
@@ -93,15 +102,20 @@ def _build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="segment an image with a trained model")
     predict.add_argument("--model", required=True, type=Path, help="model file (.pt)")
-    predict.add_argument("--image", required=True, type=Path, help="image TIFF")
+    predict.add_argument("--image", required=True, type=Path, nargs="+",
+                         help="image TIFF; or several, folders of them, or patterns such "
+                              "as 'data/*.tif' (then the outputs are folders, each file "
+                              "named after its image)")
     predict.add_argument("--out", required=True, type=Path,
-                         help="class map TIFF to write (ids as painted, 1 = background)")
+                         help="class map TIFF to write (ids as painted, 1 = background); "
+                              "a folder for several images")
     predict.add_argument("--probabilities", type=Path,
                          help="also write per-class probabilities (float32 TIFF, classes "
-                              "as ImageJ channels)")
+                              "as ImageJ channels); a folder for several images")
     predict.add_argument("--instances", type=Path,
                          help="also write instance labels (one id per object, 0 = "
-                              "background; touching objects split by watershed)")
+                              "background; touching objects split by watershed); a "
+                              "folder for several images")
     predict.add_argument("--min-size", type=int, metavar="N",
                          help="instances: drop objects smaller than this many pixels "
                               "(voxels); default 16 in 2D, 64 in 3D (4 pixels across)")
@@ -112,6 +126,9 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tile-size", type=int, help="tile side in pixels (default by device)")
     predict.add_argument("--no-tta", dest="tta", action="store_false",
                          help="skip test-time augmentation (8x faster, slightly less accurate)")
+    predict.add_argument("--skip-existing", action="store_true",
+                         help="leave out images whose results exist (to finish a batch "
+                              "that was stopped)")
     _add_common(predict)
 
     demo = sub.add_parser("demo", help="open napari with the sample image, strokes and trainer")
@@ -142,12 +159,12 @@ def _axes_note(image: ImageData, axes: str, how: str) -> str:
 
 
 @contextlib.contextmanager
-def _explaining_axes(args: argparse.Namespace, note: str) -> Iterator[None]:
+def _explaining_axes(path: Path, note: str) -> Iterator[None]:
     """Name the axes in any set-up error (which stays one line)."""
     try:
         yield
     except NapariUnetError as err:
-        raise type(err)(f"{err} [{args.image.name}: {note}; use --axes to change]") from err
+        raise type(err)(f"{err} [{path.name}: {note}; use --axes to change]") from err
 
 
 # What to leave out when a job would not fit in memory (core.memory_budget).
@@ -175,10 +192,11 @@ def _fits_in_memory(job: str, path: Path, *, volumetric: bool, probability_class
     return check
 
 
-def _announce_axes(args: argparse.Namespace, image: ImageData, axes: str, how: str) -> None:
+def _announce_axes(args: argparse.Namespace, path: Path, image: ImageData, axes: str,
+                   how: str) -> None:
     """Say which axes were used; a plain 2D image (YX) needs no note."""
     if len(axes) > 2:
-        _say(args, f"{args.image.name}: {_axes_note(image, axes, how)}; use --axes to change")
+        _say(args, f"{path.name}: {_axes_note(image, axes, how)}; use --axes to change")
 
 
 def _check_init_agrees(config: ModelConfig, z_context: int | None,
@@ -218,7 +236,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       _fits_in_memory("training on", args.image, volumetric=volumetric))
     guessed = image.axes_source == "guessed"
     how = "guessed from the shapes" if guessed else _AXES_SOURCE[image.axes_source]
-    with _explaining_axes(args, _axes_note(image, image.axes, how)):
+    with _explaining_axes(args.image, _axes_note(image, image.axes, how)):
         if guessed:
             # The strokes' shape tells channels from slices better than the image alone.
             labels = read_labels(args.labels)
@@ -239,7 +257,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                      device=args.device, intensity_jitter=args.intensity_jitter,
                      edge_weight=args.edge_weight, region_weight=args.region_weight,
                      settle_steps=stack_steps)
-    with _explaining_axes(args, _axes_note(image, axes, how)):
+    with _explaining_axes(args.image, _axes_note(image, axes, how)):
         run = TrainingRun(
             image.data, labels, config, axes=axes,
             mode=None if args.mode == "auto" else args.mode,
@@ -247,7 +265,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                  z_context=args.z_context, absolute_intensity=absolute),
             init=init,
         )
-    _announce_axes(args, image, axes, how)
+    _announce_axes(args, args.image, image, axes, how)
     where = ""
     if run.stack.num_samples > 1:
         if run.mode == "3d" or "Z" not in axes:
@@ -302,28 +320,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from napari_unet.core.batch import (
+        BatchItem,
+        image_paths,
+        is_batch,
+        make_folders,
+        plan_batch,
+    )
     from napari_unet.core.checkpoint import load_model
     from napari_unet.core.device import resolve_device
-    from napari_unet.core.inference import iter_predict, model_axes
-    from napari_unet.core.instances import (
-        InstanceConfig,
-        check_instance_options,
-        instances_from_classes,
-    )
-    from napari_unet.core.io import (
-        check_output_path,
-        read_tiff,
-        write_labels,
-        write_probabilities,
-    )
+    from napari_unet.core.instances import InstanceConfig, check_instance_options
+    from napari_unet.core.io import check_output_path
 
-    outputs = [p for p in (args.out, args.probabilities, args.instances) if p]
-    if len(set(outputs)) != len(outputs):
-        raise InputError("--out, --probabilities and --instances must be different files")
-    for path in outputs:
-        check_output_path(path, args.overwrite)
+    batch = is_batch(args.image, args.out)
+    images = image_paths(args.image)
+    if batch:
+        items, skipped = plan_batch(images, args.out, args.probabilities, args.instances,
+                                    overwrite=args.overwrite,
+                                    skip_existing=args.skip_existing)
+    else:
+        items, skipped = [BatchItem(images[0], args.out, args.probabilities,
+                                    args.instances)], []
+        outputs = items[0].outputs
+        if len(set(outputs)) != len(outputs):
+            raise InputError("--out, --probabilities and --instances must be different files")
+        if args.skip_existing and not args.overwrite and all(p.exists() for p in outputs):
+            _say(args, f"{images[0]}: its results exist; left out (--skip-existing)")
+            return 0
+        for path in outputs:
+            check_output_path(path, args.overwrite)
     # Checked before predicting, not after minutes of it, and named as they were typed.
     check_instance_options(args.min_size, args.seed_depth, ("--min-size", "--seed-depth"))
     instance_config = InstanceConfig(min_size=args.min_size, h=args.seed_depth)
@@ -332,18 +357,61 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.tile_size:
         tiles = replace(tiles, tile_size=args.tile_size)
     model = load_model(args.model)
-    image = read_tiff(args.image, args.axes, _fits_in_memory(
-        "predicting", args.image, volumetric=model.config.spatial_dims == 3,
-        instances=bool(args.instances),
-        probability_classes=model.num_classes if args.probabilities else 0))
+    if not batch:
+        _predict_one(args, model, device, tiles, instance_config, items[0])
+        return 0
+
+    make_folders(args.out, args.probabilities, args.instances)
+    if skipped:
+        _say(args, f"{len(skipped)} of {len(images)} images already have their results; "
+                   "left out")
+    if not items:
+        return 0
+    failed: list[Path] = []
+    for number, item in enumerate(items, 1):
+        _say(args, f"[{number}/{len(items)}] {item.image}")
+        try:
+            _predict_one(args, model, device, tiles, instance_config, item)
+        except (NapariUnetError, OSError) as err:
+            # One bad file (unreadable, other channels) must not end a batch of hundreds.
+            print(f"napari-unet predict: {item.image}: error: {err}", file=sys.stderr)
+            failed.append(item.image)
+        except KeyboardInterrupt:
+            print(f"napari-unet predict: stopped at {item.image}; the {number - 1} result(s) "
+                  "before it are complete (each file is written whole or not at all); "
+                  "run again with --skip-existing to do the rest", file=sys.stderr)
+            return 130
+    done = len(items) - len(failed)
+    summary = f"segmented {done} of {len(items)} images into {args.out}"
+    if failed:
+        print(f"napari-unet predict: {summary}; {len(failed)} failed: "
+              f"{', '.join(p.name for p in failed)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    _say(args, summary)
+    return 0
+
+
+def _predict_one(args: argparse.Namespace, model: TrainedModel, device: torch.device,
+                 tiles: TileConfig, instance_config: InstanceConfig, item: BatchItem) -> None:
+    """Predict one image and write its results."""
+    from tqdm import tqdm
+
+    from napari_unet.core.inference import iter_predict, model_axes
+    from napari_unet.core.instances import instances_from_classes
+    from napari_unet.core.io import read_tiff, write_labels, write_probabilities
+
+    image = read_tiff(item.image, args.axes, _fits_in_memory(
+        "predicting", item.image, volumetric=model.config.spatial_dims == 3,
+        instances=item.instances is not None,
+        probability_classes=model.num_classes if item.probabilities else 0))
     # A guess from the file's shape alone is worse than one that knows the model.
     guessed = image.axes_source == "guessed"
     how = "guessed from the shape and the model" if guessed else _AXES_SOURCE[image.axes_source]
-    with _explaining_axes(args, _axes_note(image, image.axes, how)):
+    with _explaining_axes(item.image, _axes_note(image, image.axes, how)):
         axes = model_axes(model, image.data.shape, None if guessed else image.axes)
-    _announce_axes(args, image, axes, how)
+    _announce_axes(args, item.image, image, axes, how)
     gen = iter_predict(model, image.data, tiles, axes=axes,
-                       return_probabilities=bool(args.probabilities),
+                       return_probabilities=item.probabilities is not None,
                        test_time_augmentation=args.tta, device=device)
     with tqdm(unit="tile", disable=args.quiet, file=sys.stderr,
               mininterval=_redraw_interval() or 0.1) as bar:
@@ -358,26 +426,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             if progress.notice and not args.quiet:
                 bar.write(progress.notice, file=sys.stderr)
     lab_axes = axes.replace("C", "")
-    write_labels(args.out, prediction.class_map, axes=lab_axes, overwrite=args.overwrite)
-    if args.probabilities and prediction.probabilities is not None:
-        write_probabilities(args.probabilities, prediction.probabilities, axes=lab_axes,
-                            overwrite=args.overwrite)
+    overwrite = args.overwrite or item.redo
+    write_labels(item.out, prediction.class_map, axes=lab_axes, overwrite=overwrite)
+    if item.probabilities and prediction.probabilities is not None:
+        write_probabilities(item.probabilities, prediction.probabilities, axes=lab_axes,
+                            overwrite=overwrite)
     counts = np.bincount(prediction.class_map.ravel(), minlength=model.num_classes + 1)
     shares = ", ".join(
         f"{name} {100 * counts[i + 1] / prediction.class_map.size:.1f}%"
         for i, name in enumerate(model.class_names)
     )
-    _say(args, f"wrote {args.out} ({'x'.join(map(str, prediction.class_map.shape))}; {shares})")
-    if args.instances:
+    _say(args, f"wrote {item.out} ({'x'.join(map(str, prediction.class_map.shape))}; {shares})")
+    if item.instances:
         z = model.config.anisotropy if model.config.spatial_dims == 3 else (
             image.anisotropy or 1.0)
         spacing = tuple(z if a == "Z" else 1.0 for a in lab_axes if a != "T")
         objects = instances_from_classes(prediction.class_map, lab_axes, spacing,
                                          instance_config)
-        write_labels(args.instances, objects, axes=lab_axes, overwrite=args.overwrite)
-        _say(args, f"wrote {args.instances} ({int(objects.max())} objects"
+        write_labels(item.instances, objects, axes=lab_axes, overwrite=overwrite)
+        _say(args, f"wrote {item.instances} ({int(objects.max())} objects"
                    f"{' in the fullest frame' if 'T' in lab_axes else ''})")
-    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -278,3 +278,91 @@ def test_a_layout_mismatch_names_the_axes(files, cli):
     line = _error_of(cli("train", "--image", files / "stack.tif", "--labels",
                              files / "strokes.tif", "--out", files / "m.pt", "--axes", "ZYX"))
     assert "(64, 80)" in line and "axes ZYX" in line
+
+
+@pytest.fixture(scope="module")
+def model_and_images(tmp_path_factory):
+    """A model trained on one blob image, and a folder of three others, one of them junk."""
+    root = tmp_path_factory.mktemp("batch")
+    image, truth = make_blobs((64, 80))
+    tifffile.imwrite(root / "train.tif", image)
+    tifffile.imwrite(root / "strokes.tif", strokes_from_truth(truth))
+    assert main(["train", "--image", str(root / "train.tif"), "--labels",
+                 str(root / "strokes.tif"), "--out", str(root / "m.pt"), "--steps", "40",
+                 "--device", "cpu", "-q"]) == 0
+    folder = root / "images"
+    folder.mkdir()
+    for seed, name in ((1, "a.tif"), (2, "b.TIFF")):
+        tifffile.imwrite(folder / name, make_blobs((48, 56), seed=seed)[0])
+    (folder / "broken.tif").write_bytes(b"not a tiff")
+    (folder / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_a_folder_of_images_is_segmented_in_one_run_and_a_bad_file_does_not_stop_it(
+        model_and_images, tmp_path, cli):
+    root = model_and_images
+    masks, objects = tmp_path / "masks", tmp_path / "objects"  # made by the command
+    args = ["predict", "--model", root / "m.pt", "--image", root / "images", "--out", masks,
+            "--instances", objects, "--no-tta", "--device", "cpu"]
+    proc = cli(*args)
+    assert proc.returncode == 2
+    assert "broken.tif: error:" in proc.stderr and "is not a readable TIFF" in proc.stderr
+    assert "segmented 2 of 3 images" in proc.stderr and "1 failed: broken.tif" in proc.stderr
+    assert sorted(p.name for p in masks.iterdir()) == ["a.tif", "b.tif"]
+    assert sorted(p.name for p in objects.iterdir()) == ["a.tif", "b.tif"]
+    # each mask is what predicting that image alone gives
+    for name, source in (("a.tif", "a.tif"), ("b.tif", "b.TIFF")):
+        alone = tmp_path / f"alone-{name}"
+        cli("predict", "--model", root / "m.pt", "--image", root / "images" / source,
+            "--out", alone, "--no-tta", "--device", "cpu", check=True)
+        np.testing.assert_array_equal(tifffile.imread(masks / name), tifffile.imread(alone))
+        assert tifffile.imread(objects / name).max() >= 1
+
+    # Run again: the results are not replaced without consent...
+    first = cli(*args)
+    assert first.returncode == 2 and "--skip-existing" in first.stderr
+    assert "segmented" not in first.stderr  # refused before reading any image
+    # ...and --skip-existing finishes what is left (here, only the bad file)
+    again = cli(*args, "--skip-existing")
+    assert "2 of 3 images already have their results" in again.stderr
+    assert "segmented 0 of 1 images" in again.stderr and again.returncode == 2
+    # an image stopped between its mask and its objects is done again, whole
+    (objects / "b.tif").unlink()
+    before = (masks / "b.tif").stat().st_mtime_ns
+    finish = cli(*args, "--skip-existing")
+    assert "segmented 1 of 2 images" in finish.stderr  # b, and the broken file again
+    assert (objects / "b.tif").exists() and (masks / "b.tif").stat().st_mtime_ns != before
+    # a pattern, quoted as on Windows, names the same images
+    pattern = cli("predict", "--model", root / "m.pt", "--image", root / "images" / "[ab].*",
+                  "--out", tmp_path / "by-pattern", "--no-tta", "--device", "cpu")
+    assert pattern.returncode == 0 and "segmented 2 of 2 images" in pattern.stderr
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "by-pattern" / "a.tif"),
+                                  tifffile.imread(masks / "a.tif"))
+
+
+def test_batch_names_are_checked_before_any_image_is_read(model_and_images, tmp_path, cli):
+    root = model_and_images
+    model, images = root / "m.pt", root / "images"
+    other = tmp_path / "other"
+    other.mkdir()
+    tifffile.imwrite(other / "a.tif", np.zeros((48, 56), np.uint8))
+    (tmp_path / "file.tif").write_bytes(b"")
+    predict = ["predict", "--model", model, "--device", "cpu", "--image"]
+    cases = {
+        "would both be written as a.tif": [*predict, images / "a.tif", other / "a.tif",
+                                           "--out", tmp_path / "o"],
+        "would replace the image": [*predict, other, "--out", other, "--overwrite"],
+        "must be different ones": [*predict, images, "--out", tmp_path / "o",
+                                   "--instances", tmp_path / "o"],
+        "must be a folder, not a file": [*predict, images, "--out", tmp_path / "file.tif"],
+        "no file matches": [*predict, images / "*.png", "--out", tmp_path / "o"],
+        "no TIFF (.tif, .tiff) in folder": [*predict, tmp_path / "o2", "--out",
+                                            tmp_path / "o"],
+        "does not exist": [*predict, images, "--out", tmp_path / "no" / "such"],
+    }
+    (tmp_path / "o2").mkdir()
+    for expected, args in cases.items():
+        assert expected in _error_of(cli(*args)), expected
+    assert not (tmp_path / "o").exists()
+    assert (other / "a.tif").stat().st_size > 0  # the image is untouched
