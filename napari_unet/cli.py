@@ -374,7 +374,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             _predict_one(args, model, device, tiles, instance_config, item)
         except (NapariUnetError, OSError) as err:
             # One bad file (unreadable, other channels) must not end a batch of hundreds.
-            print(f"napari-unet predict: {item.image}: error: {err}", file=sys.stderr)
+            where = "" if str(item.image) in str(err) else f"{item.image}: "
+            print(f"napari-unet predict: {where}error: {err}", file=sys.stderr)
             failed.append(item.image)
         except KeyboardInterrupt:
             print(f"napari-unet predict: stopped at {item.image}; the {number - 1} result(s) "
