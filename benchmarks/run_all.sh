@@ -13,6 +13,7 @@ gui() { if [ -n "${DISPLAY:-}" ]; then "$PY" "$@"; else xvfb-run -a -s "-screen 
 "$PY" benchmarks/bench_memory.py --write "$DOC"
 "$PY" benchmarks/bench_memory.py --passes --write "$DOC"
 "$PY" benchmarks/bench_blocks.py --write "$DOC"
+"$PY" benchmarks/bench_host.py --write "$DOC"
 "$PY" benchmarks/bench_effort.py --write "$DOC"
 "$PY" benchmarks/bench_volumes.py --write "$DOC"
 gui benchmarks/bench_gui.py --write "$DOC"

@@ -128,13 +128,33 @@ class _Runner:
         self.device, self.amp = torch.device("cpu"), None
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-class probabilities ``(N, K, ...)`` of a batch, on the CPU."""
+        return self._run(x, None)
+
+    def class_ids(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Each pixel's class id ``1..K`` ``(N, ...)``, of ``dtype``, on the CPU.
+
+        Picked from the network's scores on its device: the softmax is left out (the
+        largest score is the largest probability), and only the ids cross to the host,
+        a byte each where they fit, not K floats (session 29: prediction's own work
+        around the network capped the H100 at 22-29 MP/s; ``bench_host.py``).
+        """
+        return self._run(x, dtype)
+
+    def _run(self, x: torch.Tensor, ids: torch.dtype | None) -> torch.Tensor:
         max_batch = self.limits.max_batch
         if max_batch is not None and x.shape[0] > max_batch:
-            return torch.cat([self.probabilities(part).cpu()
-                              for part in torch.split(x, max_batch)])
+            return torch.cat([self._run(part, ids) for part in torch.split(x, max_batch)])
         try:
             with torch.inference_mode(), autocast(self.device, self.amp):
-                return self.network(x.to(self.device)).float().softmax(dim=1)
+                scores = self.network(x.to(self.device))
+                if ids is None:
+                    return scores.float().softmax(dim=1).cpu()
+                # max's indices, not argmax: the same ids (the first of equal maxima),
+                # but torch's CPU argmax over the class axis of a contiguous
+                # (N, K, ...) tensor is 30-60x slower (2 classes, 620 x 620: 73 ms
+                # against 1.5 ms; session 23, torch 2.13).
+                return (scores.max(dim=1).indices + 1).to(ids).cpu()
         except torch.OutOfMemoryError:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -142,13 +162,13 @@ class _Runner:
             if x.shape[0] > 1:
                 self.limits.max_batch = x.shape[0] // 2
                 self.notice = self.limits.describe()
-                return self.probabilities(x)
+                return self._run(x, ids)
             if self.device.type == "cpu":
                 raise
             self.limits.on_cpu = True
             self.notice = self.limits.describe()
             self._move_to_cpu()
-            return self.probabilities(x)
+            return self._run(x, ids)
 
 
 @dataclass(frozen=True)
@@ -676,20 +696,16 @@ def _predict_windows(
     k = runner.network.config.num_classes
     spatial = view.shape[1:]
     out = np.zeros((k, *spatial), np.float32) if probabilities else np.zeros(spatial, id_dtype)
+    # torch has no uint16 arithmetic on every device: 256 classes or more go as int32
+    ids_dtype = torch.uint8 if np.dtype(id_dtype) == np.uint8 else torch.int32
     for batch in _batches(windows, batch_size):
         x = torch.from_numpy(np.stack([view[(slice(None), *w.window)] for w in batch]))
-        probs = runner.probabilities(x)
         if probabilities:
-            probs_np = probs.cpu().numpy()
+            probs_np = runner.probabilities(x).numpy()
             for i, w in enumerate(batch):
                 out[(slice(None), *w.core)] = probs_np[(i, slice(None), *w.core_in_window)]
         else:  # class map only: memory stays bounded by the tile
-            # max's indices, not argmax: the same ids (first of equal maxima), but torch's
-            # CPU argmax over the class axis of a contiguous (N, K, ...) tensor, as the
-            # softmax returns, is 30-60x slower (2 classes, 620 x 620: 73 ms against
-            # 1.5 ms; a 2 x 32 x 128 x 128 block 109 against 1.7 ms): a third of every CPU
-            # overlay and Predict (session 23, torch 2.13).
-            ids_np = (probs.max(dim=1).indices + 1).to(torch.int32).cpu().numpy()
+            ids_np = runner.class_ids(x, ids_dtype).numpy()
             for i, w in enumerate(batch):
                 out[w.core] = ids_np[(i, *w.core_in_window)]
         done += len(batch)

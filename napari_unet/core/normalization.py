@@ -106,7 +106,9 @@ class Normalization:
             scale = 1.0 / (self.high[c] - self.low[c])
             np.subtract(image[c], self.low[c], out=out[c], casting="unsafe")
             out[c] *= scale
-        np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        if not np.issubdtype(image.dtype, np.integer) and image.dtype != bool:
+            # (integers are finite, and high > low: only float input can hold NaN or inf)
+            np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return out
 
     def to_dict(self) -> dict[str, Any]:
