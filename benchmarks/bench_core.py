@@ -166,8 +166,8 @@ def _windows(net: torch.nn.Module, model, image: np.ndarray, tile_size: int):
     """The normalised, padded image and the tile windows ``predict`` runs over it."""
     norm = model.normalization.apply(image[np.newaxis])
     padded = _pad_to_multiple(norm, model.config.size_multiples)
-    _, windows = plan_tiles(padded.shape[1:], tile_size, net.receptive_radius,
-                            model.config.size_multiples)
+    windows = plan_tiles(padded.shape[1:], tile_size, net.receptive_radius,
+                         model.config.size_multiples)
     return padded, windows
 
 

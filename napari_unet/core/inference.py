@@ -29,9 +29,7 @@ from napari_unet.core.axes import (
     infer_axes,
     label_axes,
     labels_from_canonical,
-    labels_to_canonical,
     mode_for_spatial_dims,
-    region_from_canonical,
     region_to_canonical,
     to_canonical,
 )
@@ -116,19 +114,42 @@ class _Runner:
     """
 
     def __init__(self, network: torch.nn.Module, device: torch.device,
-                 amp: torch.dtype | None, limits: DeviceLimits) -> None:
+                 amp: torch.dtype | None, limits: DeviceLimits,
+                 test_time_augmentation: bool = False) -> None:
         self.network, self.device, self.amp = network, device, amp
         self.limits = limits
+        self.passes = _D4 if test_time_augmentation else _D4[:1]
         self.notice = ""
         if limits.on_cpu and device.type != "cpu":
             self._move_to_cpu()
+
+    def _augmented_mean(self, x: torch.Tensor) -> torch.Tensor:
+        total: torch.Tensor | None = None
+        for rotations, flip in self.passes:
+            turned = torch.rot90(x, rotations, dims=(-2, -1))
+            if flip:
+                turned = turned.flip(-1)
+            # rot90 returns a transposed view; convolutions on it took 1.5x as long
+            # on a CPU (session 29)
+            turned = turned.contiguous()
+            probabilities = self.network(turned).float().softmax(dim=1)
+            if flip:
+                probabilities = probabilities.flip(-1)
+            back = torch.rot90(probabilities, -rotations, dims=(-2, -1))
+            total = back.clone() if total is None else total.add_(back)
+        assert total is not None
+        return total.div_(len(self.passes))
 
     def _move_to_cpu(self) -> None:
         self.network = copy.deepcopy(self.network).to("cpu").float()
         self.device, self.amp = torch.device("cpu"), None
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-class probabilities ``(N, K, ...)`` of a batch, on the CPU."""
+        """Per-class probabilities ``(N, K, ...)`` of a batch, on the CPU.
+
+        With test-time augmentation, the mean over the 8 flips and rotations of each
+        window, turned back (:data:`_D4`).
+        """
         return self._run(x, None)
 
     def class_ids(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -147,7 +168,19 @@ class _Runner:
             return torch.cat([self._run(part, ids) for part in torch.split(x, max_batch)])
         try:
             with torch.inference_mode(), autocast(self.device, self.amp):
-                scores = self.network(x.to(self.device))
+                batch = x.to(self.device)  # (x stays on the host for a retry)
+                if len(self.passes) > 1:
+                    # On the device, window by window: the halo makes each window's core
+                    # what the whole image gives, turned or not, so this equals
+                    # augmenting the whole image, and only the result crosses to the host.
+                    # Turned and summed on the host instead, a 4096 x 4096 image cost
+                    # 2.3 s of one CPU core around the network (bench_host.py, session
+                    # 29): an H100 could not go faster than ~7 MP/s.
+                    mean = self._augmented_mean(batch)
+                    if ids is None:
+                        return mean.cpu()
+                    return (mean.max(dim=1).indices + 1).to(ids).cpu()
+                scores = self.network(batch)
                 if ids is None:
                     return scores.float().softmax(dim=1).cpu()
                 # max's indices, not argmax: the same ids (the first of equal maxima),
@@ -182,25 +215,24 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _axis_plan(
-    size: int, tile: int, halo: int, multiple: int
-) -> tuple[int, list[tuple[int, int, int]]]:
-    """Window length and ``(window_start, core_start, core_stop)`` along one axis.
+def _axis_plan(size: int, tile: int, halo: int,
+               multiple: int) -> list[tuple[int, int, int, int]]:
+    """``(window_start, window_stop, core_start, core_stop)`` along one axis.
 
     Cores are spread evenly (rather than packed from the start, which leaves one window
-    mostly overlapping its neighbour), so windows can be smaller than ``tile``.
+    mostly overlapping its neighbour), so windows can be smaller than ``tile``. A window
+    takes ``halo`` pixels of context on each side of its core, none beyond the image:
+    the first and last windows are shorter. Windows of one length each, as batching
+    wants, cost 16 % more pixels on a 1024 x 1024 image (3 x 3 windows of 456 instead
+    of 400, 456, 400 a side) and 28 % at 520 x 520 (session 29).
     """
     if tile >= size:
-        return size, [(0, 0, size)]
+        return [(0, size, 0, size)]
     count = -(-size // (tile - 2 * halo))
     core = _round_up(-(-size // count), multiple)
-    window = min(core + 2 * halo, size)
-    plan = []
-    for core_start in range(0, size, core):
-        core_stop = min(core_start + core, size)
-        window_start = min(max(core_start - halo, 0), size - window)
-        plan.append((window_start, core_start, core_stop))
-    return window, plan
+    return [(max(core_start - halo, 0), min(core_start + core + halo, size),
+             core_start, min(core_start + core, size))
+            for core_start in range(0, size, core)]
 
 
 def _window_and_halo(tile: int, halo: int, multiple: int) -> tuple[int, int]:
@@ -222,13 +254,14 @@ def plan_tiles(
     tile_size: int | tuple[int, ...],
     halo: int | tuple[int, ...],
     multiple: int | tuple[int, ...],
-) -> tuple[tuple[int, ...], list[_Window]]:
+) -> list[_Window]:
     """Plan windows over a padded image of ``shape`` (each side a multiple of ``multiple``).
 
     ``tile_size``, ``halo`` and ``multiple`` are one value for every axis or one per axis.
-    Every window has the same shape (so they batch), starts on a multiple of ``multiple``
-    and contains its core plus ``halo`` pixels of context on each side (or up to the image
-    border). Returns the window shape and the windows; cores cover every pixel once.
+    Every window starts and ends on a multiple of ``multiple`` and contains its core plus
+    ``halo`` pixels of context on each side, up to the image border (where windows are
+    shorter: :func:`_axis_plan`; windows of one shape are batched together). Cores cover
+    every pixel once.
     """
     ndim = len(shape)
     per_axis = []
@@ -236,14 +269,13 @@ def plan_tiles(
                              _per_axis(multiple, ndim)):
         t, h = _window_and_halo(t, h, m)
         per_axis.append(_axis_plan(size, t, h, m))
-    tile_shape = tuple(length for length, _ in per_axis)
     windows = []
-    for combo in itertools.product(*(plan for _, plan in per_axis)):
-        window = tuple(slice(w, w + t) for (w, _, _), t in zip(combo, tile_shape))
-        core = tuple(slice(c0, c1) for _, c0, c1 in combo)
-        core_in_window = tuple(slice(c0 - w, c1 - w) for w, c0, c1 in combo)
+    for combo in itertools.product(*per_axis):
+        window = tuple(slice(w0, w1) for w0, w1, _, _ in combo)
+        core = tuple(slice(c0, c1) for _, _, c0, c1 in combo)
+        core_in_window = tuple(slice(c0 - w0, c1 - w0) for w0, _, c0, c1 in combo)
         windows.append(_Window(window, core, core_in_window))
-    return tile_shape, windows
+    return windows
 
 
 def _halos(model: TrainedModel, tiles: TileConfig) -> tuple[int, ...]:
@@ -413,9 +445,9 @@ def iter_predict(
         Also return per-class probabilities (memory grows with the image).
     test_time_augmentation
         Average the probabilities of the 8 flips/90 degree rotations in Y and X: 8x the
-        time, smoother and more accurate boundaries (see docs/benchmarks.md). The region
-        is then predicted in blocks of one window each (:func:`one_window_blocks`), so
-        memory stays bounded by the tile unless ``return_probabilities`` is set.
+        time, smoother and more accurate boundaries (see docs/benchmarks.md). Each window
+        is turned on the device; memory stays bounded by the tile unless
+        ``return_probabilities`` is set.
     device
         Where to run; defaults to the device the network is on.
     mixed_precision
@@ -441,52 +473,32 @@ def iter_predict(
     normalization = model.normalization.per_plane(stack.planes_per_sample)
     canonical_region = region_to_canonical(region, lab_axes, stack.label_shape)
     multiples = model.config.size_multiples
-    passes = _D4 if test_time_augmentation else _D4[:1]
-    need_probabilities = return_probabilities or len(passes) > 1
-    blocks = _augmented_blocks(model, stack, canonical_region, tiles,
-                               test_time_augmentation, return_probabilities)
-    if len(blocks) > 1:
-        return (yield from _predict_blocks(model, image, stack, tiles, axes, canonical_region,
-                                           blocks, device, mixed_precision, limits))
-    plan = _plan_region(model, stack, canonical_region, tiles, passes)
-    context, keep, total = plan.context, plan.keep, plan.windows
+    plan = _plan_region(model, stack, canonical_region, tiles)
+    context, keep = plan.context, plan.keep
+    passes = len(_D4) if test_time_augmentation else 1
+    total = plan.count * passes
 
     k = model.num_classes
     id_dtype = np.uint8 if k < 256 else np.uint16
     region_shape = tuple(sl.stop - sl.start for sl in canonical_region)
     class_map = np.zeros(region_shape, id_dtype)
     probabilities = np.zeros((k, *region_shape), np.float32) if return_probabilities else None
-    runner = _Runner(network, device, autocast_dtype(device, mixed_precision), limits)
+    runner = _Runner(network, device, autocast_dtype(device, mixed_precision), limits,
+                     test_time_augmentation)
     done = 0
     for index, _ in plan.samples:
-        crop = stack.read(index, context)
-        padded: np.ndarray | _TileSource
-        if need_probabilities:
-            # Whole-sample arrays are needed anyway (documented: memory grows with the image).
-            padded = _pad_to_multiple(normalization.apply(np.asarray(crop)), multiples)
-        else:
-            padded = _TileSource(crop, normalization, multiples)
-        summed = np.zeros((k, *padded.shape[1:]), np.float32) if need_probabilities else None
-        ids = None
-        for transform, windows in zip(passes, plan.plans):
-            view = padded if transform == _D4[0] else _apply(padded, transform)
-            out = yield from _predict_windows(
-                runner, view, windows, tiles.batch_size, need_probabilities, id_dtype, done,
-                total,
-            )
-            done += len(windows)
-            if summed is not None:
-                summed += _invert(out, transform)
-            else:
-                ids = out
-        if summed is not None:
-            summed /= len(passes)
-            ids = (summed.argmax(axis=0) + 1).astype(id_dtype)
-        assert ids is not None
+        padded = _TileSource(stack.read(index, context), normalization, multiples)
+        out = yield from _predict_windows(
+            runner, padded, plan.windows, tiles.batch_size, return_probabilities, id_dtype,
+            done, total,
+        )
+        done += len(plan.windows) * passes
         at = _position_in_region(stack, index, canonical_region)
-        class_map[at] = ids[keep]
-        if probabilities is not None and summed is not None:
-            probabilities[(slice(None), *at)] = summed[(slice(None), *keep)]
+        if probabilities is not None:
+            class_map[at] = ((out.argmax(axis=0) + 1).astype(id_dtype))[keep]
+            probabilities[(slice(None), *at)] = out[(slice(None), *keep)]
+        else:
+            class_map[at] = out[keep]
 
     class_map = labels_from_canonical(class_map, lab_axes)
     if probabilities is not None:
@@ -508,22 +520,22 @@ class _RegionPlan:
     samples: list[tuple[int, tuple[slice, ...]]]  # sample index, spatial slices in it
     context: tuple[slice, ...]  # spatial slices read from each sample: region plus halo
     keep: tuple[slice, ...]  # the region within the context
-    plans: list[tuple[_Window, ...]]  # the windows over the context, one per transform
+    windows: tuple[_Window, ...]  # the windows over the context, padded
 
     @property
-    def windows(self) -> int:
+    def count(self) -> int:
         """Windows the network runs on for the whole region."""
-        return len(self.samples) * sum(len(windows) for windows in self.plans)
+        return len(self.samples) * len(self.windows)
 
 
 def _plan_region(model: TrainedModel, stack: SampleStack, canonical_region: tuple[slice, ...],
-                 tiles: TileConfig, passes: list[_Transform]) -> _RegionPlan:
+                 tiles: TileConfig) -> _RegionPlan:
     samples = list(stack.samples_in(canonical_region))
     multiples = model.config.size_multiples
     halos = _halos(model, tiles)
     tile_shape = (tiles.tile_size,) * 2 if len(multiples) == 2 else tiles.tile_size_3d
     # Every sample's region has the same shape, so one context window and one tile plan
-    # per transform serve them all.
+    # serve them all.
     spatial_region = samples[0][1]
     context = tuple(
         slice(max((sl.start - h) // m * m, 0), min(sl.stop + h, size))
@@ -532,9 +544,8 @@ def _plan_region(model: TrainedModel, stack: SampleStack, canonical_region: tupl
     keep = tuple(slice(sl.start - c.start, sl.stop - c.start)
                  for sl, c in zip(spatial_region, context))
     padded_shape = tuple(_round_up(c.stop - c.start, m) for c, m in zip(context, multiples))
-    plans = [_cached_plan(_transformed_shape(padded_shape, t), tile_shape, halos, multiples)
-             for t in passes]
-    return _RegionPlan(samples, context, keep, plans)
+    windows = _cached_plan(padded_shape, tile_shape, halos, multiples)
+    return _RegionPlan(samples, context, keep, windows)
 
 
 @functools.lru_cache(maxsize=64)
@@ -545,7 +556,7 @@ def _cached_plan(shape: tuple[int, ...], tile_shape: tuple[int, ...], halos: tup
     A large image's one-window blocks almost all have the same shape; planning each
     anew took half the time of counting a large stack's windows (~0.2 ms a block).
     """
-    return tuple(plan_tiles(shape, tile_shape, halos, multiples)[1])
+    return tuple(plan_tiles(shape, tile_shape, halos, multiples))
 
 
 def windows_per_region(
@@ -560,48 +571,22 @@ def windows_per_region(
 ) -> list[int]:
     """Return how many windows :func:`iter_predict` runs the network on for each region.
 
-    Its :class:`TileProgress` counts these; a job predicting an image in several parts
-    adds them up to report progress over all of them. The other arguments are
-    :func:`iter_predict`'s. Tile plans are computed once per window shape: counting
-    the 4,050 one-window blocks of a 50 x 4096 x 4096 stack took 0.2 s with test-time
-    augmentation (0.9 s with a plan per block, before the first block could start).
+    Its :class:`TileProgress` counts these (each window 8 times with test-time
+    augmentation: one pass per flip or rotation); a job predicting an image in several
+    parts adds them up to report progress over all of them. The other arguments are
+    :func:`iter_predict`'s (``return_probabilities`` changes nothing). Tile plans are
+    computed once per window shape: counting the 4,050 one-window blocks of a
+    50 x 4096 x 4096 stack took 0.2 s (0.9 s with a plan per block, before the first
+    block could start).
     """
     tiles = tiles or TileConfig()
     axes = model_axes(model, np.shape(image), axes)
     stack = sample_stack(model, np.asarray(image), axes)
     lab_axes = label_axes(axes)
-    passes = _D4 if test_time_augmentation else _D4[:1]
-    counts = []
-    for region in regions:
-        canonical_region = region_to_canonical(region, lab_axes, stack.label_shape)
-        counts.append(sum(
-            _plan_region(model, stack, block, tiles, passes).windows
-            for block in _augmented_blocks(model, stack, canonical_region, tiles,
-                                           test_time_augmentation, return_probabilities)))
-    return counts
-
-
-def _augmented_blocks(
-    model: TrainedModel, stack: SampleStack, region: tuple[slice, ...], tiles: TileConfig,
-    test_time_augmentation: bool, return_probabilities: bool,
-) -> list[tuple[slice, ...]]:
-    """Return the blocks a canonical ``(T, Z, Y, X)`` region is predicted in, one by one.
-
-    With test-time augmentation (and only the class map to return), one-window blocks
-    (:func:`one_window_blocks`) on a grid from the sample's origin, clipped to the
-    region: each flip or rotation applies to everything predicted at once, and the 8 are
-    averaged as probabilities, so predicted at once a 4k x 4k plane needed 713 MiB, and
-    more as the pixels grow (``bench_memory.py --passes``). Otherwise the region is one
-    block. Every block spans all the region's samples (its frames, and a 2D model's
-    planes): :func:`iter_predict` takes them one by one anyway.
-    """
-    if not test_time_augmentation or return_probabilities:
-        return [region]
-    sides = one_window_blocks(model, tiles, stack.sample_shape)
-    first = 2 if stack.mode == "2d" else 1
-    per_axis = [[sl] for sl in region[:first]]
-    per_axis += [grid_cells(sl, side, sl) for sl, side in zip(region[first:], sides)]
-    return [tuple(block) for block in itertools.product(*per_axis)]
+    passes = len(_D4) if test_time_augmentation else 1
+    return [_plan_region(model, stack, region_to_canonical(region, lab_axes, stack.label_shape),
+                         tiles).count * passes
+            for region in regions]
 
 
 def grid_cells(span: slice, side: int, within: slice) -> list[slice]:
@@ -612,30 +597,6 @@ def grid_cells(span: slice, side: int, within: slice) -> list[slice]:
     """
     return [slice(max(start, within.start), min(start + side, within.stop))
             for start in range(span.start - span.start % side, span.stop, side)]
-
-
-def _predict_blocks(
-    model: TrainedModel, image: np.ndarray, stack: SampleStack, tiles: TileConfig,
-    axes: str, region: tuple[slice, ...], blocks: list[tuple[slice, ...]],
-    device: torch.device, mixed_precision: bool, limits: DeviceLimits,
-) -> Generator[TileProgress, None, Prediction]:
-    """Predict ``region`` with test-time augmentation block by block, counting windows."""
-    lab_axes = label_axes(axes)
-    parts = [region_from_canonical(block, lab_axes) for block in blocks]
-    sizes = [_plan_region(model, stack, block, tiles, _D4).windows for block in blocks]
-    k = model.num_classes
-    class_map = np.zeros(tuple(sl.stop - sl.start for sl in region),
-                         np.uint8 if k < 256 else np.uint16)
-    total, before = sum(sizes), 0
-    for block, part, size in zip(blocks, parts, sizes):
-        done, _ = yield from counted_on(
-            iter_predict(model, image, tiles, axes=axes, region=part,
-                         test_time_augmentation=True, device=device,
-                         mixed_precision=mixed_precision, limits=limits), before, total)
-        before += size
-        at = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(block, region))
-        class_map[at] = labels_to_canonical(done.class_map, lab_axes)
-    return Prediction(np.ascontiguousarray(labels_from_canonical(class_map, lab_axes)))
 
 
 def counted_on(
@@ -708,38 +669,17 @@ def _predict_windows(
             ids_np = runner.class_ids(x, ids_dtype).numpy()
             for i, w in enumerate(batch):
                 out[w.core] = ids_np[(i, *w.core_in_window)]
-        done += len(batch)
+        done += len(batch) * len(runner.passes)
         yield TileProgress(done, total, runner.notice)
         runner.notice = ""
     return out
 
 
 # Test-time augmentation: the 8 symmetries of the square (4 rotations x optional flip) in
-# the last two axes. Each is applied to the whole padded image, so tiling stays exact.
+# the last two axes, applied to each window (see _Runner).
 _Transform = tuple[int, bool]
 _D4: list[_Transform] = [(0, False), (1, False), (2, False), (3, False),
                          (0, True), (1, True), (2, True), (3, True)]
-
-
-def _transformed_shape(shape: tuple[int, ...], transform: _Transform) -> tuple[int, ...]:
-    if transform[0] % 2:
-        return (*shape[:-2], shape[-1], shape[-2])
-    return tuple(shape)
-
-
-def _apply(image: np.ndarray, transform: _Transform) -> np.ndarray:
-    rotations, flip = transform
-    out = np.rot90(image, rotations, axes=(-2, -1))
-    if flip:
-        out = out[..., ::-1]
-    return np.ascontiguousarray(out)
-
-
-def _invert(image: np.ndarray, transform: _Transform) -> np.ndarray:
-    rotations, flip = transform
-    if flip:
-        image = image[..., ::-1]
-    return np.rot90(image, -rotations, axes=(-2, -1))
 
 
 def predict(
@@ -762,6 +702,11 @@ def predict(
     ))
 
 
-def _batches(items: list[_Window], size: int) -> Iterator[list[_Window]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _batches(items: Sequence[_Window], size: int) -> Iterator[list[_Window]]:
+    """Up to ``size`` windows at a time, of one shape each (they are stacked)."""
+    by_shape: dict[tuple[int, ...], list[_Window]] = {}
+    for item in items:
+        by_shape.setdefault(tuple(sl.stop - sl.start for sl in item.window), []).append(item)
+    for group in by_shape.values():
+        for start in range(0, len(group), size):
+            yield group[start : start + size]

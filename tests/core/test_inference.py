@@ -58,16 +58,18 @@ def test_trained_model_tiles_without_seams(blobs):
     tile=st.integers(16, 200), halo=st.integers(0, 40),
 )
 def test_tile_cores_cover_every_pixel_once(shape, tile, halo):
-    tile_shape, windows = plan_tiles(shape, tile, halo, multiple=8)
+    windows = plan_tiles(shape, tile, halo, multiple=8)
     cover = np.zeros(shape, dtype=int)
+    padded_halo = -(-halo // 8) * 8
     for w in windows:
         cover[w.core] += 1
         window_shape = tuple(s.stop - s.start for s in w.window)
-        assert window_shape == tile_shape  # all windows batchable
-        assert max(window_shape) <= max(-(-tile // 8) * 8, 2 * (-(-halo // 8) * 8) + 8)
-        assert all(s.start % 8 == 0 for s in w.window)  # pooling grids line up
-        for core, win in zip(w.core, w.window):
-            assert win.start <= core.start and core.stop <= win.stop
+        assert max(window_shape) <= max(-(-tile // 8) * 8, 2 * padded_halo + 8)
+        assert all(s.start % 8 == 0 and s.stop % 8 == 0 for s in w.window)  # pooling grids
+        for core, win, size in zip(w.core, w.window, shape):
+            # the halo around the core, where the image has it, and nothing more
+            assert win.start == max(core.start - padded_halo, 0) or len(windows) == 1
+            assert win.stop == min(core.stop + padded_halo, size) or len(windows) == 1
     assert (cover == 1).all()
 
 
@@ -115,8 +117,9 @@ def test_test_time_augmentation_is_exact_under_tiling_and_averages_orientations(
                     test_time_augmentation=True)
     np.testing.assert_allclose(tiled.probabilities, whole.probabilities, atol=1e-5)
     np.testing.assert_allclose(whole.probabilities.sum(axis=0), 1, atol=1e-5)
-    # The average over the 8 orientations, computed by hand (on a size that needs no
-    # padding: the engine rotates the padded image, so padding would land elsewhere).
+    # The average over the 8 orientations of the whole image, computed by hand (on a size
+    # that needs no padding: the engine turns each window of the padded image, so the
+    # padding would land elsewhere).
     image = image[:72, :88]
     whole = predict(model, image, return_probabilities=True, test_time_augmentation=True)
     by_hand = np.zeros_like(whole.probabilities)
@@ -137,16 +140,29 @@ def test_test_time_augmentation_is_exact_under_tiling_and_averages_orientations(
     (3, (9, 40, 27), TileConfig(tile_size_3d=(16, 32, 32))),
 ])
 def test_tile_by_tile_normalisation_equals_the_whole_image_path(spatial_dims, shape, tiles):
-    """The class-map path normalises and pads each tile on its own (memory bounded by the
-    tile); it must give exactly what normalising the whole image first gives."""
+    """Prediction normalises and pads each tile on its own (memory bounded by the tile);
+    it must give exactly what normalising and padding the whole image first gives."""
+    from napari_unet.core.inference import _pad_to_multiple, _TileSource
+
     torch.manual_seed(0)
     network = build_unet(ModelConfig(depth=2, base_channels=8, spatial_dims=spatial_dims))
-    model = TrainedModel(network, Normalization(low=(10.0,), high=(200.0,)), ("a", "b"), {})
+    normalization = Normalization(low=(10.0,), high=(200.0,))
+    model = TrainedModel(network, normalization, ("a", "b"), {})
     image = np.random.default_rng(1).normal(100, 40, shape).astype(np.float32)
     image.flat[0] = np.nan
-    tile_by_tile = predict(model, image, tiles).class_map
-    whole = predict(model, image, tiles, return_probabilities=True)  # normalises up front
-    np.testing.assert_array_equal(tile_by_tile, whole.class_map)
+    normalised = normalization.apply(image[None])  # the NaN becomes 0
+    multiples = model.config.size_multiples
+    whole = _pad_to_multiple(normalised, multiples)
+    source = _TileSource(image[None], normalization, multiples)
+    assert source.shape == whole.shape
+    for window in [tuple(slice(0, s) for s in whole.shape[1:]),
+                   tuple(slice(s // 3, s) for s in whole.shape[1:])]:
+        np.testing.assert_array_equal(source[(slice(None), *window)],
+                                      whole[(slice(None), *window)])
+    # and through the engine: the same as a model given the image normalised beforehand
+    unscaled = TrainedModel(network, Normalization(low=(0.0,), high=(1.0,)), ("a", "b"), {})
+    np.testing.assert_array_equal(predict(model, image, tiles).class_map,
+                                  predict(unscaled, normalised[0], tiles).class_map)
 
 
 @pytest.mark.parametrize("tile_size", [64, 80, 128])
@@ -174,9 +190,9 @@ def test_a_3d_model_block_is_one_window_too():
     assert next(iter_predict(model, image, tiles, axes="ZYX", region=region)).tiles_total == 1
 
 
-def test_test_time_augmentation_goes_block_by_block_so_memory_follows_the_tile():
-    """Averaging the 8 flips needs probabilities over what is predicted at once: the
-    class map alone is predicted in one-window blocks, the same result in less memory."""
+def test_test_time_augmentation_keeps_memory_bounded_by_the_tile():
+    """The 8 flips are averaged window by window: the class map alone needs no image of
+    probabilities, the same result in less memory."""
     import tracemalloc
 
     model = _random_model()
