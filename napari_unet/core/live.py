@@ -42,7 +42,6 @@ from napari_unet.core.view_first import (
     Region,
     block_key,
     blocks_view_first,
-    joined,
     predict_region,
     predict_view_first,
     samples_nearest_first,
@@ -190,7 +189,7 @@ def live_training(
     # when that refresh started and the seconds spent predicting it so far.
     block_yx = one_window_blocks(run.model, tiles, run.stack.sample_shape)[-2:]
     multiple_yx = run.model.config.size_multiples[-2:]
-    view_left: list[list[Region | None]] = []
+    view_left: list[Region | None] = []
     pass_start = pass_time = 0.0
     # Blocks still to predict with test-time augmentation while settled, for which (view,
     # step), and the blocks of that step's model already done.
@@ -228,19 +227,18 @@ def live_training(
     # trains on is as full at the next refresh, and the user is told once.
     limits = DeviceLimits()
 
-    def overlay(blocks: list[Region | None], test_time_augmentation: bool = False,
+    def overlay(part: Region | None, test_time_augmentation: bool = False,
                 pass_progress: PassProgress | None = None,
                 ) -> Generator[LiveEvent, LiveMessage, tuple[PredictionUpdate, float]]:
-        """Predict the part that ``blocks`` tile, and yield it.
+        """Predict ``part``, yield it (and what out-of-memory taught, if anything new).
 
-        Also yields what out-of-memory taught, if anything new. Returns the update and
-        the seconds spent predicting it (not waiting at yields).
+        Returns the update and the seconds spent predicting it (not waiting at yields).
         """
         before, started = replace(limits), time.monotonic()
-        update = show(replace(joined(
-            [predict_region(run.model, image, block, tiles, with_confidence,
-                            test_time_augmentation, axes=axes, limits=limits)
-             for block in blocks], label_shape), pass_progress=pass_progress))
+        update = show(replace(
+            predict_region(run.model, image, part, tiles, with_confidence,
+                           test_time_augmentation, axes=axes, limits=limits),
+            pass_progress=pass_progress))
         seconds = time.monotonic() - started
         take((yield update))
         if limits != before:
@@ -294,7 +292,7 @@ def live_training(
                     polished.add(block_key(block))
                     where = PassProgress(len(polished), len(polished) + len(polish),
                                          final=False)
-                    update, _ = yield from overlay([block], test_time_augmentation=True,
+                    update, _ = yield from overlay(block, test_time_augmentation=True,
                                                    pass_progress=where)
                     if not polish and class_map.size <= LIVE_INSTANCES_MAX_PIXELS:
                         extra = with_instances(update.step)
@@ -313,7 +311,6 @@ def live_training(
                 if starting:
                     view_left[:] = view_parts(region, run.label_axes, label_shape,
                                               block_yx, view_part_side, multiple_yx)
-                    # (each part as the blocks that tile it, at one window each)
                     # Timed from the start of the refresh, so the interval the user sees
                     # is the setting, not the setting plus the prediction's own time.
                     pass_start, pass_time = now, 0.0
@@ -333,7 +330,7 @@ def live_training(
                 background_cost = background_cost or seconds
             elif background and (progress.settled or background_time + background_cost
                                  <= background_share * (now - background_since)):
-                _, seconds = yield from overlay([background.pop(0)])
+                _, seconds = yield from overlay(background.pop(0))
                 background_time += seconds
                 background_cost = seconds
     finally:

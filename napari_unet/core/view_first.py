@@ -134,7 +134,7 @@ def _clip(region: Region | None, lab_axes: str, label_shape: tuple[int, ...]) ->
 
 def view_parts(region: Region | None, lab_axes: str, label_shape: tuple[int, ...],
                block: tuple[int, int], side: int, multiple: tuple[int, int] = (1, 1),
-               ) -> list[list[Region | None]]:
+               ) -> list[Region | None]:
     """Cut a large view into parts of at most ``side`` x ``side`` pixels, centre first.
 
     A live overlay of a whole 2048 x 2048 slice took 8-9 s to predict on one CPU core,
@@ -142,15 +142,12 @@ def view_parts(region: Region | None, lab_axes: str, label_shape: tuple[int, ...
     into parts with training steps between them, the view's centre shows first, where
     the user looks, and strokes wait for one part at most.
 
-    Each part is given as the ``block`` cells that tile it, each costing one network
-    window (see :func:`~napari_unet.core.inference.one_window_blocks`), on a grid
-    anchored at the view's corner (floored to the model's size multiple: a block that
-    starts off it needs a second window): predicted block by block, the parts together
-    cost no more windows than the view in one piece. (A part predicted in one piece would cost
-    more: its halo of context is tiled too, 9 windows instead of 4 for two blocks
-    square.) A view no larger than ``side``, or one spanning several
-    planes (slices, frames: a 2D model predicts each plane anyway), is one part of one
-    piece, ``[[region]]``.
+    Parts are whole ``block`` cells (each one network window, see
+    :func:`~napari_unet.core.inference.one_window_blocks`) on a grid anchored at the
+    view's corner (floored to the model's size multiple), so together they cost as many
+    windows as the view in one piece. A view no larger than ``side``, or one spanning
+    several planes (slices, frames: a 2D model predicts each plane anyway), is one part,
+    ``region`` itself.
 
     Parameters
     ----------
@@ -169,69 +166,33 @@ def view_parts(region: Region | None, lab_axes: str, label_shape: tuple[int, ...
 
     Returns
     -------
-    list of list
-        The parts, nearest to the view's centre first, each as its blocks.
+    list
+        The parts, nearest to the view's centre first.
     """
     clipped = _clip(region, lab_axes, label_shape)
     y, x = lab_axes.index("Y"), lab_axes.index("X")
     if any(sl.stop - sl.start > 1 for i, sl in enumerate(clipped) if i not in (y, x)):
-        return [[region]]
+        return [region]
     if all(clipped[i].stop - clipped[i].start <= side for i in (y, x)):
-        return [[region]]
-    per_part = [max(1, side // b) for b in block]  # blocks along Y and X
+        return [region]
 
-    def cells(span: slice, length: int, anchor: int) -> list[slice]:
-        """Return the cells of a grid of ``length`` from ``anchor`` that ``span`` touches."""
-        first = anchor + (span.start - anchor) // length * length
+    def cells(i: int, length: int, m: int) -> list[slice]:
+        """Return the cells of a grid of ``length``, from the view's corner, along axis i."""
+        span = clipped[i]
         return [slice(max(start, span.start), min(start + length, span.stop))
-                for start in range(first, span.stop, length)]
-
-    def with_yx(y_span: slice, x_span: slice) -> Region:
-        part = list(clipped)
-        part[y], part[x] = y_span, x_span
-        return tuple(part)
+                for start in range(span.start - span.start % m, span.stop, length)]
 
     centre = [(clipped[i].start + clipped[i].stop) / 2 for i in (y, x)]
-    parts: list[tuple[float, list[Region | None]]] = []
-    anchors = [clipped[i].start - clipped[i].start % m for i, m in zip((y, x), multiple)]
-    for y_part in cells(clipped[y], per_part[0] * block[0], anchors[0]):
-        for x_part in cells(clipped[x], per_part[1] * block[1], anchors[1]):
+    parts: list[tuple[float, Region]] = []
+    for y_part in cells(y, max(1, side // block[0]) * block[0], multiple[0]):
+        for x_part in cells(x, max(1, side // block[1]) * block[1], multiple[1]):
             distance = abs((y_part.start + y_part.stop) / 2 - centre[0]) + \
                 abs((x_part.start + x_part.stop) / 2 - centre[1])
-            parts.append((distance, [with_yx(y_block, x_block)
-                                     for y_block in cells(y_part, block[0], anchors[0])
-                                     for x_block in cells(x_part, block[1], anchors[1])]))
+            part = list(clipped)
+            part[y], part[x] = y_part, x_part
+            parts.append((distance, tuple(part)))
     parts.sort(key=lambda item: item[0])  # stable: ties keep row order
-    return [blocks for _, blocks in parts]
-
-
-def joined(updates: list[PredictionUpdate], label_shape: tuple[int, ...]) -> PredictionUpdate:
-    """One update for the box around ``updates`` (blocks of one part, one model's).
-
-    Parameters
-    ----------
-    updates
-        Predictions of blocks that tile a box (as one part of :func:`view_parts`).
-    label_shape
-        The labels' shape (to say whether the box is the whole image).
-    """
-    if len(updates) == 1:
-        return updates[0]
-    box = tuple(slice(min(u.region[i].start for u in updates),
-                      max(u.region[i].stop for u in updates))
-                for i in range(len(label_shape)))
-    shape = tuple(sl.stop - sl.start for sl in box)
-    class_map = np.zeros(shape, updates[0].class_map.dtype)
-    with_confidence = updates[0].confidence is not None
-    confidence = np.zeros(shape, np.float32) if with_confidence else None
-    for update in updates:
-        inside = tuple(slice(sl.start - b.start, sl.stop - b.start)
-                       for sl, b in zip(update.region, box))
-        class_map[inside] = update.class_map
-        if confidence is not None:
-            confidence[inside] = update.confidence
-    complete = all(sl.start == 0 and sl.stop == s for sl, s in zip(box, label_shape))
-    return PredictionUpdate(box, class_map, confidence, updates[0].step, complete)
+    return [part for _, part in parts]
 
 
 def predict_region(

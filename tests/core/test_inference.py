@@ -1,3 +1,4 @@
+import functools
 from dataclasses import replace
 
 import numpy as np
@@ -219,3 +220,28 @@ def test_test_time_augmentation_keeps_memory_bounded_by_the_tile():
             test_time_augmentation=True))
     assert (maps[0] == maps[1]).all()
     assert peaks[0] < peaks[1] / 3, peaks  # numpy's peak: 2.4 against 19.4 MiB here
+
+
+@settings(max_examples=25, deadline=None)
+@given(y0=st.integers(0, 150), x0=st.integers(0, 110), h=st.integers(1, 80),
+       w=st.integers(1, 80))
+def test_a_region_is_what_the_whole_image_gives_there_for_the_windows_it_touches(y0, x0, h, w):
+    """The cores cover the region only (its context is read, not predicted): any region
+    equals the whole image's prediction there, and costs one window per block of the
+    tile's core it needs (a region's halo ring once cost a row and column more)."""
+    model, image, whole = _region_case()
+    tiles = TileConfig(tile_size=80)  # 24 px halo: cores of 32
+    region = (slice(y0, min(y0 + h, 203)), slice(x0, min(x0 + w, 157)))
+    got = predict(model, image, tiles, region=region).class_map
+    np.testing.assert_array_equal(got, whole[region])
+    spans = [(sl.stop - sl.start + sl.start % 4 + 3) // 4 * 4 for sl in region]
+    assert windows_per_region(model, image, [region], tiles)[0] <= \
+        np.prod([-(-span // 32) for span in spans])
+
+
+@functools.lru_cache(maxsize=1)
+def _region_case():
+    model = _random_model(num_classes=3)
+    image = np.random.default_rng(5).random((203, 157), dtype=np.float32)
+    return model, image, predict(model, image, TileConfig(tile_size=512)).class_map
+
