@@ -108,8 +108,9 @@ def main() -> int:
     rows = measure(device, args.preset, args.repeats)
     lines = [
         f"Measured on: {machine()}, {time.strftime('%Y-%m-%d')}, with "
-        f"`python benchmarks/bench_host.py --device {device.type} --preset {args.preset}` "
-        f"(best of {args.repeats}; the network's forward pass returns zeros).",
+        f"`python benchmarks/bench_host.py --device {device.type} --preset {args.preset} "
+        f"--repeats {args.repeats}` (best of {args.repeats}; the network's forward pass "
+        "returns zeros).",
         "",
         "| image | test-time augmentation | preset tiles, per pass | seconds | MP/s or Mvox/s |",
         "|---|---|---|---|---|",
