@@ -397,7 +397,7 @@ def _predict_one(args: argparse.Namespace, model: TrainedModel, device: torch.de
     """Predict one image and write its results."""
     from tqdm import tqdm
 
-    from napari_unet.core.inference import iter_predict, model_axes
+    from napari_unet.core.inference import iter_predict, model_axes, windows_per_region
     from napari_unet.core.instances import instances_from_classes
     from napari_unet.core.io import read_tiff, write_labels, write_probabilities
 
@@ -414,7 +414,11 @@ def _predict_one(args: argparse.Namespace, model: TrainedModel, device: torch.de
     gen = iter_predict(model, image.data, tiles, axes=axes,
                        return_probabilities=item.probabilities is not None,
                        test_time_augmentation=args.tta, device=device)
-    with tqdm(unit="tile", disable=args.quiet, file=sys.stderr,
+    # Counted up front: a bar without its total first prints an empty "0tile [00:00, ?]"
+    # line, one per image in a batch's log.
+    total = windows_per_region(model, image.data, [None], tiles, axes=axes,
+                               test_time_augmentation=args.tta)[0]
+    with tqdm(total=total, unit="tile", disable=args.quiet, file=sys.stderr,
               mininterval=_redraw_interval() or 0.1) as bar:
         while True:
             try:
