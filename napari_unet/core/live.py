@@ -185,10 +185,11 @@ def live_training(
     next_checkpoint = time.monotonic() + checkpoint_every_s
     saved_step = 0
     shown: tuple[Region | None, int] | None = None  # (view region, step) last predicted
-    # The parts of the view's refresh under way (a large view's; else the view whole),
-    # when that refresh started and the seconds spent predicting it so far.
+    # What a large view's parts are made of (see view_parts).
     block_yx = one_window_blocks(run.model, tiles, run.stack.sample_shape)[-2:]
     multiple_yx = run.model.config.size_multiples[-2:]
+    # The parts of the view's refresh under way (a large view's; else the view whole),
+    # when that refresh started and the seconds spent predicting it so far.
     view_left: list[Region | None] = []
     pass_start = pass_time = 0.0
     # Blocks still to predict with test-time augmentation while settled, for which (view,
