@@ -333,6 +333,12 @@ def test_a_folder_of_images_is_segmented_in_one_run_and_a_bad_file_does_not_stop
     finish = cli(*args, "--skip-existing")
     assert "segmented 1 of 2 images" in finish.stderr  # b, and the broken file again
     assert (objects / "b.tif").exists() and (masks / "b.tif").stat().st_mtime_ns != before
+    # one image whose result exists is left alone too (a shell loop run again)
+    written = (masks / "a.tif").stat().st_mtime_ns
+    single = cli("predict", "--model", root / "m.pt", "--image", root / "images" / "a.tif",
+                 "--out", masks / "a.tif", "--skip-existing")
+    assert single.returncode == 0 and "left out" in single.stderr
+    assert (masks / "a.tif").stat().st_mtime_ns == written
     # a pattern, quoted as on Windows, names the same images
     pattern = cli("predict", "--model", root / "m.pt", "--image", root / "images" / "[ab].*",
                   "--out", tmp_path / "by-pattern", "--no-tta", "--device", "cpu")
