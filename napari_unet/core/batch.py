@@ -42,6 +42,7 @@ def image_paths(specs: Sequence[Path]) -> list[Path]:
         If a file does not exist, or a folder or pattern holds no TIFF.
     """
     found: list[Path] = []
+    seen: set[Path] = set()  # (a folder of thousands: not a search of the list each time)
     for spec in specs:
         if spec.is_dir():
             matches = sorted(p for p in spec.iterdir()
@@ -56,7 +57,10 @@ def image_paths(specs: Sequence[Path]) -> list[Path]:
             matches = [spec]
         else:
             raise InputError(f"file not found: {spec}")
-        found.extend(p for p in matches if p not in found)
+        for path in matches:
+            if path not in seen:
+                seen.add(path)
+                found.append(path)
     return found
 
 
@@ -131,18 +135,21 @@ def plan_batch(images: Sequence[Path], out: Path, probabilities: Path | None = N
             raise InputError(f"for several images, {folder} must be a folder, not a file")
         if not folder.exists() and not folder.parent.is_dir():
             raise InputError(f"cannot make folder {folder}: {folder.parent} does not exist")
+    def result_name(image: Path) -> str:
+        return image.stem + ".tif"
+
     by_name: dict[str, Path] = {}
     for image in images:
-        name = image.stem + ".tif"
+        name = result_name(image)
         if name in by_name:
             raise InputError(f"{by_name[name]} and {image} would both be written as {name}; "
                              "rename one, or run them separately")
         by_name[name] = image
 
     def into(folder: Path | None, image: Path) -> Path | None:
-        return None if folder is None else folder / (image.stem + ".tif")
+        return None if folder is None else folder / result_name(image)
 
-    items = [BatchItem(image, out / (image.stem + ".tif"), into(probabilities, image),
+    items = [BatchItem(image, out / result_name(image), into(probabilities, image),
                        into(instances, image)) for image in images]
     inputs = {image.resolve() for image in images}
     for item in items:

@@ -176,13 +176,13 @@ class _Runner:
                     # Turned and summed on the host instead, a 4096 x 4096 image cost
                     # 2.3 s of one CPU core around the network (bench_host.py, session
                     # 29): an H100 could not go faster than ~7 MP/s.
-                    mean = self._augmented_mean(batch)
-                    if ids is None:
-                        return mean.cpu()
-                    return (mean.max(dim=1).indices + 1).to(ids).cpu()
-                scores = self.network(batch)
+                    scores = self._augmented_mean(batch)
+                elif ids is None:
+                    scores = self.network(batch).float().softmax(dim=1)
+                else:
+                    scores = self.network(batch)  # the largest is the likeliest class
                 if ids is None:
-                    return scores.float().softmax(dim=1).cpu()
+                    return scores.cpu()
                 # max's indices, not argmax: the same ids (the first of equal maxima),
                 # but torch's CPU argmax over the class axis of a contiguous
                 # (N, K, ...) tensor is 30-60x slower (2 classes, 620 x 620: 73 ms
@@ -224,7 +224,7 @@ def _axis_plan(size: int, tile: int, halo: int, multiple: int,
     takes ``halo`` pixels of context on each side of its core, none beyond the image:
     the first and last windows are shorter. Windows of one length each, as batching
     wants, cost 16 % more pixels on a 1024 x 1024 image (3 x 3 windows of 456 instead
-    of 400, 456, 400 a side) and 28 % at 520 x 520 (session 29).
+    of 400 + 456 + 392 a side) and 28 % at 520 x 520 (session 29).
 
     ``cores``: the span the cores cover (its ends on the size multiple); the rest of the
     axis is context only. ``None``: all of it.
@@ -482,7 +482,9 @@ def iter_predict(
     multiples = model.config.size_multiples
     plan = _plan_region(model, stack, canonical_region, tiles)
     context, keep = plan.context, plan.keep
-    passes = len(_D4) if test_time_augmentation else 1
+    runner = _Runner(network, device, autocast_dtype(device, mixed_precision), limits,
+                     test_time_augmentation)
+    passes = len(runner.passes)
     total = plan.count * passes
 
     k = model.num_classes
@@ -490,8 +492,6 @@ def iter_predict(
     region_shape = tuple(sl.stop - sl.start for sl in canonical_region)
     class_map = np.zeros(region_shape, id_dtype)
     probabilities = np.zeros((k, *region_shape), np.float32) if return_probabilities else None
-    runner = _Runner(network, device, autocast_dtype(device, mixed_precision), limits,
-                     test_time_augmentation)
     done = 0
     for index, _ in plan.samples:
         padded = _TileSource(stack.read(index, context), normalization, multiples)
@@ -566,10 +566,10 @@ def _plan_region(model: TrainedModel, stack: SampleStack, canonical_region: tupl
 def _cached_plan(shape: tuple[int, ...], tile_shape: tuple[int, ...], halos: tuple[int, ...],
                  multiples: tuple[int, ...],
                  cores: tuple[tuple[int, int], ...]) -> tuple[_Window, ...]:
-    """Return :func:`plan_tiles`' windows, computed once per shape.
+    """Return :func:`plan_tiles`' windows, computed once per shape and span of cores.
 
-    A large image's one-window blocks almost all have the same shape; planning each
-    anew took half the time of counting a large stack's windows (~0.2 ms a block).
+    A large image's one-window blocks almost all have the same shape and span; planning
+    each anew took half the time of counting a large stack's windows (~0.2 ms a block).
     """
     return tuple(plan_tiles(shape, tile_shape, halos, multiples, cores))
 
