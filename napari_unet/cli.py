@@ -10,10 +10,10 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -31,12 +31,9 @@ from napari_unet.core.errors import InputError, NapariUnetError
 from napari_unet.core.io import ImageData
 
 if TYPE_CHECKING:  # imported where used: `--help` should not wait for torch
-    import torch
+    from napari_unet.core.predict_files import FileDone, FileEvent
 
-    from napari_unet.core.batch import BatchItem
-    from napari_unet.core.config import TileConfig
-    from napari_unet.core.instances import InstanceConfig
-    from napari_unet.core.model import TrainedModel
+_R = TypeVar("_R")
 
 EXIT_USER_ERROR = 2
 # Seconds between redraws of a progress bar written to a file rather than a terminal (a
@@ -331,6 +328,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from napari_unet.core.device import resolve_device
     from napari_unet.core.instances import InstanceConfig, check_instance_options
     from napari_unet.core.io import check_output_path
+    from napari_unet.core.predict_files import PredictOptions, predict_file, predict_files
 
     batch = is_batch(args.image, args.out)
     images = image_paths(args.image)
@@ -351,14 +349,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             check_output_path(path, args.overwrite)
     # Checked before predicting, not after minutes of it, and named as they were typed.
     check_instance_options(args.min_size, args.seed_depth, ("--min-size", "--seed-depth"))
-    instance_config = InstanceConfig(min_size=args.min_size, h=args.seed_depth)
     device = resolve_device(args.device)
     tiles = get_preset("auto", device.type).tile
     if args.tile_size:
         tiles = replace(tiles, tile_size=args.tile_size)
+    options = PredictOptions(
+        axes=args.axes, test_time_augmentation=args.tta, device=device,
+        instances=InstanceConfig(min_size=args.min_size, h=args.seed_depth),
+        overwrite=args.overwrite, axes_hint="use --axes to change",
+        memory_remedies=_MEMORY_REMEDIES)
     model = load_model(args.model)
     if not batch:
-        _predict_one(args, model, device, tiles, instance_config, items[0])
+        _report_written(args, _show_progress(args, predict_file(model, items[0], tiles,
+                                                                options)))
         return 0
 
     make_folders(args.out, args.probabilities, args.instances)
@@ -367,90 +370,87 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                    "left out")
     if not items:
         return 0
-    failed: list[Path] = []
-    for number, item in enumerate(items, 1):
-        _say(args, f"[{number}/{len(items)}] {item.image}")
-        try:
-            _predict_one(args, model, device, tiles, instance_config, item)
-        except (NapariUnetError, OSError) as err:
-            # One bad file (unreadable, other channels) must not end a batch of hundreds.
-            where = "" if str(item.image) in str(err) else f"{item.image}: "
-            print(f"napari-unet predict: {where}error: {err}", file=sys.stderr)
-            failed.append(item.image)
-        except KeyboardInterrupt:
-            print(f"napari-unet predict: stopped at {item.image}; the {number - 1} result(s) "
-                  "before it are complete (each file is written whole or not at all); "
-                  "run again with --skip-existing to do the rest", file=sys.stderr)
-            return 130
-    done = len(items) - len(failed)
-    summary = f"segmented {done} of {len(items)} images into {args.out}"
-    if failed:
-        print(f"napari-unet predict: {summary}; {len(failed)} failed: "
-              f"{', '.join(p.name for p in failed)}", file=sys.stderr)
+    shown = _FilesShown()
+    try:
+        summary = _show_progress(args, predict_files(model, items, tiles, options), shown)
+    except KeyboardInterrupt:
+        print(f"napari-unet predict: stopped at {items[shown.finished].image}; the "
+              f"{shown.finished} result(s) before it are complete (each file is written "
+              "whole or not at all); run again with --skip-existing to do the rest",
+              file=sys.stderr)
+        return 130
+    described = f"segmented {len(summary.done)} of {len(items)} images into {args.out}"
+    if summary.failed:
+        print(f"napari-unet predict: {described}; {len(summary.failed)} failed: "
+              f"{', '.join(f.item.image.name for f in summary.failed)}", file=sys.stderr)
         return EXIT_USER_ERROR
-    _say(args, summary)
+    _say(args, described)
     return 0
 
 
-def _predict_one(args: argparse.Namespace, model: TrainedModel, device: torch.device,
-                 tiles: TileConfig, instance_config: InstanceConfig, item: BatchItem) -> None:
-    """Predict one image and write its results."""
+@dataclass
+class _FilesShown:
+    """How many files a prediction has finished (written or failed), for a Ctrl-C."""
+
+    finished: int = 0
+
+
+def _show_progress(args: argparse.Namespace, gen: Generator[FileEvent, None, _R],
+                   shown: _FilesShown | None = None) -> _R:
+    """Run a prediction, with a progress bar per file and a line per file written."""
     from tqdm import tqdm
 
-    from napari_unet.core.inference import iter_predict, model_axes, windows_per_region
-    from napari_unet.core.instances import instances_from_classes
-    from napari_unet.core.io import read_tiff, write_labels, write_probabilities
+    from napari_unet.core.inference import TileProgress
+    from napari_unet.core.predict_files import FileDone, FileFailed, FileStarted
 
-    image = read_tiff(item.image, args.axes, _fits_in_memory(
-        "predicting", item.image, volumetric=model.config.spatial_dims == 3,
-        instances=item.instances is not None,
-        probability_classes=model.num_classes if item.probabilities else 0))
-    # A guess from the file's shape alone is worse than one that knows the model.
-    guessed = image.axes_source == "guessed"
-    how = "guessed from the shape and the model" if guessed else _AXES_SOURCE[image.axes_source]
-    with _explaining_axes(item.image, _axes_note(image, image.axes, how)):
-        axes = model_axes(model, image.data.shape, None if guessed else image.axes)
-    _announce_axes(args, item.image, image, axes, how)
-    gen = iter_predict(model, image.data, tiles, axes=axes,
-                       return_probabilities=item.probabilities is not None,
-                       test_time_augmentation=args.tta, device=device)
-    # Counted up front: a bar without its total first prints an empty "0tile [00:00, ?]"
-    # line, one per image in a batch's log.
-    total = windows_per_region(model, image.data, [None], tiles, axes=axes,
-                               test_time_augmentation=args.tta)[0]
-    with tqdm(total=total, unit="tile", disable=args.quiet, file=sys.stderr,
-              mininterval=_redraw_interval() or 0.1) as bar:
+    shown = shown or _FilesShown()
+    bar: tqdm | None = None
+    try:
         while True:
             try:
-                progress = next(gen)
+                event = next(gen)
             except StopIteration as finished:
-                prediction = finished.value
-                break
-            bar.total = progress.tiles_total
-            bar.update(progress.tiles_done - bar.n)
-            if progress.notice and not args.quiet:
-                bar.write(progress.notice, file=sys.stderr)
-    lab_axes = axes.replace("C", "")
-    overwrite = args.overwrite or item.redo
-    write_labels(item.out, prediction.class_map, axes=lab_axes, overwrite=overwrite)
-    if item.probabilities and prediction.probabilities is not None:
-        write_probabilities(item.probabilities, prediction.probabilities, axes=lab_axes,
-                            overwrite=overwrite)
-    counts = np.bincount(prediction.class_map.ravel(), minlength=model.num_classes + 1)
-    shares = ", ".join(
-        f"{name} {100 * counts[i + 1] / prediction.class_map.size:.1f}%"
-        for i, name in enumerate(model.class_names)
-    )
-    _say(args, f"wrote {item.out} ({'x'.join(map(str, prediction.class_map.shape))}; {shares})")
-    if item.instances:
-        z = model.config.anisotropy if model.config.spatial_dims == 3 else (
-            image.anisotropy or 1.0)
-        spacing = tuple(z if a == "Z" else 1.0 for a in lab_axes if a != "T")
-        objects = instances_from_classes(prediction.class_map, lab_axes, spacing,
-                                         instance_config)
-        write_labels(item.instances, objects, axes=lab_axes, overwrite=overwrite)
-        _say(args, f"wrote {item.instances} ({int(objects.max())} objects"
-                   f"{' in the fullest frame' if 'T' in lab_axes else ''})")
+                return finished.value
+            if isinstance(event, FileStarted):
+                if event.total > 1:
+                    _say(args, f"[{event.number}/{event.total}] {event.item.image}")
+                if len(event.axes) > 2:  # a plain 2D image (YX) needs no note
+                    _say(args, f"{event.item.image.name}: {event.axes_note}; "
+                               "use --axes to change")
+                # Given its total up front: a bar without one first prints an empty
+                # "0tile [00:00, ?]" line, one per image in a batch's log.
+                bar = tqdm(total=event.tiles_total, unit="tile", disable=args.quiet,
+                           file=sys.stderr, mininterval=_redraw_interval() or 0.1)
+            elif isinstance(event, TileProgress) and bar is not None:
+                bar.total = event.tiles_total
+                bar.update(event.tiles_done - bar.n)
+                if event.notice and not args.quiet:
+                    bar.write(event.notice, file=sys.stderr)
+            elif isinstance(event, FileDone | FileFailed):
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                shown.finished += 1
+                if isinstance(event, FileDone):
+                    _report_written(args, event)
+                else:
+                    # One bad file (unreadable, other channels) does not end the batch.
+                    where = "" if str(event.item.image) in event.message \
+                        else f"{event.item.image}: "
+                    print(f"napari-unet predict: {where}error: {event.message}",
+                          file=sys.stderr)
+    finally:
+        if bar is not None:
+            bar.close()
+        gen.close()
+
+
+def _report_written(args: argparse.Namespace, done: FileDone) -> None:
+    shares = ", ".join(f"{name} {100 * share:.1f}%" for name, share in done.class_shares.items())
+    _say(args, f"wrote {done.item.out} ({'x'.join(map(str, done.shape))}; {shares})")
+    if done.objects is not None:
+        fullest = " in the fullest frame" if "T" in done.axes else ""
+        _say(args, f"wrote {done.item.instances} ({done.objects} objects{fullest})")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -372,3 +372,27 @@ def test_batch_names_are_checked_before_any_image_is_read(model_and_images, tmp_
         assert expected in _error_of(cli(*args)), expected
     assert not (tmp_path / "o").exists()
     assert (other / "a.tif").stat().st_size > 0  # the image is untouched
+
+
+def test_ctrl_c_in_a_batch_says_where_it_stopped_and_keeps_the_results_before(
+        model_and_images, tmp_path, cli, monkeypatch):
+    import napari_unet.core.predict_files as predict_files
+
+    root = model_and_images
+    calls = []
+
+    def interrupted_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return (yield from real(*args, **kwargs))
+
+    real = predict_files.iter_predict
+    monkeypatch.setattr(predict_files, "iter_predict", interrupted_on_the_second)
+    masks = tmp_path / "masks"
+    proc = cli("predict", "--model", root / "m.pt", "--image", root / "images" / "a.tif",
+               root / "images" / "b.TIFF", "--out", masks, "--no-tta", "--device", "cpu")
+    assert proc.returncode == 130
+    assert "stopped at " + str(root / "images" / "b.TIFF") in proc.stderr
+    assert "the 1 result(s) before it are complete" in proc.stderr
+    assert sorted(p.name for p in masks.iterdir()) == ["a.tif"]
