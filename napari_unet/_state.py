@@ -9,7 +9,7 @@ from psygnal import evented
 
 # "cancelling": the user stopped a prediction pass (after Stop, or Predict) part-way.
 Status = Literal["idle", "training", "stopping", "predicting", "cancelling"]
-PassKind = Literal["", "redraw", "final", "predict"]
+PassKind = Literal["", "redraw", "final", "predict", "folder"]
 
 
 @evented
@@ -27,13 +27,17 @@ class TrainerState:
     settled: bool = False  # live training paused, waiting for new strokes
     model_summary: str = "no model yet: paint, then press Train"
     # A long pass over the whole image: which ("redraw": the paused model's overlay at
-    # best quality, "final": the prediction after Stop, "predict": the Predict button's),
-    # parts done, parts in all (0: none running), and the estimated seconds left (nan
-    # until it can be told).
+    # best quality, "final": the prediction after Stop, "predict": the Predict button's,
+    # "folder": Predict folder…'s), parts done, parts in all (0: none running), and the
+    # estimated seconds left (nan until it can be told).
     pass_kind: PassKind = ""
     pass_done: int = 0
     pass_total: int = 0
     pass_left_s: float = float("nan")
+    # Predict folder…: the image being segmented (its name, number from 1, and of how many)
+    folder_image: str = ""
+    folder_number: int = 0
+    folder_total: int = 0
     overlay_updates: int = 0
     instance_updates: int = 0
 

@@ -11,7 +11,7 @@ import functools
 import math
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,12 @@ from qtpy.QtWidgets import (
 
 from napari_unet import _label_edits
 from napari_unet._autosave import SAVED_AS_KEY, StrokeAutosave, saver_for
+from napari_unet._folder_prediction import (
+    Existing,
+    FolderPlan,
+    describe_outcome,
+    plan_folder,
+)
 from napari_unet._gc_pause import pause_full_collections, resume_full_collections
 from napari_unet._image_layers import (
     bytes_added,
@@ -72,6 +78,7 @@ from napari_unet._workers import (
     TRAINING_JOB,
     Inbox,
     RunStarted,
+    folder_prediction_worker,
     live_training_worker,
     prediction_worker,
     release_freed_memory_soon,
@@ -87,6 +94,7 @@ from napari_unet.core.axes import (
     parse_axes,
     shape_without_channels,
 )
+from napari_unet.core.batch import make_folders
 from napari_unet.core.checkpoint import load_model, save_model
 from napari_unet.core.config import (
     EDGE_SMOOTHING_WEIGHTS,
@@ -106,6 +114,7 @@ from napari_unet.core.labels import default_class_names
 from napari_unet.core.live import InstancesUpdate, Notice, RegionUpdate, SettleUpdate
 from napari_unet.core.memory_budget import check_memory, memory_need
 from napari_unet.core.model import TrainedModel
+from napari_unet.core.predict_files import FileDone, FileFailed, FileStarted, PredictOptions
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
 from napari_unet.core.view_first import PassProgress, PredictionUpdate
 
@@ -118,6 +127,18 @@ _WHOLE_IMAGE_PIXELS = 1024 * 1024
 _MEMORY_REMEDIES = {"instances": "switch off the instances layer",
                     "confidence": "switch off the confidence layer"}
 _LABELS_QUIET_MS = 300  # send strokes this long after the last paint event
+_FOLDER_STEPS = 100  # progress-bar parts per file of a folder prediction
+
+
+@dataclass
+class _FolderRun:
+    """A folder prediction under way: where it writes, and what it has done so far."""
+
+    out: Path
+    total: int
+    done: int = 0
+    failed: list[str] = field(default_factory=list)
+    tiles_total: int = 1  # of the file being predicted
 
 
 def class_names(typed: str, at_least: int, exactly: int | None = None) -> tuple[str, ...]:
@@ -205,6 +226,7 @@ class UNetTrainerWidget(QWidget):
         self._preset_name = ""
         self._worker: Any = None
         self._worker_failed = False
+        self._folder = _FolderRun(Path(), 0)  # the last folder prediction
         # (kind, parts in all, monotonic time, parts done then): the pass being timed
         self._pass_timing: tuple[PassKind, int, float, int] | None = None
         self._labels_source: Labels | None = None
@@ -354,6 +376,11 @@ class UNetTrainerWidget(QWidget):
         self.save_button = QPushButton("Save model…")
         self.load_button = QPushButton("Load model…")
         self.export_button = QPushButton("Export masks…")
+        self.folder_button = QPushButton("Predict folder…")
+        self.folder_button.setToolTip(
+            "Segment every TIFF in a folder with the current model, writing each mask "
+            "as <name>.tif to a folder you choose (and its objects to instances/ with "
+            "the instances layer on); runs in the background, Stop ends it")
         self.export_button.setToolTip("Write the selected output layer (prediction or "
                                       "instances; default the prediction) as an ImageJ TIFF")
         self.status = QLabel()
@@ -368,7 +395,7 @@ class UNetTrainerWidget(QWidget):
         buttons = QGridLayout()
         for i, b in enumerate([self.train_button, self.stop_button, self.predict_button,
                                self.reset_button, self.save_button, self.load_button,
-                               self.export_button]):
+                               self.export_button, self.folder_button]):
             buttons.addWidget(b, i // 2, i % 2)
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
@@ -388,6 +415,7 @@ class UNetTrainerWidget(QWidget):
         self.save_button.clicked.connect(self.save_model_dialog)
         self.load_button.clicked.connect(self.load_model_dialog)
         self.export_button.clicked.connect(self.export_masks_dialog)
+        self.folder_button.clicked.connect(self.predict_folder_dialog)
 
     # Choices are functions, not lists: magicgui (and napari, on layer changes) calls
     # reset_choices, which would otherwise restore the list given at construction.
@@ -442,7 +470,7 @@ class UNetTrainerWidget(QWidget):
         busy = s.busy
         self.train_button.setEnabled(not busy)
         self.stop_button.setEnabled(s.status in ("training", "stopping", "predicting"))
-        for b in (self.predict_button, self.save_button):
+        for b in (self.predict_button, self.save_button, self.folder_button):
             b.setEnabled(not busy and self.model is not None)
         self.reset_button.setEnabled(not busy and self.model is not None)
         self.load_button.setEnabled(not busy)
@@ -470,8 +498,13 @@ class UNetTrainerWidget(QWidget):
                 s.pass_done < s.pass_total:
             self.status.setText(f"predicting the whole image: "
                                 f"{100 * s.pass_done // s.pass_total} %{self._time_left()}…")
+        elif s.status == "predicting" and s.pass_kind == "folder":
+            self.status.setText(f"segmenting a folder: image {s.folder_number} of "
+                                f"{s.folder_total} ({s.folder_image}){self._time_left()}…")
         elif s.status == "predicting":
             self.status.setText("predicting…")
+        elif s.status == "cancelling" and s.pass_kind == "folder":
+            self.status.setText("stopping; the images done are kept…")
         elif s.status == "cancelling":
             self.status.setText("stopping the prediction; the parts done are kept…")
         else:
@@ -1118,6 +1151,102 @@ class UNetTrainerWidget(QWidget):
         self.state.status = "idle"
         release_freed_memory_soon()
 
+    # -- a folder of images -------------------------------------------------------------------
+
+    def predict_folder(self, source: str | Path, out: str | Path,
+                       existing: Existing | None = None) -> bool:
+        """Segment every TIFF in ``source`` with the current model, into ``out``, in a worker.
+
+        Each mask is written as ``out/<name>.tif`` (objects, with the instances layer on,
+        to ``out/instances``), exactly what ``napari-unet predict`` writes. Files without
+        axes of their own are read with the trainer's, where they fit. ``existing`` says
+        what to do with images whose results are there already; ``None`` asks.
+        Returns whether the job started.
+        """
+        if self.state.busy:
+            return False
+        if self.model is None:
+            show_error("no model yet: train one or load one")
+            return False
+        try:
+            plan = plan_folder(Path(source), Path(out), instances=self.show_instances.value)
+            if plan.existing and existing is None:
+                existing = self._ask_existing(plan)
+            items = plan.items(existing or "replace")
+            if plan.existing and existing == "skip" and not items:
+                show_info(f"every image in {plan.source} has its results in {plan.out}")
+            if not items:
+                return False
+            make_folders(plan.out, None, plan.instances)
+        except (NapariUnetError, OSError) as err:
+            show_error(str(err))
+            return False
+        options = PredictOptions(
+            fallback_axes=self._fallback_axes(),
+            test_time_augmentation=self.test_time_augmentation.value,
+            instances=self._instance_config(), overwrite=existing == "replace",
+            axes_hint="files without axes of their own are read with the trainer's "
+                      "'axes' where they fit",
+            memory_remedies=_MEMORY_REMEDIES)
+        worker = folder_prediction_worker(self.model, items, self._preset().tile, options)
+        self._folder = _FolderRun(plan.out, len(items))
+        worker.yielded.connect(self._on_folder_yielded)
+        worker.errored.connect(self._on_worker_error)
+        worker.finished.connect(self._on_folder_finished)
+        self._worker, self._worker_failed = worker, False
+        self._active.append((None, worker))
+        self.state.folder_total, self.state.folder_number = len(items), 0
+        self.state.pass_kind = "folder"
+        self.state.status = "predicting"
+        self._start(worker)
+        return True
+
+    def _fallback_axes(self) -> str | None:
+        """Return the trainer's image axes, for files that do not say theirs (or None)."""
+        try:
+            return self._image_axes(self._chosen_layers()[0])[1]
+        except NapariUnetError:
+            return None
+
+    def _on_folder_yielded(self, event: Any) -> None:
+        run = self._folder
+        if isinstance(event, FileStarted):
+            self.state.folder_image = event.item.image.name
+            self.state.folder_number = event.number
+            run.tiles_total = max(event.tiles_total, 1)
+            self._report_folder(event.number - 1, 0)
+        elif isinstance(event, TileProgress):
+            if event.notice:
+                show_warning(event.notice)
+            self._report_folder(self.state.folder_number - 1, event.tiles_done)
+        elif isinstance(event, FileDone):
+            run.done += 1
+            self._report_folder(event.number, 0)
+        elif isinstance(event, FileFailed):
+            run.failed.append(event.item.image.name)
+            name = event.item.image.name
+            show_warning(event.message if name in event.message
+                         else f"{name}: {event.message}")
+            self._report_folder(event.number, 0)
+
+    def _report_folder(self, files_done: int, tiles_done: int) -> None:
+        # Each file counts as _FOLDER_STEPS parts, so one long image moves the bar too.
+        run = self._folder
+        done = files_done * _FOLDER_STEPS + tiles_done * _FOLDER_STEPS // run.tiles_total
+        self._report_pass("folder", done, run.total * _FOLDER_STEPS)
+
+    def _on_folder_finished(self) -> None:
+        run = self._folder
+        self._forget_worker()
+        self._forget_pass()
+        self.state.folder_image, self.state.folder_number = "", 0
+        # Also after an error ended the job (notified already): what was done is kept.
+        stopped = run.done + len(run.failed) < run.total
+        said = describe_outcome(run.out, run.done, run.failed, run.total, stopped=stopped)
+        (show_warning if run.failed or stopped else show_info)(said)
+        self.state.status = "idle"
+        release_freed_memory_soon()
+
     # -- model management --------------------------------------------------------------------
 
     def reset(self) -> None:
@@ -1195,6 +1324,30 @@ class UNetTrainerWidget(QWidget):
     def _ask_open_path(self, title: str, name_filter: str) -> str:
         path, _ = QFileDialog.getOpenFileName(self, title, "", name_filter)
         return path
+
+    def _ask_folder(self, title: str, start: str = "") -> str:
+        return QFileDialog.getExistingDirectory(self, title, start)
+
+    def _ask_existing(self, plan: FolderPlan) -> Existing:
+        box = QMessageBox(QMessageBox.Icon.Question, "Results exist",
+                          f"{len(plan.existing)} of the {len(plan.images)} images in "
+                          f"{plan.source.name} have results in {plan.out} already.", parent=self)
+        replace_button = box.addButton("Replace them", QMessageBox.ButtonRole.AcceptRole)
+        skip_button = box.addButton("Skip those images", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(skip_button)
+        box.exec()
+        clicked = box.clickedButton()
+        return ("replace" if clicked is replace_button else
+                "skip" if clicked is skip_button else "cancel")
+
+    def predict_folder_dialog(self) -> None:
+        source = self._ask_folder("Folder of images to segment (its TIFFs)")
+        if not source:
+            return
+        out = self._ask_folder("Folder for the masks (not the images' own)", source)
+        if out:
+            self.predict_folder(source, out)
 
     def save_model_dialog(self) -> None:
         path = self._ask_save_path("Save model", "napari-unet model (*.pt)")

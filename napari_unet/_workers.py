@@ -31,6 +31,7 @@ import numpy as np
 from napari.qt.threading import GeneratorWorker, create_worker
 
 from napari_unet.core.axes import label_axes, shape_without_channels
+from napari_unet.core.batch import BatchItem
 from napari_unet.core.config import TileConfig
 from napari_unet.core.host_memory import release_freed_memory
 from napari_unet.core.inference import TileProgress
@@ -43,11 +44,18 @@ from napari_unet.core.live import (
     live_training,
 )
 from napari_unet.core.model import TrainedModel
+from napari_unet.core.predict_files import (
+    BatchSummary,
+    FileEvent,
+    PredictOptions,
+    predict_files,
+)
 from napari_unet.core.training import LabelUpdate, TrainingRun, TrainResult, warm_up
 from napari_unet.core.view_first import PredictionUpdate, Region, predict_view_first
 
 # The training job's name in napari's activity dock (the widget appends "paused" to it).
 TRAINING_JOB = "Training U-Net"
+FOLDER_JOB = "U-Net: segmenting a folder"
 
 _Y = TypeVar("_Y")
 _S = TypeVar("_S")
@@ -247,6 +255,26 @@ def prediction_worker(
         _segmentation_job, model, image, axes, tiles, view, inbox, with_confidence,
         test_time_augmentation, instances, spacing,
         _progress={"desc": "U-Net prediction"}, _worker_class=ClosingWorker,
+        _start_thread=False, _ignore_errors=True,
+    )
+
+
+def _folder_job(model: TrainedModel, items: list[BatchItem], tiles: TileConfig,
+                options: PredictOptions) -> Generator[FileEvent, None, BatchSummary]:
+    return (yield from _reported(predict_files(model, items, tiles, options)))
+
+
+def folder_prediction_worker(model: TrainedModel, items: list[BatchItem], tiles: TileConfig,
+                             options: PredictOptions) -> GeneratorWorker:
+    """Return a (not yet started) worker that predicts image files and writes the results.
+
+    It reads, predicts and writes each file itself, yielding the records of
+    :func:`~napari_unet.core.predict_files.predict_files`; a file that fails is one
+    :class:`~napari_unet.core.predict_files.FileFailed` record, not the end of the job.
+    """
+    return create_worker(
+        _folder_job, model, items, tiles, options,
+        _progress={"desc": FOLDER_JOB}, _worker_class=ClosingWorker,
         _start_thread=False, _ignore_errors=True,
     )
 

@@ -106,7 +106,8 @@ def plan_batch(images: Sequence[Path], out: Path, probabilities: Path | None = N
         The image files (see :func:`image_paths`).
     out, probabilities, instances
         Output folders for the class maps, probabilities and instances (the last two
-        optional); missing ones are made by :func:`make_folders`.
+        optional); missing ones are made by :func:`make_folders`, which makes ``out``
+        first, so the others may lie inside it.
     overwrite
         Replace results that exist.
     skip_existing
@@ -133,7 +134,8 @@ def plan_batch(images: Sequence[Path], out: Path, probabilities: Path | None = N
     for folder in folders:
         if folder.exists() and not folder.is_dir():
             raise InputError(f"for several images, {folder} must be a folder, not a file")
-        if not folder.exists() and not folder.parent.is_dir():
+        # (a folder inside another output folder is made after it: make_folders)
+        if not folder.exists() and not folder.parent.is_dir() and folder.parent not in folders:
             raise InputError(f"cannot make folder {folder}: {folder.parent} does not exist")
     def result_name(image: Path) -> str:
         return image.stem + ".tif"
@@ -180,7 +182,7 @@ def plan_batch(images: Sequence[Path], out: Path, probabilities: Path | None = N
 
 def make_folders(out: Path, probabilities: Path | None = None,
                  instances: Path | None = None) -> None:
-    """Make the output folders of a batch that do not exist yet (their parents do)."""
+    """Make the output folders of a batch that do not exist yet, ``out`` first."""
     for folder in (out, probabilities, instances):
         if folder is not None:
             folder.mkdir(exist_ok=True)

@@ -44,3 +44,16 @@ def test_a_stopped_batch_is_finished_not_redone(tmp_path):
         plan_batch(images, out, instances=objects)
     to_do, skipped = plan_batch(images, out, instances=objects, overwrite=True)
     assert len(to_do) == 3 and not skipped
+
+
+def test_an_output_folder_may_lie_inside_another_one_still_to_be_made(tmp_path):
+    from napari_unet.core.batch import make_folders
+
+    image = _touch(tmp_path / "a.tif")
+    out = tmp_path / "masks"
+    to_do, _ = plan_batch([image], out, instances=out / "instances")
+    assert to_do == [BatchItem(image, out / "a.tif", None, out / "instances" / "a.tif")]
+    make_folders(out, None, out / "instances")
+    assert (out / "instances").is_dir()
+    with pytest.raises(InputError, match="cannot make folder"):
+        plan_batch([image], tmp_path / "no" / "masks", instances=tmp_path / "no" / "objects")

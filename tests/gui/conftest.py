@@ -21,7 +21,8 @@ def no_modal_dialogs(monkeypatch):
     def unexpected(self, *args):
         raise AssertionError(f"unexpected dialog: {args}")
 
-    for name in ("_ask_restore", "_confirm_overwrite", "_ask_save_path", "_ask_open_path"):
+    for name in ("_ask_restore", "_confirm_overwrite", "_ask_save_path", "_ask_open_path",
+                 "_ask_folder", "_ask_existing"):
         monkeypatch.setattr(UNetTrainerWidget, name, unexpected)
 
 
