@@ -52,11 +52,14 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a model from an image and painted strokes")
-    train.add_argument("--image", required=True, type=Path,
-                       help="image TIFF: 2D, Z stack, time-lapse, optionally multichannel")
-    train.add_argument("--labels", required=True, type=Path,
+    train.add_argument("--image", required=True, type=Path, nargs="+",
+                       help="image TIFF: 2D, Z stack, time-lapse, optionally multichannel; "
+                            "or several, to learn from the strokes on each (the first "
+                            "sets the normalisation and, with --anisotropy, Z spacing)")
+    train.add_argument("--labels", required=True, type=Path, nargs="+",
                        help="strokes TIFF with the image's axes minus C: 0 unpainted, "
-                            "1 background, 2.. objects; paint any slices or frames")
+                            "1 background, 2.. objects; paint any slices or frames. One "
+                            "per --image, in the same order")
     train.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--seconds", type=float, help="train for this long (default 60)")
@@ -218,29 +221,24 @@ def _redraw_interval() -> float:
 def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from napari_unet.core.axes import pair_axes, shape_without_channels
     from napari_unet.core.checkpoint import load_model, save_model
     from napari_unet.core.device import describe_device, resolve_device
-    from napari_unet.core.io import check_output_path, read_labels, read_tiff
-    from napari_unet.core.training import TrainingRun
+    from napari_unet.core.io import check_output_path
+    from napari_unet.core.training import TrainingImage, TrainingRun
 
+    if len(args.labels) != len(args.image):
+        raise InputError(f"{len(args.image)} image(s) but {len(args.labels)} strokes "
+                         "file(s): give one --labels file per --image, in the same order")
     check_output_path(args.out, args.overwrite)  # fail now, not after a minute of training
     device = resolve_device(args.device)
     preset = get_preset(args.preset, device.type)
     init = load_model(args.init) if args.init else None
     volumetric = init.config.spatial_dims == 3 if init is not None else args.mode == "3d"
-    image = read_tiff(args.image, args.axes,
-                      _fits_in_memory("training on", args.image, volumetric=volumetric))
-    guessed = image.axes_source == "guessed"
-    how = "guessed from the shapes" if guessed else _AXES_SOURCE[image.axes_source]
-    with _explaining_axes(args.image, _axes_note(image, image.axes, how)):
-        if guessed:
-            # The strokes' shape tells channels from slices better than the image alone.
-            labels = read_labels(args.labels)
-            axes = pair_axes(image.data.shape, labels.shape)
-        else:
-            axes = image.axes
-            labels = read_labels(args.labels, shape_without_channels(image.data.shape, axes))
+    pairs = [_read_training_pair(args, image_path, labels_path, volumetric)
+             for image_path, labels_path in zip(args.image, args.labels)]
+    image, labels, axes, how = pairs[0]
+    more = [TrainingImage(other.data, other_labels, other_axes, name=path.name)
+            for (other, other_labels, other_axes, _), path in zip(pairs[1:], args.image[1:])]
     absolute = {"auto": None, "on": True, "off": False}[args.absolute_intensity]
     if init is not None:
         _check_init_agrees(init.config, args.z_context, absolute)
@@ -254,22 +252,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
                      device=args.device, intensity_jitter=args.intensity_jitter,
                      edge_weight=args.edge_weight, region_weight=args.region_weight,
                      settle_steps=stack_steps)
-    with _explaining_axes(args.image, _axes_note(image, axes, how)):
+    with _explaining_axes(args.image[0], _axes_note(image, axes, how)):
         run = TrainingRun(
             image.data, labels, config, axes=axes,
             mode=None if args.mode == "auto" else args.mode,
             model_config=replace(preset.model, anisotropy=anisotropy,
                                  z_context=args.z_context, absolute_intensity=absolute),
-            init=init,
+            init=init, more=more,
         )
-    _announce_axes(args, args.image, image, axes, how)
-    where = ""
+    for path, (read, _, read_axes, read_how) in zip(args.image, pairs):
+        _announce_axes(args, path, read, read_axes, read_how)
+    where = f", {len(pairs)} images" if more else ""
     if run.stack.num_samples > 1:
         if run.mode == "3d" or "Z" not in axes:
             unit = "frames"
         else:
             unit = "planes" if "T" in axes else "slices"
-        where = f", strokes on {run.painted_samples} of {run.stack.num_samples} {unit}"
+        where += f", strokes on {run.painted_samples} of {run.stack.num_samples} {unit}"
+        where += " of the first" if more else ""
     stack_limit = run.step_bound if run.step_bound != args.steps else None
     if stack_limit is not None:
         where += f"; at most {stack_limit} steps on a Z stack, --stack-steps to change"
@@ -314,6 +314,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _say(args, f"{'stopped early: ' if interrupted else ''}trained {meta['steps']} steps in "
                f"{meta['seconds']:.1f} s, final loss {meta['final_loss']:.4f}; wrote {args.out}")
     return 130 if interrupted else 0
+
+
+def _read_training_pair(args: argparse.Namespace, image_path: Path, labels_path: Path,
+                        volumetric: bool) -> tuple[ImageData, np.ndarray, str, str]:
+    """Read an image and its strokes; return them, the axes, and where the axes came from."""
+    from napari_unet.core.axes import pair_axes, shape_without_channels
+    from napari_unet.core.io import read_labels, read_tiff
+
+    image = read_tiff(image_path, args.axes,
+                      _fits_in_memory("training on", image_path, volumetric=volumetric))
+    guessed = image.axes_source == "guessed"
+    how = "guessed from the shapes" if guessed else _AXES_SOURCE[image.axes_source]
+    with _explaining_axes(image_path, _axes_note(image, image.axes, how)):
+        if guessed:
+            # The strokes' shape tells channels from slices better than the image alone.
+            labels = read_labels(labels_path)
+            axes = pair_axes(image.data.shape, labels.shape)
+        else:
+            axes = image.axes
+            labels = read_labels(labels_path, shape_without_channels(image.data.shape, axes))
+    return image, labels, axes, how
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

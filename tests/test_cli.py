@@ -396,3 +396,30 @@ def test_ctrl_c_in_a_batch_says_where_it_stopped_and_keeps_the_results_before(
     assert "stopped at " + str(root / "images" / "b.TIFF") in proc.stderr
     assert "the 1 result(s) before it are complete" in proc.stderr
     assert sorted(p.name for p in masks.iterdir()) == ["a.tif"]
+
+
+def test_training_on_several_images_learns_from_the_strokes_on_each(tmp_path, cli):
+    bright, truth_a = make_blobs((64, 64), seed=1)
+    dark, truth_b = make_blobs((64, 64), seed=2)
+    tifffile.imwrite(tmp_path / "a.tif", bright)
+    tifffile.imwrite(tmp_path / "b.tif", 255 - dark)  # the same objects, dark on bright
+    tifffile.imwrite(tmp_path / "a_strokes.tif", strokes_from_truth(truth_a))
+    # corrective strokes of the background only: the first image has the objects
+    tifffile.imwrite(tmp_path / "b_strokes.tif", np.where(
+        strokes_from_truth(truth_b) == 1, 1, 0).astype(np.uint8))
+    out = cli("train", "--image", tmp_path / "a.tif", tmp_path / "b.tif", "--labels",
+              tmp_path / "a_strokes.tif", tmp_path / "b_strokes.tif", "--out",
+              tmp_path / "m.pt", "--steps", "3", "--device", "cpu", check=True)
+    assert "(new model, 2 images)" in out.stderr
+    meta = load_model(tmp_path / "m.pt").metadata
+    assert meta["training_images"] == 2 and meta["painted_pixels"]["1"] == int(
+        (strokes_from_truth(truth_a) == 1).sum() + (strokes_from_truth(truth_b) == 1).sum())
+    wrong = cli("train", "--image", tmp_path / "a.tif", tmp_path / "b.tif", "--labels",
+                tmp_path / "a_strokes.tif", "--out", tmp_path / "n.pt", "--device", "cpu")
+    assert wrong.returncode == 2 and "one --labels file per --image" in wrong.stderr
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((64, 64, 3), np.uint8))
+    bad = cli("train", "--image", tmp_path / "a.tif", tmp_path / "rgb.tif", "--labels",
+              tmp_path / "a_strokes.tif", tmp_path / "b_strokes.tif", "--out",
+              tmp_path / "n.pt", "--device", "cpu")
+    assert bad.returncode == 2 and "rgb.tif: it has 3 channel(s)" in bad.stderr
+    assert not (tmp_path / "n.pt").exists()

@@ -74,11 +74,14 @@ def painted_class_ids(labels: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate(found))
 
 
-def check_training_labels(labels: np.ndarray, spatial_shape: tuple[int, ...]) -> int:
+def check_training_labels(labels: np.ndarray, spatial_shape: tuple[int, ...],
+                          painted_elsewhere: np.ndarray | None = None) -> int:
     """Check that ``labels`` can train a model; return the number of classes K.
 
     K is the largest painted id, so ids keep their meaning even when an intermediate class
-    has no strokes yet.
+    has no strokes yet. ``painted_elsewhere``: the class ids painted on the other images
+    a model learns from at the same time; they count toward the two classes needed
+    (corrective strokes of one class on a second image are enough).
 
     Raises
     ------
@@ -97,6 +100,8 @@ def check_training_labels(labels: np.ndarray, spatial_shape: tuple[int, ...]) ->
             "no painted pixels: paint background with label 1 and objects with label 2 "
             "(0 means 'not painted')"
         )
+    if painted_elsewhere is not None and len(painted_elsewhere):
+        ids = np.union1d(ids.astype(np.int64), np.asarray(painted_elsewhere, np.int64))
     if ids.size < 2:
         raise InputError(
             f"only one class is painted (label {int(ids[0])}); paint at least two: "

@@ -197,14 +197,21 @@ class PatchSampler:
         """Draw ``batch_size`` patches."""
         images, targets = [], []
         for _ in range(batch_size):
-            img, lab = self._one_patch()
+            img, lab = self.draw_patch()
             images.append(img)
             targets.append(lab)
         return PatchBatch(np.stack(images), np.stack(targets))
 
-    def _one_patch(self) -> tuple[np.ndarray, np.ndarray]:
+    def draw_patch(self, class_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Draw one augmented patch and its targets around a painted pixel.
+
+        ``class_id`` is the pixel's class; ``None`` draws one uniformly among those painted.
+        """
         rng = self._rng
-        coords = self._coords[rng.integers(len(self._coords))]
+        if class_id is None:
+            coords = self._coords[rng.integers(len(self._coords))]
+        else:
+            coords = self._coords[int(np.searchsorted(self._class_ids, class_id))]
         index, *centre = np.unravel_index(coords[rng.integers(coords.size)], self._shape)
         window, pads = [], []
         for c, p, s in zip(centre, self._patch, self._shape[1:]):
@@ -256,3 +263,66 @@ class PatchSampler:
         shift = rng.uniform(-BRIGHTNESS_JITTER, BRIGHTNESS_JITTER, size=shape)
         shift = np.repeat(shift.astype(np.float32), self._planes, axis=0)
         return img * scale + shift, lab
+
+
+class MixedSampler:
+    """Draw class-balanced patches from the strokes of several images.
+
+    Each patch's class is drawn uniformly among the classes painted anywhere, then the
+    image uniformly among those where that class is painted: a few corrective strokes
+    on a second image count as much as long ones on the first (they were painted
+    because the model got that image wrong). With one image this is that image's
+    :class:`PatchSampler`, draw for draw.
+
+    Parameters
+    ----------
+    samplers
+        One sampler per image, the first the image whose strokes change during training;
+        all with the same patch shape.
+    rng
+        Source of randomness (the samplers' own).
+    """
+
+    def __init__(self, samplers: list[PatchSampler], rng: np.random.Generator) -> None:
+        if len({s.patch_shape for s in samplers}) != 1:
+            raise InputError("the images' samplers cut patches of different shapes")
+        self.samplers = samplers
+        self._rng = rng
+
+    @property
+    def main(self) -> PatchSampler:
+        """The first image's sampler (its strokes change as the user paints)."""
+        return self.samplers[0]
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        """Class ids painted in any image, sorted."""
+        return np.unique(np.concatenate([s.class_ids for s in self.samplers]))
+
+    @property
+    def class_pixel_counts(self) -> dict[int, int]:
+        """Painted pixels per class id, over all images."""
+        counts: dict[int, int] = {}
+        for sampler in self.samplers:
+            for k, n in sampler.class_pixel_counts.items():
+                counts[k] = counts.get(k, 0) + n
+        return dict(sorted(counts.items()))
+
+    @property
+    def painted_samples(self) -> int:
+        """Samples (slices, frames) with strokes, over all images."""
+        return sum(s.painted_samples for s in self.samplers)
+
+    def sample(self, batch_size: int) -> PatchBatch:
+        """Draw ``batch_size`` patches."""
+        if len(self.samplers) == 1:
+            return self.main.sample(batch_size)
+        ids = self.class_ids
+        images, targets = [], []
+        for _ in range(batch_size):
+            class_id = int(ids[self._rng.integers(ids.size)])
+            having = [s for s in self.samplers if class_id in s.class_ids]
+            img, lab = having[self._rng.integers(len(having))].draw_patch(class_id)
+            images.append(img)
+            targets.append(lab)
+        return PatchBatch(np.stack(images), np.stack(targets))

@@ -25,7 +25,7 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -57,14 +57,16 @@ from napari_unet.core.device import (
 from napari_unet.core.errors import InputError
 from napari_unet.core.generators import run_to_end
 from napari_unet.core.labels import (
+    MAX_CLASSES,
     as_label_array,
     check_training_labels,
     default_class_names,
+    painted_class_ids,
 )
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.normalization import Normalization
 from napari_unet.core.optimizer import AdamW
-from napari_unet.core.sampling import IGNORE_INDEX, PatchBatch, PatchSampler
+from napari_unet.core.sampling import IGNORE_INDEX, MixedSampler, PatchBatch, PatchSampler
 from napari_unet.core.unet import build_unet
 
 # How often a settled run yields while it waits for strokes: the delay before new strokes
@@ -298,6 +300,30 @@ def region_contrast(images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return (p * squared).sum(dim=0).mean() / spread
 
 
+@dataclass(frozen=True)
+class TrainingImage:
+    """Another image a run learns from, with its strokes (they do not change during the run).
+
+    ``axes`` as for :class:`TrainingRun` (``None``: guessed from the shapes); ``name``
+    says which image an error is about.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    axes: str | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class _OtherImage:
+    """A :class:`TrainingImage` seen as samples for the run's model."""
+
+    name: str
+    stack: SampleStack
+    label_samples: np.ndarray
+    class_ids: np.ndarray
+
+
 class TrainingRun:
     """One training session on one image; set up eagerly, trained via :meth:`steps`.
 
@@ -327,12 +353,20 @@ class TrainingRun:
         classes and kind (2D/3D) are kept.
     class_names
         Names for ids ``1..K``; defaults to ``background, class 2, ...``.
+    more
+        Other images to learn from at the same time, with their strokes: "the next
+        images like this one" segment better when a few strokes on each teach the model
+        how they differ. They are normalised as ``image`` is (as prediction will), and
+        their patches drawn as :class:`~napari_unet.core.sampling.MixedSampler` says.
+        Two classes must be painted over all images together; ``image`` needs some
+        strokes of its own.
 
     Raises
     ------
     InputError
         For labels that cannot train (nothing or one class painted, wrong shape), an image
-        that does not match the labels or the ``init`` model, or an unavailable device.
+        that does not match the labels or the ``init`` model (or, for ``more``, the
+        first image's channels and kind), or an unavailable device.
     """
 
     def __init__(
@@ -346,6 +380,7 @@ class TrainingRun:
         model_config: ModelConfig | None = None,
         init: TrainedModel | None = None,
         class_names: tuple[str, ...] | None = None,
+        more: Sequence[TrainingImage] = (),
     ) -> None:
         self.config = config = config or TrainConfig()
         image = np.asarray(image)
@@ -378,7 +413,13 @@ class TrainingRun:
         self._canonical_labels = canonical_labels  # boxes of new strokes are written here
         self._refused_labels: LabelUpdate | None = None  # refused, yet the user's latest
         label_samples = self.stack.label_samples(canonical_labels)
-        num_painted_classes = check_training_labels(label_samples, label_samples.shape)
+        self._others = [self._other_image(other, i + 2, mode, z_context)
+                        for i, other in enumerate(more)]
+        # Classes painted on the other images (fixed): they count toward the two needed.
+        self._painted_elsewhere = np.unique(np.concatenate(
+            [o.class_ids.astype(np.int64) for o in self._others] or [np.zeros(0, np.int64)]))
+        num_painted_classes = check_training_labels(label_samples, label_samples.shape,
+                                                    self._painted_elsewhere)
         set_threads(config.num_threads)
         self.device = resolve_device(config.device)
 
@@ -394,6 +435,11 @@ class TrainingRun:
                     f"image has {channels}"
                 )
             self._check_classes(labels, init.num_classes)
+            for other in self._others:
+                try:
+                    self._check_classes(other.label_samples, init.num_classes)
+                except InputError as err:
+                    raise InputError(f"{other.name}: {err}") from err
             network = copy.deepcopy(init.network)
             normalization = init.normalization
             names = tuple(class_names or init.class_names)
@@ -438,12 +484,14 @@ class TrainingRun:
         self.intensity_jitter = config.intensity_jitter == "on" or (
             config.intensity_jitter == "auto" and not self.is_z_stack
         )
-        self._sampler = PatchSampler(
-            self.stack, label_samples, patch_shape(network.config, config,
-                                                   self.stack.sample_shape),
-            self._rng, config.augment, normalization.per_plane(self.stack.planes_per_sample),
-            self.intensity_jitter, self.stack.planes_per_sample,
-        )
+        patch = patch_shape(network.config, config, self.stack.sample_shape)
+        self._sampler = MixedSampler([
+            PatchSampler(stack, samples, patch, self._rng, config.augment,
+                         normalization.per_plane(stack.planes_per_sample),
+                         self.intensity_jitter, stack.planes_per_sample)
+            for stack, samples in [(self.stack, label_samples)]
+            + [(o.stack, o.label_samples) for o in self._others]
+        ], self._rng)
         self._weights = self._class_weights()
         # Automatic: on for the 2D model over a stack's slices, the case it was measured
         # to help (TrainConfig.edge_weight).
@@ -474,6 +522,30 @@ class TrainingRun:
         # Changes only with set_settle_steps; the metadata built from it every step.
         self._config_dict = asdict(config)
         self._update_metadata()
+
+    def _other_image(self, other: TrainingImage, number: int, mode: Mode,
+                     z_context: int) -> _OtherImage:
+        """Check another image against the first and see it as samples for the model."""
+        name = other.name or f"image {number}"
+        try:
+            image, labels = np.asarray(other.image), as_label_array(other.labels)
+            axes = pair_axes(image.shape, labels.shape, other.axes)
+            canonical_labels = labels_to_canonical(labels, label_axes(axes))
+            stack = SampleStack(to_canonical(image, axes), mode, z_context)
+            if mode == "3d" and stack.label_shape[1] == 1:
+                raise InputError(f"a 3D model needs a Z axis; the axes are {axes}")
+            if stack.num_channels != self.stack.num_channels:
+                raise InputError(f"it has {stack.num_channels} channel(s), the first image "
+                                 f"{self.stack.num_channels}")
+            samples = stack.label_samples(canonical_labels)
+            ids = painted_class_ids(samples)
+            if ids.size == 0:
+                raise InputError("nothing is painted on it")
+            if ids.max() > MAX_CLASSES:
+                check_training_labels(samples, samples.shape)  # says what is wrong
+        except InputError as err:
+            raise InputError(f"{name}: {err}") from err
+        return _OtherImage(name, stack, samples, ids)
 
     @property
     def mode(self) -> Mode:
@@ -619,13 +691,13 @@ class TrainingRun:
                     replaced.append((canonical_box, canonical[canonical_box].copy()))
                 canonical[canonical_box] = labels_to_canonical(patch, self.label_axes)
             samples = self.stack.label_samples(canonical)
-            check_training_labels(samples, samples.shape)
+            check_training_labels(samples, samples.shape, self._painted_elsewhere)
             if in_place:  # only the boxes changed: only they are indexed again
-                self._sampler.update_boxes(samples, [
+                self._sampler.main.update_boxes(samples, [
                     box for canonical_box, _ in replaced
                     for box in self.stack.samples_in(canonical_box)])
             else:
-                self._sampler.set_labels(samples)
+                self._sampler.main.set_labels(samples)
         except InputError:
             for canonical_box, old in reversed(replaced):
                 canonical[canonical_box] = old
@@ -885,6 +957,7 @@ class TrainingRun:
             "edge_weight": self.edge_weight,  # as resolved ("train_config" may say None)
             "region_weight": self.region_weight,
             "painted_pixels": {str(k): v for k, v in self._sampler.class_pixel_counts.items()},
+            "training_images": 1 + len(self._others),
             "final_loss": None if math.isnan(self._last_loss) else self._last_loss,
         }
 
@@ -944,6 +1017,7 @@ def train(
     model_config: ModelConfig | None = None,
     init: TrainedModel | None = None,
     class_names: tuple[str, ...] | None = None,
+    more: Sequence[TrainingImage] = (),
 ) -> Generator[TrainProgress, LabelUpdate | None, TrainResult]:
     """Train a U-Net on painted strokes; a generator of :class:`TrainProgress`.
 
@@ -958,7 +1032,7 @@ def train(
     """
     run = TrainingRun(
         image, labels, config, axes=axes, mode=mode, model_config=model_config, init=init,
-        class_names=class_names,
+        class_names=class_names, more=more,
     )
     return run.steps()
 

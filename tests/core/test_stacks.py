@@ -180,7 +180,7 @@ def test_intensity_jitter_is_off_for_z_stacks_unless_asked(axes, setting, expect
     config = replace(FAST, intensity_jitter=setting)
     run = TrainingRun(image, strokes, config, axes=axes, model_config=TINY_MODEL)
     assert run.intensity_jitter is expected
-    assert run._sampler._intensity_jitter is expected
+    assert run._sampler.main._intensity_jitter is expected
 
 
 def test_a_z_axis_of_one_slice_is_trained_as_a_2d_image():

@@ -465,7 +465,7 @@ def test_on_a_gpu_the_next_batch_is_drawn_during_the_step_and_redrawn_after_new_
     image, strokes, _ = blobs
     run = TrainingRun(image, strokes, replace(FAST, max_steps=6), model_config=TINY_MODEL)
     events: list[tuple[str, int]] = []
-    real_sample, real_set_labels, real_step = (run._sampler.sample, run._sampler.set_labels,
+    real_sample, real_set_labels, real_step = (run._sampler.sample, run._sampler.main.set_labels,
                                                run._train_step)
 
     kept = []  # keeps every batch alive, so no two share an id()
@@ -496,7 +496,7 @@ def test_on_a_gpu_the_next_batch_is_drawn_during_the_step_and_redrawn_after_new_
         return on_cpu(real_step)(batch)
 
     monkeypatch.setattr(run._sampler, "sample", sample)
-    monkeypatch.setattr(run._sampler, "set_labels", set_labels)
+    monkeypatch.setattr(run._sampler.main, "set_labels", set_labels)
     monkeypatch.setattr(run, "_train_step", step)
     monkeypatch.setattr(run, "_class_weights", on_cpu(run._class_weights))
     run.device = torch.device("mps")
