@@ -25,6 +25,7 @@ class TrainerState:
     device: str = ""
     labels_version: int = 0
     settled: bool = False  # live training paused, waiting for new strokes
+    training_images: int = 1  # the image chosen and the other painted images it learns from
     model_summary: str = "no model yet: paint, then press Train"
     # A long pass over the whole image: which ("redraw": the paused model's overlay at
     # best quality, "final": the prediction after Stop, "predict": the Predict button's,

@@ -7,10 +7,12 @@ main thread. UI state lives in one evented :class:`~napari_unet._state.TrainerSt
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,7 @@ from napari_unet._outputs import (
     show_prediction,
 )
 from napari_unet._state import PassKind, TrainerState
+from napari_unet._training_set import PaintedImage, TrainingSet
 from napari_unet._workers import (
     TRAINING_JOB,
     Inbox,
@@ -115,7 +118,13 @@ from napari_unet.core.live import InstancesUpdate, Notice, RegionUpdate, SettleU
 from napari_unet.core.memory_budget import check_memory, memory_need
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.predict_files import FileDone, FileFailed, FileStarted, PredictOptions
-from napari_unet.core.training import LabelUpdate, TrainingRun, TrainProgress, TrainResult
+from napari_unet.core.training import (
+    LabelUpdate,
+    TrainingImage,
+    TrainingRun,
+    TrainProgress,
+    TrainResult,
+)
 from napari_unet.core.view_first import PassProgress, PredictionUpdate
 
 MODES = {"auto": None, "2D over slices": "2d", "3D": "3d"}
@@ -196,20 +205,31 @@ def _stop_workers(workers: list) -> None:
 
 def _build_run(image: Any, strokes: Any, config: TrainConfig, *, axes: str,
                mode: Mode | None, init: TrainedModel | None, typed_names: str,
-               model_config: ModelConfig) -> TrainingRun:
+               model_config: ModelConfig,
+               others: Sequence[tuple[Any, Any, str, str]] = ()) -> TrainingRun:
     """Copy the strokes and set up training: in the worker, not on the GUI thread.
 
     A big stack's strokes take a second to copy, and seconds more to normalise and index.
     Strokes painted meanwhile reach the run as later updates (the widget watches the layer
     from the Train press on), so a copy taken while they were painted is made whole again.
-    Errors (one class painted, shapes that differ) come back through the worker.
+    ``others``: the other painted images' (pixels, strokes, axes, name), read and copied
+    here too; one with no strokes left is passed over. Errors (one class painted, shapes
+    that differ) come back through the worker.
     """
     labels = np.array(strokes, copy=True)
-    painted_max = int(labels.max()) if labels.size else 0
+    more = []
+    for other_image, other_strokes, other_axes, name in others:
+        copied = np.array(other_strokes, copy=True)
+        if copied.any():
+            more.append(TrainingImage(np.asarray(other_image), copied, other_axes, name))
+    painted_max = max([int(labels.max()) if labels.size else 0]
+                      + [int(m.labels.max()) for m in more])
     names = class_names(typed_names, max(painted_max, 2),
                         init.num_classes if init is not None else None)
+    # The image in hand is what the user trains on; another that does not fit it (other
+    # channels, no Z for a 3D model) is left out with a notice, not a refusal.
     return TrainingRun(image, labels, config, axes=axes, mode=mode, init=init,
-                       class_names=names,
+                       class_names=names, more=more, leave_out_unfit=True,
                        model_config=replace(model_config, num_classes=len(names)))
 
 
@@ -227,6 +247,7 @@ class UNetTrainerWidget(QWidget):
         self._worker: Any = None
         self._worker_failed = False
         self._folder = _FolderRun(Path(), 0)  # the last folder prediction
+        self._painted = TrainingSet()  # images painted in this window, for Train
         # (kind, parts in all, monotonic time, parts done then): the pass being timed
         self._pass_timing: tuple[PassKind, int, float, int] | None = None
         self._labels_source: Labels | None = None
@@ -349,6 +370,14 @@ class UNetTrainerWidget(QWidget):
             tooltip="Split touching objects with a distance-transform watershed. Live for "
                     "images up to a megapixel, else after training and on Predict.",
         )
+        self.learn_from_others = CheckBox(
+            value=True, text="learn from the strokes on other images too",
+            tooltip="Train also on the other images in this window that you trained on "
+                    "or made an annotation layer for (their strokes as they are when you "
+                    "press Train), so the model does not forget them while it learns "
+                    "this one: paint a few strokes on each kind of image you will "
+                    "segment. Closing an image or its annotations leaves it out.",
+        )
         self.autosave = CheckBox(
             value=True, text="autosave strokes and model",
             tooltip="Strokes after each pause in painting, the model every 30 s and on "
@@ -360,7 +389,8 @@ class UNetTrainerWidget(QWidget):
             self.edge_smoothing, self.anisotropy, self.labels_picker,
             self.class_names, self.preset, self.refresh, self.settle_steps,
             self.show_confidence,
-            self.show_instances, self.test_time_augmentation, self.autosave,
+            self.show_instances, self.test_time_augmentation, self.learn_from_others,
+            self.autosave,
         ])
         self.image_picker.changed.connect(self._on_image_chosen)
         self.settle_steps.changed.connect(self._send_settle_steps)
@@ -485,9 +515,10 @@ class UNetTrainerWidget(QWidget):
                                 "strokes. Paint more (or raise 'pause after') to train on, "
                                 f"or press Stop to finish.{redraw}")
         elif s.status == "training":
+            images = f" · {s.training_images} images" if s.training_images > 1 else ""
             self.status.setText(f"training · step {s.step} · loss {s.loss:.4f} · "
                                 f"{s.steps_per_s:.1f} steps/s ({s.samples_per_s:.0f} "
-                                f"patches/s) · {s.device}")
+                                f"patches/s) · {s.device}{images}")
         elif s.status == "stopping" and s.pass_kind == "final":
             self.status.setText(f"predicting the whole image with the final model: "
                                 f"{self._pass_position()}…" if s.pass_done < s.pass_total
@@ -601,6 +632,9 @@ class UNetTrainerWidget(QWidget):
         skipped = self._apply_settings(session.settings)
         if skipped:
             show_warning(f"saved settings not restored (not valid here): {', '.join(skipped)}")
+        if session.annotations is not None:
+            with contextlib.suppress(NapariUnetError):  # axes that do not fit: not paired
+                self._painted.remember(layers, layer, self._image_axes(layers)[1])
         if session.model is not None:
             self.model = session.model
             self.class_names.value = ", ".join(self.model.class_names)
@@ -617,6 +651,7 @@ class UNetTrainerWidget(QWidget):
             "model_size": self.preset, "refresh_s": self.refresh,
             "pause_after_steps": self.settle_steps, "confidence": self.show_confidence,
             "instances": self.show_instances, "best_quality": self.test_time_augmentation,
+            "learn_from_other_images": self.learn_from_others,
         }
 
     def _settings(self) -> dict[str, Any]:
@@ -697,7 +732,8 @@ class UNetTrainerWidget(QWidget):
                              f"{layer_shape}); correct the axes field")
         return shape, axes
 
-    def _image_for_job(self, layers: list[Image], job: str) -> tuple[Any, str]:
+    def _image_for_job(self, layers: list[Image], job: str,
+                       others: Sequence[PaintedImage] = ()) -> tuple[Any, str]:
         """Return the chosen layers' full-resolution pixels for a worker, and their axes.
 
         Several layers become channels (axis ``C`` first), as napari's ``channel_axis``
@@ -714,7 +750,11 @@ class UNetTrainerWidget(QWidget):
         label_pixels = int(np.prod(shape_without_channels(shape, axes), dtype=np.int64))
         volumetric = (self.model.config.spatial_dims == 3 if self.model is not None
                       else MODES[self.mode.value] == "3d")
-        need = memory_need(bytes_added(layers), label_pixels,
+        # Other painted images train too: what reading them and copying their strokes adds.
+        added = bytes_added(layers) + sum(
+            bytes_added(list(p.image_layers)) + int(np.asarray(p.labels.data).nbytes)
+            for p in others)
+        need = memory_need(added, label_pixels,
                            confidence=self.show_confidence.value,
                            instances=self.show_instances.value, volumetric=volumetric)
         check_memory(need, f"{job} '{layers[0].name}'", remedies=_MEMORY_REMEDIES)
@@ -743,6 +783,7 @@ class UNetTrainerWidget(QWidget):
         layer = self._viewer.add_labels(
             np.zeros(shape, dtype=np.uint8), name=ANNOTATION_LAYER, **placement
         )
+        self._painted.remember(image_layers, layer, self._image_axes(image_layers)[1])
         # The viewer we were given is napari's public proxy; select the picker's own entry.
         for candidate in self.labels_picker.choices:
             if candidate.name == layer.name:
@@ -801,7 +842,9 @@ class UNetTrainerWidget(QWidget):
             if labels_layer is None:
                 raise InputError("paint on an annotation layer first "
                                  "('New annotation layer' makes one)")
-            image, axes = self._image_for_job(image_layers, "training on")
+            others = (self._painted.others(image_layers, labels_layer)
+                      if self.learn_from_others.value else [])
+            image, axes = self._image_for_job(image_layers, "training on", others)
             strokes = labels_layer.data
             # Shapes only, so cheap enough for the GUI thread; outputs are placed by it.
             axes = pair_axes(image.shape, tuple(strokes.shape), axes)
@@ -818,8 +861,11 @@ class UNetTrainerWidget(QWidget):
                 mode=MODES[self.mode.value] if self.model is None else None,
                 init=self.model, typed_names=self.class_names.value,
                 model_config=replace(preset.model, anisotropy=float(self.anisotropy.value)),
+                others=[(pixels_for_job(list(p.image_layers)), p.labels.data, p.axes, p.name)
+                        for p in others],
             )
             self._remember_target(image_layers)
+            self._painted.remember(image_layers, labels_layer, axes)
         except NapariUnetError as err:
             show_error(str(err))
             return
@@ -861,6 +907,9 @@ class UNetTrainerWidget(QWidget):
 
     def _on_run_started(self, run: TrainingRun) -> None:
         self._run = run
+        self.state.training_images = run.training_images
+        for note in run.left_out:
+            show_warning(note)
         kind = "2D over slices" if run.mode == "2d" and run.stack.num_samples > 1 else \
             run.mode.upper()
         self.state.model_summary = (
@@ -1068,6 +1117,7 @@ class UNetTrainerWidget(QWidget):
 
     def _on_layer_removed(self, event: Any) -> None:
         layer = event.value
+        self._painted.forget_layer(layer)
         if self.state.status == "training" and (
             layer is self._labels_source or layer in self._target.sources
         ):

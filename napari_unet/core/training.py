@@ -360,6 +360,10 @@ class TrainingRun:
         their patches drawn as :class:`~napari_unet.core.sampling.MixedSampler` says.
         Two classes must be painted over all images together; ``image`` needs some
         strokes of its own.
+    leave_out_unfit
+        Train without the images of ``more`` that cannot train with ``image`` (other
+        channels, no Z for a 3D model, nothing painted, a class the model does not
+        know), saying why in :attr:`left_out`, rather than refusing the run.
 
     Raises
     ------
@@ -381,6 +385,7 @@ class TrainingRun:
         init: TrainedModel | None = None,
         class_names: tuple[str, ...] | None = None,
         more: Sequence[TrainingImage] = (),
+        leave_out_unfit: bool = False,
     ) -> None:
         self.config = config = config or TrainConfig()
         image = np.asarray(image)
@@ -413,8 +418,19 @@ class TrainingRun:
         self._canonical_labels = canonical_labels  # boxes of new strokes are written here
         self._refused_labels: LabelUpdate | None = None  # refused, yet the user's latest
         label_samples = self.stack.label_samples(canonical_labels)
-        self._others = [self._other_image(other, i + 2, mode, z_context)
-                        for i, other in enumerate(more)]
+        self._others: list[_OtherImage] = []
+        self.left_out: list[str] = []  # why images of `more` were left out
+        for number, other in enumerate(more, 2):
+            try:
+                seen = self._other_image(other, number, mode, z_context)
+                if init is not None:
+                    self._check_classes(seen.label_samples, init.num_classes, seen.name)
+            except InputError as err:
+                if not leave_out_unfit:
+                    raise
+                self.left_out.append(f"{err}; trained without it")
+                continue
+            self._others.append(seen)
         # Classes painted on the other images (fixed): they count toward the two needed.
         self._painted_elsewhere = np.unique(np.concatenate(
             [o.class_ids.astype(np.int64) for o in self._others] or [np.zeros(0, np.int64)]))
@@ -435,11 +451,6 @@ class TrainingRun:
                     f"image has {channels}"
                 )
             self._check_classes(labels, init.num_classes)
-            for other in self._others:
-                try:
-                    self._check_classes(other.label_samples, init.num_classes)
-                except InputError as err:
-                    raise InputError(f"{other.name}: {err}") from err
             network = copy.deepcopy(init.network)
             normalization = init.normalization
             names = tuple(class_names or init.class_names)
@@ -604,6 +615,11 @@ class TrainingRun:
         if self._bounded and self.is_z_stack and cfg.settle_steps is not None:
             bounds.append(cfg.settle_steps)
         return min(bounds, default=None)
+
+    @property
+    def training_images(self) -> int:
+        """How many images the run learns from: the first, and the others it was given."""
+        return 1 + len(self._others)
 
     @property
     def painted_samples(self) -> int:
@@ -931,12 +947,12 @@ class TrainingRun:
         counts = self._sampler.class_pixel_counts
         return class_weights(counts, self.model.num_classes).to(self.device)
 
-    def _check_classes(self, labels: np.ndarray, num_classes: int) -> None:
+    def _check_classes(self, labels: np.ndarray, num_classes: int, where: str = "") -> None:
         highest = int(labels.max())
         if highest > num_classes:
             raise InputError(
-                f"label {highest} is painted but the model knows only ids 1..{num_classes}; "
-                "start a new model to add a class"
+                f"{where + ': ' if where else ''}label {highest} is painted but the model "
+                f"knows only ids 1..{num_classes}; start a new model to add a class"
             )
 
     @staticmethod
@@ -957,7 +973,7 @@ class TrainingRun:
             "edge_weight": self.edge_weight,  # as resolved ("train_config" may say None)
             "region_weight": self.region_weight,
             "painted_pixels": {str(k): v for k, v in self._sampler.class_pixel_counts.items()},
-            "training_images": 1 + len(self._others),
+            "training_images": self.training_images,
             "final_loss": None if math.isnan(self._last_loss) else self._last_loss,
         }
 

@@ -113,3 +113,16 @@ def test_each_class_is_drawn_as_often_and_shared_by_the_images_that_have_it():
     with pytest.raises(InputError, match="different shapes"):
         MixedSampler([samplers[0], PatchSampler(image, background, 16, rng)], rng)
 
+
+
+def test_images_that_cannot_train_with_the_first_can_be_left_out_with_why(two_looks):
+    (a, strokes_a, _), (b, strokes_b, _) = two_looks
+    rgb = TrainingImage(np.stack([b] * 3, axis=-1), strokes_b, axes="YXC", name="rgb")
+    empty = TrainingImage(b, np.zeros_like(strokes_b), name="empty")
+    run = TrainingRun(a, strokes_a, replace(FAST, max_steps=2), model_config=TINY_MODEL,
+                      more=[rgb, TrainingImage(b, strokes_b, name="b"), empty],
+                      leave_out_unfit=True)
+    assert run.training_images == 2
+    assert run.left_out == ["rgb: it has 3 channel(s), the first image 1; trained without it",
+                            "empty: nothing is painted on it; trained without it"]
+    assert run.run_to_end().model.metadata["training_images"] == 2

@@ -1,0 +1,86 @@
+"""Train learns from the strokes on every image painted in the window, not only the one chosen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_unet import _widget
+from tests.conftest import make_blobs, strokes_from_truth
+from tests.gui.test_widget import TRAIN_TIMEOUT_MS, _wait_idle
+
+
+@pytest.fixture
+def trainer(make_napari_viewer, monkeypatch):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
+    widget.refresh.value = 0.3
+    widget.test_time_augmentation.value = False
+    warnings: list[str] = []
+    monkeypatch.setattr(_widget, "show_warning", warnings.append)
+    monkeypatch.setattr(_widget, "show_error", warnings.append)
+    yield viewer, widget, warnings
+    widget.shutdown()
+
+
+def _open_and_paint(viewer, widget, image: np.ndarray, strokes: np.ndarray, name: str):
+    layer = viewer.add_image(image, name=name)
+    widget.image_picker.value = [layer]
+    labels = widget.new_annotation_layer()
+    labels.data = strokes
+    return layer, labels
+
+
+def _train_a_little(qtbot, widget, statuses=None):
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.state.step >= 3, timeout=TRAIN_TIMEOUT_MS)
+    if statuses is not None:
+        statuses.append(widget.status.text())
+    qtbot.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
+    return widget.model.metadata
+
+
+def test_training_on_a_second_image_keeps_learning_from_the_first(trainer, qtbot):
+    viewer, widget, warnings = trainer
+    a, truth_a = make_blobs((64, 64), seed=1)
+    b, truth_b = make_blobs((64, 64), seed=2)
+    strokes_a = strokes_from_truth(truth_a)
+    # on the second image, a few corrective strokes of the background only
+    strokes_b = np.where(strokes_from_truth(truth_b) == 1, 1, 0).astype(np.uint8)
+    layer_a, labels_a = _open_and_paint(viewer, widget, a, strokes_a, "a")
+    assert _train_a_little(qtbot, widget)["training_images"] == 1
+
+    _open_and_paint(viewer, widget, 255 - b, strokes_b, "b")
+    assert widget.labels_picker.value is not labels_a
+    statuses: list[str] = []
+    meta = _train_a_little(qtbot, widget, statuses)
+    assert meta["training_images"] == 2 and "· 2 images" in statuses[0]
+    assert meta["painted_pixels"]["2"] == int((strokes_a == 2).sum())  # a's objects
+    assert meta["painted_pixels"]["1"] == int((strokes_a == 1).sum() + strokes_b.sum())
+
+    def refused_alone():
+        qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+        _wait_idle(qtbot, widget)
+        return warnings.pop().startswith("only one class is painted (label 1)")
+
+    widget.learn_from_others.value = False  # b alone has only background strokes
+    assert refused_alone()
+    widget.learn_from_others.value = True
+    assert _train_a_little(qtbot, widget)["training_images"] == 2
+    viewer.layers.remove(layer_a)  # closed: the first image no longer trains
+    assert refused_alone()
+    assert not warnings
+
+def test_an_image_that_cannot_train_with_this_one_is_left_out_with_a_notice(trainer, qtbot):
+    viewer, widget, warnings = trainer
+    a, truth_a = make_blobs((64, 64), seed=1)
+    rgb = np.stack([a] * 3, axis=-1)
+    _open_and_paint(viewer, widget, rgb, strokes_from_truth(truth_a), "rgb")
+    assert widget.axes.value == "YXC"
+    _open_and_paint(viewer, widget, a, strokes_from_truth(truth_a), "gray")
+    meta = _train_a_little(qtbot, widget)
+    assert meta["training_images"] == 1
+    assert any("image 'rgb': it has 3 channel(s), the first image 1; trained without it"
+               in w for w in warnings), warnings
