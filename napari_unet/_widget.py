@@ -912,10 +912,12 @@ class UNetTrainerWidget(QWidget):
             show_warning(note)
         kind = "2D over slices" if run.mode == "2d" and run.stack.num_samples > 1 else \
             run.mode.upper()
+        also = f"; also learning from {', '.join(run.other_images)}" if run.other_images \
+            else ""
         self.state.model_summary = (
             f"continuing the model ({self.model.metadata.get('steps', 0)} steps so far)"
             if self.model is not None else f"training a new {kind} {self._preset_name} model"
-        )
+        ) + also
         self._render_state()
 
     def stop(self) -> None:

@@ -622,6 +622,11 @@ class TrainingRun:
         return 1 + len(self._others)
 
     @property
+    def other_images(self) -> tuple[str, ...]:
+        """The names of the other images the run learns from (see :class:`TrainingImage`)."""
+        return tuple(o.name for o in self._others)
+
+    @property
     def painted_samples(self) -> int:
         """How many slices (2D mode) or frames (3D mode) have strokes."""
         return self._sampler.painted_samples

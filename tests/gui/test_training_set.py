@@ -36,7 +36,7 @@ def _train_a_little(qtbot, widget, statuses=None):
     qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: widget.state.step >= 3, timeout=TRAIN_TIMEOUT_MS)
     if statuses is not None:
-        statuses.append(widget.status.text())
+        statuses.extend([widget.status.text(), widget.model_label.text()])
     qtbot.mouseClick(widget.stop_button, Qt.MouseButton.LeftButton)
     _wait_idle(qtbot, widget)
     return widget.model.metadata
@@ -57,6 +57,7 @@ def test_training_on_a_second_image_keeps_learning_from_the_first(trainer, qtbot
     statuses: list[str] = []
     meta = _train_a_little(qtbot, widget, statuses)
     assert meta["training_images"] == 2 and "· 2 images" in statuses[0]
+    assert statuses[1].endswith("; also learning from image 'a'")
     assert meta["painted_pixels"]["2"] == int((strokes_a == 2).sum())  # a's objects
     assert meta["painted_pixels"]["1"] == int((strokes_a == 1).sum() + strokes_b.sum())
 
