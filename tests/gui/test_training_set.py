@@ -12,16 +12,11 @@ from tests.gui.test_widget import TRAIN_TIMEOUT_MS, _wait_idle
 
 
 @pytest.fixture
-def trainer(make_napari_viewer, monkeypatch):
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net trainer")
-    widget.refresh.value = 0.3
-    widget.test_time_augmentation.value = False
-    warnings: list[str] = []
-    monkeypatch.setattr(_widget, "show_warning", warnings.append)
-    monkeypatch.setattr(_widget, "show_error", warnings.append)
-    yield viewer, widget, warnings
-    widget.shutdown()
+def said(trainer, monkeypatch):
+    """The trainer's viewer and widget, and the warnings and errors it shows, in order."""
+    viewer, widget, errors = trainer
+    monkeypatch.setattr(_widget, "show_warning", errors.append)
+    return viewer, widget, errors
 
 
 def _open_and_paint(viewer, widget, image: np.ndarray, strokes: np.ndarray, name: str):
@@ -42,8 +37,8 @@ def _train_a_little(qtbot, widget, statuses=None):
     return widget.model.metadata
 
 
-def test_training_on_a_second_image_keeps_learning_from_the_first(trainer, qtbot):
-    viewer, widget, warnings = trainer
+def test_training_on_a_second_image_keeps_learning_from_the_first(said, qtbot):
+    viewer, widget, warnings = said
     a, truth_a = make_blobs((64, 64), seed=1)
     b, truth_b = make_blobs((64, 64), seed=2)
     strokes_a = strokes_from_truth(truth_a)
@@ -74,8 +69,8 @@ def test_training_on_a_second_image_keeps_learning_from_the_first(trainer, qtbot
     assert refused_alone()
     assert not warnings
 
-def test_an_image_that_cannot_train_with_this_one_is_left_out_with_a_notice(trainer, qtbot):
-    viewer, widget, warnings = trainer
+def test_an_image_that_cannot_train_with_this_one_is_left_out_with_a_notice(said, qtbot):
+    viewer, widget, warnings = said
     a, truth_a = make_blobs((64, 64), seed=1)
     rgb = np.stack([a] * 3, axis=-1)
     _open_and_paint(viewer, widget, rgb, strokes_from_truth(truth_a), "rgb")
