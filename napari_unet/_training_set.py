@@ -60,6 +60,14 @@ class TrainingSet:
         """Drop the pairings that ``layer`` (removed from the viewer) was part of."""
         self._images = [p for p in self._images if not p.holds(layer)]
 
+    def labels_for(self, image_layers: list[Any] | tuple[Any, ...]) -> Any | None:
+        """Return the annotation layer paired with the image, or ``None``."""
+        layers = tuple(image_layers)
+        for painted in self._images:
+            if _same_layers(painted.image_layers, layers):
+                return painted.labels
+        return None
+
     def others(self, image_layers: list[Any] | tuple[Any, ...], labels: Any
                ) -> list[PaintedImage]:
         """Return the painted images other than this one, and not painted on ``labels``."""

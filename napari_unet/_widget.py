@@ -578,6 +578,12 @@ class UNetTrainerWidget(QWidget):
         else:
             self.anisotropy.value = 1.0
         self._offer_restore(layers)
+        # Back to an image painted before: its own strokes, not the last image's (images
+        # of one camera share a shape, so the picker would keep the other's layer).
+        paired = self._painted.labels_for(layers)
+        if paired is not None and paired in self.labels_picker.choices:
+            with self.labels_picker.changed.blocked():
+                self.labels_picker.value = paired
         self._watch_strokes()
 
     # -- autosave ----------------------------------------------------------------------------
@@ -632,9 +638,10 @@ class UNetTrainerWidget(QWidget):
         skipped = self._apply_settings(session.settings)
         if skipped:
             show_warning(f"saved settings not restored (not valid here): {', '.join(skipped)}")
-        if session.annotations is not None:
+        restored = self.labels_picker.value
+        if session.annotations is not None and restored is not None:
             with contextlib.suppress(NapariUnetError):  # axes that do not fit: not paired
-                self._painted.remember(layers, layer, self._image_axes(layers)[1])
+                self._painted.remember(layers, restored, self._image_axes(layers)[1])
         if session.model is not None:
             self.model = session.model
             self.class_names.value = ", ".join(self.model.class_names)
@@ -783,11 +790,13 @@ class UNetTrainerWidget(QWidget):
         layer = self._viewer.add_labels(
             np.zeros(shape, dtype=np.uint8), name=ANNOTATION_LAYER, **placement
         )
-        self._painted.remember(image_layers, layer, self._image_axes(image_layers)[1])
-        # The viewer we were given is napari's public proxy; select the picker's own entry.
+        # The viewer we were given is napari's public proxy; select the picker's own entry
+        # (and pair that with the image: layers are told apart by identity).
         for candidate in self.labels_picker.choices:
             if candidate.name == layer.name:
                 self.labels_picker.value = candidate
+                self._painted.remember(image_layers, candidate,
+                                       self._image_axes(image_layers)[1])
         layer.brush_size = 4
         layer.selected_label = 1
         layer.mode = "paint"

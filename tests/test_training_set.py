@@ -32,6 +32,7 @@ def test_each_image_keeps_one_annotation_layer_and_each_layer_one_image():
     painted.forget_layer(twin)
     painted.forget_layer(new_a)
     assert len(painted) == 1 and painted.others([b], None)[0].image_layers == (c,)
+    assert painted.labels_for([c]) is strokes_b and painted.labels_for([twin]) is None
     # several layers as channels are one image
     red, green = _layer("red"), _layer("green")
     painted.remember([red, green], strokes_a, "CYX")

@@ -47,8 +47,12 @@ def test_training_on_a_second_image_keeps_learning_from_the_first(said, qtbot):
     layer_a, labels_a = _open_and_paint(viewer, widget, a, strokes_a, "a")
     assert _train_a_little(qtbot, widget)["training_images"] == 1
 
-    _open_and_paint(viewer, widget, 255 - b, strokes_b, "b")
-    assert widget.labels_picker.value is not labels_a
+    layer_b, labels_b = _open_and_paint(viewer, widget, 255 - b, strokes_b, "b")
+    assert widget.labels_picker.value.name == labels_b.name
+    widget.image_picker.value = [layer_a]  # back to the first image: its own strokes
+    assert widget.labels_picker.value.name == labels_a.name
+    widget.image_picker.value = [layer_b]
+    assert widget.labels_picker.value.name == labels_b.name
     statuses: list[str] = []
     meta = _train_a_little(qtbot, widget, statuses)
     assert meta["training_images"] == 2 and "· 2 images" in statuses[0]
@@ -65,7 +69,7 @@ def test_training_on_a_second_image_keeps_learning_from_the_first(said, qtbot):
     assert refused_alone()
     widget.learn_from_others.value = True
     assert _train_a_little(qtbot, widget)["training_images"] == 2
-    viewer.layers.remove(layer_a)  # closed: the first image no longer trains
+    viewer.layers.remove(labels_a.name)  # its strokes closed: the first image is left out
     assert refused_alone()
     assert not warnings
 

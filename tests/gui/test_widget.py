@@ -684,6 +684,8 @@ def test_strokes_and_model_are_autosaved_and_offered_back(make_napari_viewer, qt
     restored = viewer.layers["prediction (restored)"]  # the latest choice, chosen again
     np.testing.assert_array_equal(restored.data, corrected)
     assert widget.labels_picker.value is restored
+    # the restored strokes are the image's own: another image trained on learns from them
+    assert widget._painted.labels_for([viewer.layers["nuclei"]]) is restored
     saves = widget._strokes_autosave.saves
     restored.paint((80, 80), 3 - int(restored.data[80, 80]))  # its saves are its own
     qtbot.waitUntil(lambda: widget._strokes_autosave.saves > saves, timeout=10_000)
