@@ -68,12 +68,22 @@ def plan_folder(source: Path, out: Path, *, instances: bool) -> FolderPlan:
     return FolderPlan(source, out, objects, images, tuple(sorted(existing)))
 
 
+# Failures told one by one, as they happen; the rest only in the summary. A folder of
+# images that do not fit the model (a 3D model, 2D images) would otherwise stack
+# hundreds of notifications.
+FAILURES_TOLD = 3
+NAMES_LISTED = 5  # failed images named in the summary
+
+
 def describe_outcome(out: Path, done: int, failed: list[str], total: int, *,
                      stopped: bool) -> str:
     """Say how a folder prediction went: images written, failed, or left when stopped."""
     said = f"segmented {done} of {total} images into {out}"
     if failed:
-        said += f"; {len(failed)} could not be read or predicted: {', '.join(failed)}"
+        names = ", ".join(failed[:NAMES_LISTED])
+        if len(failed) > NAMES_LISTED:
+            names += f" and {len(failed) - NAMES_LISTED} more"
+        said += f"; {len(failed)} could not be read or predicted: {names}"
     if stopped:
         said += ("; stopped before the rest (Predict folder… again, with 'Skip', "
                  "does them)")

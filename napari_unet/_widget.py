@@ -50,6 +50,7 @@ from qtpy.QtWidgets import (
 from napari_unet import _label_edits
 from napari_unet._autosave import SAVED_AS_KEY, StrokeAutosave, saver_for
 from napari_unet._folder_prediction import (
+    FAILURES_TOLD,
     Existing,
     FolderPlan,
     describe_outcome,
@@ -1286,8 +1287,11 @@ class UNetTrainerWidget(QWidget):
         elif isinstance(event, FileFailed):
             run.failed.append(event.item.image.name)
             name = event.item.image.name
-            show_warning(event.message if name in event.message
-                         else f"{name}: {event.message}")
+            if len(run.failed) <= FAILURES_TOLD:
+                show_warning(event.message if name in event.message
+                             else f"{name}: {event.message}")
+            if len(run.failed) == FAILURES_TOLD:
+                show_warning("further images that fail are named in the summary at the end")
             self._report_folder(event.number, 0)
 
     def _report_folder(self, files_done: int, tiles_done: int) -> None:

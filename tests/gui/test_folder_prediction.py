@@ -238,3 +238,20 @@ def test_the_question_about_existing_results_gives_the_answer_clicked(
     QTimer.singleShot(300, click)
     assert ASK_EXISTING(widget, plan) == answer
     assert texts == [f"1 of the 4 images in images have results in {out} already."]
+
+
+def test_a_folder_of_images_that_all_fail_does_not_flood_the_window(
+        trainer, qtbot, tmp_path, said):
+    _, widget, _ = trainer
+    _loaded(widget, tmp_path, _model())
+    images = tmp_path / "stacks"
+    images.mkdir()
+    for n in range(8):  # RGB: the model reads one channel
+        tifffile.imwrite(images / f"{n}.tif", np.zeros((32, 32, 3), np.uint8))
+    assert widget.predict_folder(images, tmp_path / "masks")
+    _wait_idle(qtbot, widget)
+    told, summary = said["warning"][:-1], said["warning"][-1]
+    assert len(told) == 4 and all("channel" in w for w in told[:3])
+    assert "named in the summary" in told[3]
+    assert summary == (f"segmented 0 of 8 images into {tmp_path / 'masks'}; 8 could not be "
+                       "read or predicted: 0.tif, 1.tif, 2.tif, 3.tif, 4.tif and 3 more")
