@@ -16,6 +16,7 @@ gui() { if [ -n "${DISPLAY:-}" ]; then "$PY" "$@"; else xvfb-run -a -s "-screen 
 "$PY" benchmarks/bench_host.py --write "$DOC"
 "$PY" benchmarks/bench_effort.py --write "$DOC"
 "$PY" benchmarks/bench_volumes.py --write "$DOC"
+"$PY" benchmarks/bench_images.py --write "$DOC"
 gui benchmarks/bench_gui.py --write "$DOC"
 gui benchmarks/bench_overlay.py --write "$DOC"
 gui benchmarks/bench_painting.py --write "$DOC"

@@ -39,10 +39,14 @@ class PatchBatch:
     targets
         ``(B, *patch)`` int64: ``label - 1`` for painted pixels (so class index ``k`` is
         label id ``k + 1``), :data:`IGNORE_INDEX` for unpainted ones.
+    sources
+        ``(B,)`` which image each patch came from, when they came from several
+        (:class:`MixedSampler`); ``None`` for one image.
     """
 
     images: np.ndarray
     targets: np.ndarray
+    sources: np.ndarray | None = None
 
 
 class PatchSampler:
@@ -318,11 +322,13 @@ class MixedSampler:
         if len(self.samplers) == 1:
             return self.main.sample(batch_size)
         ids = self.class_ids
-        images, targets = [], []
+        images, targets, sources = [], [], []
         for _ in range(batch_size):
             class_id = int(ids[self._rng.integers(ids.size)])
-            having = [s for s in self.samplers if class_id in s.class_ids]
-            img, lab = having[self._rng.integers(len(having))].draw_patch(class_id)
+            having = [i for i, s in enumerate(self.samplers) if class_id in s.class_ids]
+            source = having[self._rng.integers(len(having))]
+            img, lab = self.samplers[source].draw_patch(class_id)
             images.append(img)
             targets.append(lab)
-        return PatchBatch(np.stack(images), np.stack(targets))
+            sources.append(source)
+        return PatchBatch(np.stack(images), np.stack(targets), np.array(sources))

@@ -108,6 +108,7 @@ def test_each_class_is_drawn_as_often_and_shared_by_the_images_that_have_it():
     share_of_second = len(counts[1]) / 4000
     assert 0.2 < share_of_second < 0.3  # half of the background patches: a quarter
     assert set(counts[1]) == {1}
+    assert (batch.sources == 1).sum() == len(counts[1])  # each patch says its image
     assert 0.45 < counts[0].count(2) / 4000 < 0.55
     assert mixed.class_pixel_counts == {1: 4 * 32 + 1, 2: 4 * 32}
     with pytest.raises(InputError, match="different shapes"):

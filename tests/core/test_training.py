@@ -11,6 +11,7 @@ from napari_unet.core.config import PRESETS, REGION_WEIGHT, ModelConfig, TrainCo
 from napari_unet.core.errors import InputError
 from napari_unet.core.inference import predict
 from napari_unet.core.metrics import foreground_iou
+from napari_unet.core.sampling import IGNORE_INDEX
 from napari_unet.core.training import (
     LabelUpdate,
     TrainingRun,
@@ -344,6 +345,62 @@ def test_region_term_takes_class_means_over_the_batch_not_per_patch():
                                    torch.cat([confident, undecided])).any()
     # ...whereas alone, the patch's own brighter pixels would be pulled toward objects.
     assert pull_toward_objects(dim, undecided).any()
+
+
+def test_region_term_of_several_images_takes_each_images_own_class_means():
+    """Another acquisition's bright background is not pulled toward objects by A's."""
+    half = torch.zeros(1, 1, 16, 16)
+    half[..., 8:] = 1.0
+    a = half.repeat(3, 1, 1, 1)  # image A: background 0, objects 1 (three patches)
+    b = 0.6 + 0.3 * half  # image B: background 0.6, objects 0.9
+    b_background = torch.full((1, 1, 16, 16), 0.6)
+    confident = torch.full((1, 2, 16, 16), -10.0)
+    confident[0, 0, :, :8] = 10.0
+    confident[0, 1, :, 8:] = 10.0
+    undecided = torch.zeros(1, 2, 16, 16)
+    undecided[0, 1] = -0.5
+    images = torch.cat([a, b, b_background])
+    logits = torch.cat([confident.repeat(4, 1, 1, 1), undecided])
+    sources = np.array([0, 0, 0, 1, 1])
+
+    def pull_toward_objects(groups):
+        grad_logits = logits.clone().requires_grad_()
+        region_contrast(images, grad_logits, groups).backward()
+        return grad_logits.grad[-1, 1] < 0
+
+    assert pull_toward_objects(None).all()  # A's means: 0.6 is nearer A's objects
+    assert not pull_toward_objects(sources).any()  # B's own: 0.6 is B's background
+    each = (3 * region_contrast(images[:3], logits[:3])
+            + 2 * region_contrast(images[3:], logits[3:])) / 5
+    torch.testing.assert_close(region_contrast(images, logits, sources), each)
+    torch.testing.assert_close(region_contrast(images, logits, np.zeros(5, int)),
+                               region_contrast(images, logits))
+
+
+def test_a_second_images_class_means_follow_its_strokes_not_a_turned_round_guess():
+    """On a new image the network may guess the first image's look, inverted here."""
+    half = torch.zeros(1, 1, 16, 16)
+    half[..., 8:] = 1.0
+    a = half  # image A: objects bright
+    b = 1.0 - half  # image B: background bright (left), objects dark (right)
+    right = torch.full((1, 2, 16, 16), -10.0)
+    right[0, 0, :, :8] = 10.0
+    right[0, 1, :, 8:] = 10.0
+    turned = right.flip(-1)  # on B: bright called object, as on A
+    images, logits = torch.cat([a, b]), torch.cat([right, turned])
+    targets = torch.full((2, 16, 16), IGNORE_INDEX)
+    targets[1, :, 11:] = 1  # B's strokes: object on the dark side...
+    targets[1, :, :5] = 0  # ...and background on the bright side
+    sources = np.array([0, 1])
+
+    def pull_toward_objects(anchored):
+        grad_logits = logits.clone().requires_grad_()
+        region_contrast(images, grad_logits, sources,
+                        targets if anchored else None).backward()
+        return grad_logits.grad[1, 1, :, 8:11] < 0  # B's unpainted dark side
+
+    assert not pull_toward_objects(False).any()  # the guess's means keep the guess
+    assert pull_toward_objects(True).all()  # the strokes' means turn it round
 
 
 def test_edge_term_is_on_for_stacks_in_2d_mode_only(blobs):
