@@ -87,7 +87,8 @@ def test_a_batch_writes_what_each_image_alone_gives_and_reports_a_bad_file(tmp_p
 def test_a_file_without_axes_of_its_own_takes_the_trainers_where_they_fit(tmp_path):
     stack = np.stack([make_blobs((40, 48), seed=s)[0] for s in range(3)])
     path = tmp_path / "plain.tif"
-    tifffile.imwrite(path, stack)  # no ImageJ metadata: its axes are a guess
+    # three planes, not RGB; no ImageJ metadata: its axes are a guess
+    tifffile.imwrite(path, stack, photometric="minisblack")
     model = _model(z_context=1)  # sees the slices next to each one, unlike frames
 
     def started(fallback, target):

@@ -49,7 +49,8 @@ def folder(tmp_path):
     tifffile.imwrite(images / "a.tif", make_blobs((48, 56), seed=1)[0])
     tifffile.imwrite(images / "b.tif", make_blobs((40, 64), seed=2)[0])
     tifffile.imwrite(images / "c.tif", np.stack([make_blobs((40, 48), seed=s)[0]
-                                                 for s in range(3)]))
+                                                 for s in range(3)]),
+                     photometric="minisblack")  # three planes, not RGB
     (images / "broken.tif").write_bytes(b"not a tiff")
     return images
 
