@@ -357,7 +357,9 @@ class _OtherImage:
 
 
 class TrainingRun:
-    """One training session on one image; set up eagerly, trained via :meth:`steps`.
+    """One training session on an image and its strokes; set up eagerly, trained via steps.
+
+    Other images' strokes may join it (``more``): one model for several images.
 
     Parameters
     ----------
