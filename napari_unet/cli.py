@@ -10,7 +10,7 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -172,26 +172,6 @@ _MEMORY_REMEDIES = {"instances": "leave out --instances",
                     "probabilities": "leave out --probabilities"}
 
 
-def _fits_in_memory(job: str, path: Path, *, volumetric: bool, probability_classes: int = 0,
-                    instances: bool = False) -> Callable[[tuple[int, ...], np.dtype, str], None]:
-    """Return a ``read_tiff`` check that refuses, before reading, a job too large for memory.
-
-    A whole-slide scan or a long stack read whole can take more than the machine has
-    free; the kernel would then kill the run without a word of why.
-    """
-    from napari_unet.core.axes import shape_without_channels
-    from napari_unet.core.memory_budget import check_memory, memory_need
-
-    def check(shape: tuple[int, ...], dtype: np.dtype, axes: str) -> None:
-        pixels = int(np.prod(shape_without_channels(shape, axes), dtype=np.int64))
-        image_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        need = memory_need(image_bytes, pixels, probability_classes=probability_classes,
-                           instances=instances, volumetric=volumetric)
-        check_memory(need, f"{job} {path}", remedies=_MEMORY_REMEDIES)
-
-    return check
-
-
 def _announce_axes(args: argparse.Namespace, path: Path, image: ImageData, axes: str,
                    how: str) -> None:
     """Say which axes were used; a plain 2D image (YX) needs no note."""
@@ -321,9 +301,10 @@ def _read_training_pair(args: argparse.Namespace, image_path: Path, labels_path:
     """Read an image and its strokes; return them, the axes, and where the axes came from."""
     from napari_unet.core.axes import pair_axes, shape_without_channels
     from napari_unet.core.io import read_labels, read_tiff
+    from napari_unet.core.memory_budget import check_before_reading
 
-    image = read_tiff(image_path, args.axes,
-                      _fits_in_memory("training on", image_path, volumetric=volumetric))
+    image = read_tiff(image_path, args.axes, check_before_reading(
+        f"training on {image_path}", volumetric=volumetric, remedies=_MEMORY_REMEDIES))
     guessed = image.axes_source == "guessed"
     how = "guessed from the shapes" if guessed else _AXES_SOURCE[image.axes_source]
     with _explaining_axes(image_path, _axes_note(image, image.axes, how)):

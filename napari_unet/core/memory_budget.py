@@ -19,9 +19,12 @@ at its peak) and the tiles in flight.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
+from napari_unet.core.axes import shape_without_channels
 from napari_unet.core.errors import InputError
 
 # Bytes per labels pixel, beyond the image read itself (see the module docstring).
@@ -154,6 +157,28 @@ def check_memory(need: MemoryNeed, what: str, *, available: int | None = None,
         f"{what} needs about {_gib(need.total)} of memory at full resolution and "
         f"{_gib(available)} is free: {'; '.join(hints)}"
     )
+
+
+def check_before_reading(what: str, *, volumetric: bool, probability_classes: int = 0,
+                         instances: bool = False,
+                         remedies: Mapping[str, str] | None = None
+                         ) -> Callable[[tuple[int, ...], np.dtype, str], None]:
+    """Return a check for a file's header that refuses a job too large for memory.
+
+    For :func:`~napari_unet.core.io.read_tiff`'s ``before_reading``: a whole-slide scan
+    or a long stack read whole can take more than the machine has free, and the system
+    would then kill the run without a word of why. ``what`` names the job and its file
+    in the message; the other parameters are :func:`memory_need`'s and
+    :func:`check_memory`'s.
+    """
+    def check(shape: tuple[int, ...], dtype: np.dtype, axes: str) -> None:
+        pixels = int(np.prod(shape_without_channels(shape, axes), dtype=np.int64))
+        image_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        need = memory_need(image_bytes, pixels, probability_classes=probability_classes,
+                           instances=instances, volumetric=volumetric)
+        check_memory(need, what, remedies=remedies)
+
+    return check
 
 
 def _gib(n: int) -> str:

@@ -10,13 +10,14 @@ where is :mod:`~napari_unet.core.batch`'s job).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping, Sequence
+import contextlib
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from napari_unet.core.axes import check_axes, shape_without_channels
+from napari_unet.core.axes import check_axes
 from napari_unet.core.batch import BatchItem
 from napari_unet.core.config import TileConfig
 from napari_unet.core.errors import InputError, NapariUnetError
@@ -28,7 +29,7 @@ from napari_unet.core.inference import (
 )
 from napari_unet.core.instances import InstanceConfig, instances_from_classes
 from napari_unet.core.io import ImageData, read_tiff, write_labels, write_probabilities
-from napari_unet.core.memory_budget import check_memory, memory_need
+from napari_unet.core.memory_budget import check_before_reading
 from napari_unet.core.model import TrainedModel
 
 # Where an image's axes came from, in words (ImageData.axes_source, and the fallback).
@@ -134,37 +135,22 @@ class PredictOptions:
     memory_remedies: Mapping[str, str] | None = None
 
 
-def _fits_in_memory(model: TrainedModel, item: BatchItem, remedies: Mapping[str, str] | None
-                    ) -> Callable[[tuple[int, ...], np.dtype, str], None]:
-    """Return a ``read_tiff`` check that refuses, before reading, a file too large.
-
-    A whole-slide scan or a long stack read whole can take more than the machine has
-    free; the system would then kill the run (or napari) without a word of why.
-    """
-    def check(shape: tuple[int, ...], dtype: np.dtype, axes: str) -> None:
-        pixels = int(np.prod(shape_without_channels(shape, axes), dtype=np.int64))
-        image_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        need = memory_need(
-            image_bytes, pixels, instances=item.instances is not None,
-            probability_classes=model.num_classes if item.probabilities else 0,
-            volumetric=model.config.spatial_dims == 3)
-        check_memory(need, f"predicting {item.image}", remedies=remedies)
-
-    return check
-
-
 def _resolve_axes(model: TrainedModel, image: ImageData, fallback: str | None
-                  ) -> tuple[str | None, str]:
-    """Return the axes to check against the model (``None``: guess) and their source."""
-    if image.axes_source != "guessed":
-        return image.axes, image.axes_source
-    if fallback is not None:
-        try:
-            return model_axes(model, image.data.shape, check_axes(image.data.shape, fallback)), \
-                "fallback"
-        except InputError:
-            pass  # another layout than the trainer's image: guess as for any file
-    return None, "guessed"
+                  ) -> tuple[str, str]:
+    """Return the image's axes for the model, and where they came from.
+
+    Raises
+    ------
+    NapariUnetError
+        If the file's axes, or those guessed, do not fit the model.
+    """
+    shape = image.data.shape
+    if image.axes_source == "guessed" and fallback is not None:
+        with contextlib.suppress(InputError):  # another layout than the trainer's: guess
+            return model_axes(model, shape, check_axes(shape, fallback)), "fallback"
+    # A guess from the file's shape alone is worse than one that knows the model.
+    known = None if image.axes_source == "guessed" else image.axes
+    return model_axes(model, shape, known), image.axes_source
 
 
 def _axes_note(shape: tuple[int, ...], axes: str, source: str) -> str:
@@ -208,13 +194,14 @@ def predict_file(model: TrainedModel, item: BatchItem, tiles: TileConfig,
         If the file cannot be read, does not fit the model or memory, or a result exists
         and may not be replaced (a set-up error names the axes it was read with).
     """
-    image = read_tiff(item.image, options.axes,
-                      _fits_in_memory(model, item, options.memory_remedies))
-    checked, source = _resolve_axes(model, image, options.fallback_axes)
+    image = read_tiff(item.image, options.axes, check_before_reading(
+        f"predicting {item.image}", volumetric=model.config.spatial_dims == 3,
+        probability_classes=model.num_classes if item.probabilities else 0,
+        instances=item.instances is not None, remedies=options.memory_remedies))
     try:
-        axes = model_axes(model, image.data.shape, checked)
+        axes, source = _resolve_axes(model, image, options.fallback_axes)
     except NapariUnetError as err:
-        note = _axes_note(image.data.shape, checked or image.axes, source)
+        note = _axes_note(image.data.shape, image.axes, image.axes_source)
         hint = f"; {options.axes_hint}" if options.axes_hint else ""
         raise type(err)(f"{err} [{item.image.name}: {note}{hint}]") from err
     tta = options.test_time_augmentation
