@@ -759,8 +759,10 @@ class UNetTrainerWidget(QWidget):
         volumetric = (self.model.config.spatial_dims == 3 if self.model is not None
                       else MODES[self.mode.value] == "3d")
         # Other painted images train too: what reading them and copying their strokes adds.
+        # (From shapes only: lazy strokes are not read on the GUI thread.)
         added = bytes_added(layers) + sum(
-            bytes_added(list(p.image_layers)) + int(np.asarray(p.labels.data).nbytes)
+            bytes_added(list(p.image_layers))
+            + int(np.prod(p.labels.data.shape, dtype=np.int64)) * p.labels.data.dtype.itemsize
             for p in others)
         need = memory_need(added, label_pixels,
                            confidence=self.show_confidence.value,

@@ -107,10 +107,21 @@ def check_training_labels(labels: np.ndarray, spatial_shape: tuple[int, ...],
             f"only one class is painted (label {int(ids[0])}); paint at least two: "
             "background (1) and an object class (2, 3, ...)"
         )
-    if ids.max() > MAX_CLASSES:
+    check_class_ids(ids)
+    return int(ids.max())
+
+
+def check_class_ids(ids: np.ndarray) -> None:
+    """Refuse painted ids above :data:`MAX_CLASSES` (a mask of objects, not of classes).
+
+    Raises
+    ------
+    InputError
+        Saying how such a mask becomes classes.
+    """
+    if ids.size and ids.max() > MAX_CLASSES:
         raise InputError(
             f"the labels go up to {int(ids.max())} ({ids.size} different values), but "
             f"classes are 1 (background) and 2 to {MAX_CLASSES} (objects); a mask with "
             "one number per object must first become classes: every object 2, the rest 1"
         )
-    return int(ids.max())

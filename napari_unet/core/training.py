@@ -57,8 +57,8 @@ from napari_unet.core.device import (
 from napari_unet.core.errors import InputError
 from napari_unet.core.generators import run_to_end
 from napari_unet.core.labels import (
-    MAX_CLASSES,
     as_label_array,
+    check_class_ids,
     check_training_labels,
     default_class_names,
     painted_class_ids,
@@ -586,8 +586,7 @@ class TrainingRun:
             ids = painted_class_ids(samples)
             if ids.size == 0:
                 raise InputError("nothing is painted on it")
-            if ids.max() > MAX_CLASSES:
-                check_training_labels(samples, samples.shape)  # says what is wrong
+            check_class_ids(ids)
         except InputError as err:
             raise InputError(f"{name}: {err}") from err
         return _OtherImage(name, stack, samples, ids)

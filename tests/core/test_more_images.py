@@ -70,6 +70,8 @@ def test_another_image_that_cannot_train_with_the_first_is_named_and_explained(t
         r"rgb: it has 3 channel\(s\), the first image 1": TrainingImage(
             np.stack([b] * 3, axis=-1), strokes_b, axes="YXC", name="rgb"),
         "image 2: the image has shape": TrainingImage(b, strokes_b[:50]),
+        "objects: the labels go up to 300": TrainingImage(
+            b, np.where(strokes_b > 0, 300, 0).astype(np.uint16), name="objects"),
     }
     for message, other in cases.items():
         with pytest.raises(InputError, match=message):
