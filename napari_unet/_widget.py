@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet import _label_edits
 from napari_unet._autosave import SAVED_AS_KEY, StrokeAutosave, saver_for
-from napari_unet._folder_prediction import (
-    FAILURES_TOLD,
-    Existing,
-    FolderPlan,
-    describe_outcome,
-    plan_folder,
-)
+from napari_unet._folder_prediction import Existing, FolderPlan, FolderProgress, plan_folder
 from napari_unet._gc_pause import pause_full_collections, resume_full_collections
 from napari_unet._image_layers import (
     bytes_added,
@@ -118,7 +112,7 @@ from napari_unet.core.labels import default_class_names
 from napari_unet.core.live import InstancesUpdate, Notice, RegionUpdate, SettleUpdate
 from napari_unet.core.memory_budget import check_memory, memory_need
 from napari_unet.core.model import TrainedModel
-from napari_unet.core.predict_files import FileDone, FileFailed, FileStarted, PredictOptions
+from napari_unet.core.predict_files import FileEvent, PredictOptions
 from napari_unet.core.training import (
     LabelUpdate,
     TrainingImage,
@@ -137,18 +131,6 @@ _WHOLE_IMAGE_PIXELS = 1024 * 1024
 _MEMORY_REMEDIES = {"instances": "switch off the instances layer",
                     "confidence": "switch off the confidence layer"}
 _LABELS_QUIET_MS = 300  # send strokes this long after the last paint event
-_FOLDER_STEPS = 100  # progress-bar parts per file of a folder prediction
-
-
-@dataclass
-class _FolderRun:
-    """A folder prediction under way: where it writes, and what it has done so far."""
-
-    out: Path
-    total: int
-    done: int = 0
-    failed: list[str] = field(default_factory=list)
-    tiles_total: int = 1  # of the file being predicted
 
 
 def class_names(typed: str, at_least: int, exactly: int | None = None) -> tuple[str, ...]:
@@ -247,7 +229,7 @@ class UNetTrainerWidget(QWidget):
         self._preset_name = ""
         self._worker: Any = None
         self._worker_failed = False
-        self._folder = _FolderRun(Path(), 0)  # the last folder prediction
+        self._folder = FolderProgress(Path(), 0)  # the last folder prediction
         self._painted = TrainingSet()  # images painted in this window, for Train
         # (kind, parts in all, monotonic time, parts done then): the pass being timed
         self._pass_timing: tuple[PassKind, int, float, int] | None = None
@@ -1253,7 +1235,7 @@ class UNetTrainerWidget(QWidget):
                       "'axes' where they fit",
             memory_remedies=_MEMORY_REMEDIES)
         worker = folder_prediction_worker(self.model, items, self._preset().tile, options)
-        self._folder = _FolderRun(plan.out, len(items))
+        self._folder = FolderProgress(plan.out, len(items))
         worker.yielded.connect(self._on_folder_yielded)
         worker.errored.connect(self._on_worker_error)
         worker.finished.connect(self._on_folder_finished)
@@ -1272,35 +1254,12 @@ class UNetTrainerWidget(QWidget):
         except NapariUnetError:
             return None
 
-    def _on_folder_yielded(self, event: Any) -> None:
+    def _on_folder_yielded(self, event: FileEvent) -> None:
         run = self._folder
-        if isinstance(event, FileStarted):
-            self.state.folder_image = event.item.image.name
-            self.state.folder_number = event.number
-            run.tiles_total = max(event.tiles_total, 1)
-            self._report_folder(event.number - 1, 0)
-        elif isinstance(event, TileProgress):
-            if event.notice:
-                show_warning(event.notice)
-            self._report_folder(self.state.folder_number - 1, event.tiles_done)
-        elif isinstance(event, FileDone):
-            run.done += 1
-            self._report_folder(event.number, 0)
-        elif isinstance(event, FileFailed):
-            run.failed.append(event.item.image.name)
-            name = event.item.image.name
-            if len(run.failed) <= FAILURES_TOLD:
-                show_warning(event.message if name in event.message
-                             else f"{name}: {event.message}")
-            if len(run.failed) == FAILURES_TOLD:
-                show_warning("further images that fail are named in the summary at the end")
-            self._report_folder(event.number, 0)
-
-    def _report_folder(self, files_done: int, tiles_done: int) -> None:
-        # Each file counts as _FOLDER_STEPS parts, so one long image moves the bar too.
-        run = self._folder
-        done = files_done * _FOLDER_STEPS + tiles_done * _FOLDER_STEPS // run.tiles_total
-        self._report_pass("folder", done, run.total * _FOLDER_STEPS)
+        for warning in run.record(event):
+            show_warning(warning)
+        self.state.folder_image, self.state.folder_number = run.image, run.number
+        self._report_pass("folder", run.parts_done, run.parts_total)
 
     def _on_folder_finished(self) -> None:
         run = self._folder
@@ -1308,9 +1267,7 @@ class UNetTrainerWidget(QWidget):
         self._forget_pass()
         self.state.folder_image, self.state.folder_number = "", 0
         # Also after an error ended the job (notified already): what was done is kept.
-        stopped = run.done + len(run.failed) < run.total
-        said = describe_outcome(run.out, run.done, run.failed, run.total, stopped=stopped)
-        (show_warning if run.failed or stopped else show_info)(said)
+        (show_warning if run.failed or run.stopped else show_info)(run.summary())
         self.state.status = "idle"
         release_freed_memory_soon()
 

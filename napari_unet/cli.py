@@ -437,10 +437,8 @@ def _show_progress(args: argparse.Namespace, gen: Generator[FileEvent, None, _R]
                     _report_written(args, event)
                 else:
                     # One bad file (unreadable, other channels) does not end the batch.
-                    where = "" if str(event.item.image) in event.message \
-                        else f"{event.item.image}: "
-                    print(f"napari-unet predict: {where}error: {event.message}",
-                          file=sys.stderr)
+                    said = event.describe(str(event.item.image))
+                    print(f"napari-unet predict: error: {said}", file=sys.stderr)
     finally:
         if bar is not None:
             bar.close()

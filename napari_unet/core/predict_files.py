@@ -85,6 +85,10 @@ class FileFailed:
     item: BatchItem
     message: str
 
+    def describe(self, name: str) -> str:
+        """Return the message, led by ``name`` (the file as shown) unless it names it."""
+        return self.message if name in self.message else f"{name}: {self.message}"
+
 
 @dataclass(frozen=True)
 class BatchSummary:
