@@ -1,7 +1,7 @@
 """A second image that looks different: strokes on it alone, after the first, or with it.
 
     pip install -e ".[bench]"
-    python benchmarks/bench_images.py [--seeds 3] [--steps 500] [--write docs/benchmarks.md]
+    python benchmarks/bench_images.py [--seeds 8] [--steps 500] [--write docs/benchmarks.md]
 
 What the trainer does when a user paints a second image. The DSB2018 nuclei image
 (``sample_data/nuclei2d.tif``, 512 x 512) is cut in two: image A is its left half as it is;
@@ -17,7 +17,11 @@ after 500 steps on a stack being no matter here):
 
 - ``A``: A's strokes; ``B``: B's strokes alone (a new model);
 - ``A, then B``: A's model trained on B's strokes alone, what the trainer did before it
-  learnt from other images: Train on B continued from A's model, on B's strokes;
+  learnt from other images (and does with that off, or with A closed): Train on B
+  continued from A's model, on B's strokes, at the fine-tuning rate
+  (``TrainConfig.fine_tune_lr_factor``);
+- ``A, then B at the full rate``: the same at the full learning rate, as every
+  continued run trained before session 31;
 - ``A, then A + B``: A's model trained on B's strokes and A's together, what Train does
   now with *learn from the strokes on other images too*.
 
@@ -49,7 +53,7 @@ from _docs import mean_sd, publish  # noqa: E402
 from bench_core import machine  # noqa: E402
 from make_sample import paint_strokes  # noqa: E402
 
-CONDITIONS = ("A", "B", "A, then B", "A, then A + B")
+CONDITIONS = ("A", "B", "A, then B", "A, then B at the full rate", "A, then A + B")
 
 
 def images() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -73,9 +77,11 @@ def run_seed(seed: int, steps: int) -> dict[str, dict[str, float]]:
     config = replace(preset.train, max_steps=steps, max_seconds=None, seed=seed,
                      device="cpu")
 
-    def train(image, strokes, init=None, more=()):
-        return TrainingRun(image, strokes, config, model_config=preset.model, init=init,
-                           more=more).run_to_end().model
+    def train(image, strokes, init=None, more=(), fine_tune_lr_factor=None):
+        run_config = config if fine_tune_lr_factor is None else replace(
+            config, fine_tune_lr_factor=fine_tune_lr_factor)
+        return TrainingRun(image, strokes, run_config, model_config=preset.model,
+                           init=init, more=more).run_to_end().model
 
     def scores(model):
         on_a = predict(model, a, preset.tile).class_map
@@ -86,6 +92,8 @@ def run_seed(seed: int, steps: int) -> dict[str, dict[str, float]]:
     model_a = train(a, strokes_a)
     return {"A": scores(model_a), "B": scores(train(b, strokes_b)),
             "A, then B": scores(train(b, strokes_b, init=model_a)),
+            "A, then B at the full rate": scores(train(b, strokes_b, init=model_a,
+                                                       fine_tune_lr_factor=1.0)),
             "A, then A + B": scores(train(b, strokes_b, init=model_a,
                                           more=[TrainingImage(a, strokes_a, name="A")]))}
 
@@ -111,7 +119,7 @@ def report(runs: list[dict], steps: int, seeds: int) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()

@@ -253,9 +253,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     stack_limit = run.step_bound if run.step_bound != args.steps else None
     if stack_limit is not None:
         where += f"; at most {stack_limit} steps on a Z stack, --stack-steps to change"
+    # The lower rate of a continued run is said: a user comparing runs should know it.
+    what = (f"fine-tuning {args.init} at {config.fine_tune_lr_factor:g} x the learning rate"
+            if init else "new model")
     _say(args, f"training a {run.mode.upper()} model on {describe_device(run.device)} with "
-               f"preset {preset.name} ({'fine-tuning ' + str(args.init) if init else 'new model'}"
-               f"{where})")
+               f"preset {preset.name} ({what}{where})")
 
     # Percent of whichever bound comes first (steps, seconds, or a stack's step limit), so
     # the bar reaches the end when training does.

@@ -85,9 +85,10 @@ def test_fine_tuning_keeps_the_models_z_context(tmp_path, cli):
     line = _error_of(cli("train", *common, "--out", tmp_path / "b.pt", "--init",
                              tmp_path / "a.pt", "--z-context", "1"))
     assert "sees 2 neighbouring slice(s)" in line and not (tmp_path / "b.pt").exists()
-    cli("train", *common, "--out", tmp_path / "b.pt", "--init", tmp_path / "a.pt",
-            check=True)
+    out = cli("train", *common, "--out", tmp_path / "b.pt", "--init", tmp_path / "a.pt",
+              check=True)
     assert load_model(tmp_path / "b.pt").config.z_context == 2
+    assert f"fine-tuning {tmp_path / 'a.pt'} at 0.3 x the learning rate" in out.stderr
     line = _error_of(cli("train", *common, "--out", tmp_path / "b.pt", "--overwrite",
                              "--init", tmp_path / "a.pt", "--absolute-intensity", "off"))
     assert "trained with it on" in line

@@ -204,6 +204,12 @@ class TrainConfig:
         AdamW weight decay.
     warmup_steps
         Linear warm-up; avoids the first large steps wrecking a fine-tuned model.
+    fine_tune_lr_factor
+        The learning rate is this times ``learning_rate`` when training continues from a
+        model (``init``: Train again, a reloaded model, ``train --init``). Why: a model of
+        one image that sees a new one as featureless (a raised background) was driven to
+        predicting background everywhere, for good, by the full rate in 3 of 8 seeds; at
+        0.3 times it, none (docs/benchmarks.md, "A second image that looks different").
     max_steps, max_seconds
         Stop after this many steps or this much wall-clock time, whichever comes first.
         Both ``None`` means open-ended (the widget's live mode): until stopped or, with
@@ -299,6 +305,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 20
+    fine_tune_lr_factor: float = 0.3
     max_steps: int | None = None
     max_seconds: float | None = None
     settle_steps: int | None = 500
@@ -324,6 +331,9 @@ class TrainConfig:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.learning_rate > 0:
             raise InputError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 < self.fine_tune_lr_factor <= 1:
+            raise InputError(
+                f"fine_tune_lr_factor must be in (0, 1], got {self.fine_tune_lr_factor}")
         if self.edge_weight is not None and not self.edge_weight >= 0:
             raise InputError(f"edge_weight must be >= 0 or None, got {self.edge_weight}")
         if self.region_weight is not None and not self.region_weight >= 0:

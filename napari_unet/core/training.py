@@ -384,7 +384,8 @@ class TrainingRun:
         painted id if needed. Ignored when ``init`` is given.
     init
         A model to fine-tune instead of starting fresh; its normalisation, channel count,
-        classes and kind (2D/3D) are kept.
+        classes and kind (2D/3D) are kept, and it trains at a lower rate
+        (``config.fine_tune_lr_factor``, :attr:`peak_learning_rate`).
     class_names
         Names for ids ``1..K``; defaults to ``background, class 2, ...``.
     more
@@ -548,7 +549,11 @@ class TrainingRun:
             else REGION_WEIGHT
         # Not torch.optim.AdamW: building any torch.optim optimiser imports torch's compiler
         # (1.6-2.0 s on 2 cores), the same update without it is core.optimizer.AdamW.
-        self._optimizer = AdamW(self._network.parameters(), lr=config.learning_rate,
+        # Lower when continuing from a model: its features may not fit the new strokes
+        # (TrainConfig.fine_tune_lr_factor says what the full rate did then).
+        self.peak_learning_rate = config.learning_rate * (
+            config.fine_tune_lr_factor if init is not None else 1.0)
+        self._optimizer = AdamW(self._network.parameters(), lr=self.peak_learning_rate,
                                 weight_decay=config.weight_decay)
         # Loss scaling is only needed for fp16; bf16 has fp32's exponent range.
         self._scaler = torch.amp.GradScaler(
@@ -969,11 +974,11 @@ class TrainingRun:
             # Open-ended (live) training: a constant rate until it settles. Decaying it
             # before the pause did not score better (docs/benchmarks.md, "Live
             # training left running on the same strokes").
-            return cfg.learning_rate * warmup
+            return self.peak_learning_rate * warmup
         done = min(1.0, max(fractions))
         # Cosine decay to 5 % over the budget: the last steps refine instead of jumping.
         decay = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done))
-        return cfg.learning_rate * warmup * decay
+        return self.peak_learning_rate * warmup * decay
 
     def _bound_reached(self) -> bool:
         cfg = self.config

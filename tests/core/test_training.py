@@ -244,6 +244,25 @@ def test_fine_tuning_starts_from_the_given_weights(blobs):
     assert result.model.normalization == first.normalization
 
 
+def test_a_continued_run_trains_at_the_lower_fine_tuning_rate(blobs):
+    # The full rate drove a model continued on a new image's strokes to background
+    # everywhere in 3 of 8 seeds (docs/benchmarks.md, "A second image that looks
+    # different"): continuing runs follow the same schedule, scaled down.
+    image, strokes, _ = blobs
+    config = replace(FAST, max_steps=8)
+    fresh = TrainingRun(image, strokes, config, model_config=TINY_MODEL)
+    fresh_rates = [p.learning_rate for p in fresh.steps()]
+    continued = TrainingRun(image, strokes, config, init=fresh.model)
+    assert continued.peak_learning_rate == pytest.approx(
+        config.learning_rate * config.fine_tune_lr_factor)
+    continued_rates = [p.learning_rate for p in continued.steps()]
+    assert continued_rates == pytest.approx(
+        [rate * config.fine_tune_lr_factor for rate in fresh_rates])
+    assert max(continued_rates) > 0
+    with pytest.raises(InputError, match="fine_tune_lr_factor"):
+        replace(config, fine_tune_lr_factor=0.0)
+
+
 def test_reproducible_with_a_seed(blobs):
     image, strokes, _ = blobs
     runs = [TrainingRun(image, strokes, replace(FAST, max_steps=6),
