@@ -208,8 +208,9 @@ class TrainConfig:
         The learning rate is this times ``learning_rate`` when training continues from a
         model (``init``: Train again, a reloaded model, ``train --init``). Why: a model of
         one image that sees a new one as featureless (a raised background) was driven to
-        predicting background everywhere, for good, by the full rate in 3 of 8 seeds; at
-        0.3 times it, none (docs/benchmarks.md, "A second image that looks different").
+        predicting background everywhere, for good, by the full rate in 3 of 8 seeds, at
+        0.5 times it in 2, at 0.3 times in none (docs/benchmarks.md, "A second image that
+        looks different").
     max_steps, max_seconds
         Stop after this many steps or this much wall-clock time, whichever comes first.
         Both ``None`` means open-ended (the widget's live mode): until stopped or, with
