@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from napari.layers import Image
 
+from napari_unet.core.memory_budget import array_bytes
+
 
 def full_resolution(layer: Image) -> Any:
     """Return ``layer``'s pixels at full resolution: level 0 of a pyramid, else its data."""
@@ -56,7 +58,7 @@ def bytes_added(layers: list[Image]) -> int:
     total = 0
     for layer in layers:
         data = full_resolution(layer)
-        total += int(np.prod(data.shape, dtype=np.int64)) * np.dtype(data.dtype).itemsize
+        total += array_bytes(data.shape, data.dtype)
     return total
 
 

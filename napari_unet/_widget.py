@@ -110,7 +110,7 @@ from napari_unet.core.instances import InstanceConfig
 from napari_unet.core.io import write_labels
 from napari_unet.core.labels import default_class_names
 from napari_unet.core.live import InstancesUpdate, Notice, RegionUpdate, SettleUpdate
-from napari_unet.core.memory_budget import check_memory, memory_need
+from napari_unet.core.memory_budget import array_bytes, check_memory, memory_need
 from napari_unet.core.model import TrainedModel
 from napari_unet.core.predict_files import FileEvent, PredictOptions
 from napari_unet.core.training import (
@@ -743,8 +743,8 @@ class UNetTrainerWidget(QWidget):
         # Other painted images train too: what reading them and copying their strokes adds.
         # (From shapes only: lazy strokes are not read on the GUI thread.)
         added = bytes_added(layers) + sum(
-            bytes_added(list(p.image_layers))
-            + int(np.prod(p.labels.data.shape, dtype=np.int64)) * p.labels.data.dtype.itemsize
+            bytes_added(list(p.image_layers)) + array_bytes(p.labels.data.shape,
+                                                            p.labels.data.dtype)
             for p in others)
         need = memory_need(added, label_pixels,
                            confidence=self.show_confidence.value,

@@ -159,6 +159,15 @@ def check_memory(need: MemoryNeed, what: str, *, available: int | None = None,
     )
 
 
+def array_bytes(shape: tuple[int, ...], dtype: np.dtype | type) -> int:
+    """Return the bytes an array of ``shape`` and ``dtype`` holds, without reading it.
+
+    For lazy arrays (dask, zarr, a file's header) whose ``nbytes`` may be missing or
+    would read them; int64 so that a huge stack's pixel count does not overflow.
+    """
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
 def check_before_reading(what: str, *, volumetric: bool, probability_classes: int = 0,
                          instances: bool = False,
                          remedies: Mapping[str, str] | None = None
@@ -173,9 +182,9 @@ def check_before_reading(what: str, *, volumetric: bool, probability_classes: in
     """
     def check(shape: tuple[int, ...], dtype: np.dtype, axes: str) -> None:
         pixels = int(np.prod(shape_without_channels(shape, axes), dtype=np.int64))
-        image_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        need = memory_need(image_bytes, pixels, probability_classes=probability_classes,
-                           instances=instances, volumetric=volumetric)
+        need = memory_need(array_bytes(shape, dtype), pixels,
+                           probability_classes=probability_classes, instances=instances,
+                           volumetric=volumetric)
         check_memory(need, what, remedies=remedies)
 
     return check
