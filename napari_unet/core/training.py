@@ -306,9 +306,10 @@ def region_contrast(images: torch.Tensor, logits: torch.Tensor,
         A scalar, 0 when each class is of one intensity, 1 when the classes' means are
         alike.
     """
-    if sources is not None and np.unique(sources).size > 1:
+    images_in_batch = np.unique(sources) if sources is not None else ()
+    if len(images_in_batch) > 1:
         terms = []
-        for source in np.unique(sources):
+        for source in images_in_batch:
             idx = torch.as_tensor(np.flatnonzero(sources == source), device=images.device)
             terms.append(region_contrast(images[idx], logits[idx], None,
                                          None if targets is None else targets[idx])
